@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine with Python >= 3.11:
+#   make demo   — create .venv, install, run both Istio traffic-shifting tasks locally
+#   make test   — create .venv, install the test extra, run the whole suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench run clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shiftproxy demo
+
+run: $(STAMP)
+	$(BIN)/shiftproxy run --config config/
+
+test: $(STAMP)
+	$(BIN)/ruff check proxy tests samples benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check proxy tests samples benchmarks
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache

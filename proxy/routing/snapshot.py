@@ -1,0 +1,257 @@
+"""The compiled, immutable routing snapshot the data plane reads.
+
+A Snapshot is built off to the side by `proxy.config.compile` and swapped in with one reference
+assignment. Requests and connections hold on to the snapshot (and the objects in it) they started
+with, so nothing here may ever be mutated. No I/O, no asyncio.
+
+Vocabulary (Envoy's): a *listener* accepts downstream connections; an HTTP listener has a *route table*
+of *virtual hosts* (one per VirtualService host set, or a default one per service) holding ordered
+*routes*; a route's action is a weighted set of *destinations*, each naming a *cluster*
+(`outbound|PORT|SUBSET|FQDN`) of *endpoints*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from proxy.routing.match import HttpMatch, RequestView, TcpMatch
+from proxy.routing.weighted import pick_index
+
+LbPolicy = Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"]
+
+
+def cluster_name(port: int, subset: str, fqdn: str) -> str:
+    return f"outbound|{port}|{subset}|{fqdn}"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One upstream instance. `address` is an IP, or a DNS name resolved at connect time."""
+
+    address: str
+    port: int
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+    weight: int = 1
+    # Istio metric labels of the serving workload, precomputed from `labels`
+    version: str = "unknown"
+    workload: str = "unknown"
+    canonical_service: str = "unknown"
+    canonical_revision: str = "latest"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """The Istio service a cluster belongs to, for metric labels."""
+
+    fqdn: str  # reviews.default.svc.cluster.local
+    name: str  # reviews
+    namespace: str  # default
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    name: str  # outbound|9080|v3|reviews.default.svc.cluster.local
+    service: ServiceInfo
+    port: int  # service port
+    subset: str  # "" = every endpoint
+    endpoints: tuple[Endpoint, ...]
+    lb_policy: LbPolicy = "LEAST_REQUEST"
+    connect_timeout: float = 10.0  # seconds
+    tcp_idle_timeout: float | None = 3600.0  # seconds; None = disabled (idleTimeout: 0s)
+    http_idle_timeout: float = 3600.0  # upstream keep-alive idle timeout, seconds
+    max_requests_per_connection: int = 0  # 0 = unlimited; 1 = no keep-alive
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One weighted entry of a route. `cluster` is None when the subset does not exist (→ 503 NC)."""
+
+    cluster_name: str
+    cluster: Cluster | None
+    weight: int
+    # per-destination header operations (HTTP only)
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedDestinations:
+    """Destinations with non-zero share, in config order, and their cumulative weights."""
+
+    destinations: tuple[Destination, ...]
+    cumulative: tuple[int, ...]
+
+    def pick(self, random_value: int) -> Destination:
+        if len(self.destinations) == 1:
+            return self.destinations[0]
+        return self.destinations[pick_index(self.cumulative, random_value)]
+
+    def shares(self) -> list[tuple[Destination, float]]:
+        """Each destination with its probability (for `explain` and config dumps)."""
+        total = self.cumulative[-1] if self.cumulative else 0
+        if len(self.destinations) == 1:
+            return [(self.destinations[0], 1.0)]
+        return [(d, d.weight / total) for d in self.destinations]
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    uri: str | None = None
+    prefix_rewrite: str | None = None
+    authority: str | None = None
+    scheme: str | None = None
+    port: int | None = None
+    derive_port: str | None = None  # FROM_PROTOCOL_DEFAULT | FROM_REQUEST_PORT
+    code: int = 301
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    status: int
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    uri: str | None = None
+    authority: str | None = None
+    regex_match: str | None = None
+    regex_rewrite: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRoute:
+    """One Istio HTTPRoute (rule). `matches` empty = match everything."""
+
+    name: str  # "<vs namespace>/<vs name>#<rule index>" unless the rule has a name
+    virtual_service: str  # "namespace/name", "" for a default (no VirtualService) route
+    rule_index: int
+    matches: tuple[HttpMatch, ...]
+    action: WeightedDestinations | Redirect | DirectResponse
+    timeout: float | None = None  # seconds; None = no timeout (Istio's default)
+    rewrite: Rewrite | None = None
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+
+    def match(self, req: RequestView) -> HttpMatch | None | bool:
+        """The matching block, True when the route has no blocks, or None when nothing matches."""
+        if not self.matches:
+            return True
+        for block in self.matches:
+            if block.matches(req):
+                return block
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """The routes for one set of domains (one VirtualService, or the default route of a service)."""
+
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[HttpRoute, ...]
+    # True when some route inspects the request (so the listener must build a RequestView)
+    needs_request_view: bool = True
+
+    def route(self, req: RequestView | None) -> HttpRoute | None:
+        """First matching route (Istio: first match wins), or None (→ 404 NR)."""
+        for route in self.routes:
+            if not route.matches:
+                return route
+            assert req is not None
+            for block in route.matches:
+                if block.matches(req):
+                    return route
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    """Virtual hosts by domain. Lookup order as Envoy: exact domain, then longest wildcard suffix, then `*`."""
+
+    exact: Mapping[str, VirtualHost]
+    suffixes: tuple[tuple[str, VirtualHost], ...] = ()  # (".example.com", vh), longest first
+    catch_all: VirtualHost | None = None
+
+    def find(self, authority: str) -> VirtualHost | None:
+        """`authority` is the Host header as sent (any case, with or without `:port`)."""
+        host = authority.lower()
+        vh = self.exact.get(host)
+        if vh is not None:
+            return vh
+        bare = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+        vh = self.exact.get(bare)
+        if vh is not None:
+            return vh
+        for suffix, vh in self.suffixes:
+            if bare.endswith(suffix):
+                return vh
+        return self.catch_all
+
+
+@dataclass(frozen=True, slots=True)
+class HttpListener:
+    name: str  # e.g. "0.0.0.0_8080" or "mesh_outbound_http"
+    address: str
+    port: int
+    role: Literal["gateway", "mesh"]
+    route_table: RouteTable
+
+
+@dataclass(frozen=True, slots=True)
+class TcpRoute:
+    name: str
+    virtual_service: str  # "" for the default route
+    matches: tuple[TcpMatch, ...]  # empty = everything
+    destinations: WeightedDestinations
+    # shiftproxy.io/tcp-drain-on-shift: close connections whose destination lost its weight after this
+    drain_on_shift: float | None = None
+
+    def matches_connection(self, port: int, destination_ip: str) -> bool:
+        return not self.matches or any(m.matches(port, destination_ip) for m in self.matches)
+
+
+@dataclass(frozen=True, slots=True)
+class TcpListener:
+    name: str
+    address: str
+    port: int
+    role: Literal["gateway", "mesh"]
+    routes: tuple[TcpRoute, ...]  # first match wins; the default route (if any) is last
+
+    def route(self, destination_ip: str) -> TcpRoute | None:
+        for route in self.routes:
+            if route.matches_connection(self.port, destination_ip):
+                return route
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    content_hash: str  # sha256 of the canonical objects; equal configs give equal hashes
+    http_listeners: Mapping[str, HttpListener]
+    tcp_listeners: Mapping[str, TcpListener]
+    clusters: Mapping[str, Cluster]
+    services: Mapping[str, ServiceInfo]  # by FQDN
+    warnings: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()  # fields accepted but not enforced, skipped kinds
+
+    def listener_keys(self) -> set[tuple[str, str, int]]:
+        """(kind, address, port) of every listener, for diffing on reload."""
+        keys = {("http", li.address, li.port) for li in self.http_listeners.values()}
+        keys |= {("tcp", li.address, li.port) for li in self.tcp_listeners.values()}
+        return keys

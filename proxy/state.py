@@ -1,0 +1,31 @@
+"""Process-wide state shared by every listener: the current snapshot reference and the shared services.
+
+`state.snapshot` is replaced by one assignment on the event-loop thread when a reload succeeds; a
+request reads it once when its headers arrive, a TCP connection once when it is accepted.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from proxy.admin.metrics import Metrics
+from proxy.routing.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from proxy.accesslog import AccessLog
+    from proxy.upstream.cluster import ClusterManager
+
+
+@dataclass(slots=True)
+class ServerState:
+    snapshot: Snapshot
+    metrics: Metrics
+    cluster_manager: ClusterManager
+    access_log: AccessLog
+    # random source for weighted picks; `getrandbits(32)` per pick (tests may seed or replace it)
+    rng: random.Random = field(default_factory=random.Random)
+    # open downstream protocol objects, so shutdown can ask each one to finish
+    connections: set[Any] = field(default_factory=set)
+    draining: bool = False

@@ -1,0 +1,45 @@
+"""Runtime state of upstream clusters that outlives snapshots: balancers and active-request counts.
+
+A Balancer is kept per cluster *object*, so a reload that changes a cluster's endpoints gets a fresh
+balancer while requests still on the old snapshot keep using theirs. Active counts are per endpoint
+address, so LEAST_REQUEST sees all traffic to an endpoint whichever cluster sent it.
+"""
+
+from __future__ import annotations
+
+import random
+
+from proxy.routing.snapshot import Cluster, Endpoint
+from proxy.upstream.balancer import Balancer
+
+
+class ClusterManager:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._balancers: dict[int, Balancer] = {}  # id(cluster) → balancer
+        self.active: dict[tuple[str, int], int] = {}
+
+    def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
+        """An endpoint of `cluster`, or None when it has none (→ 503 UH)."""
+        balancer = self._balancers.get(id(cluster))
+        if balancer is None or balancer.cluster is not cluster:
+            balancer = self._balancers[id(cluster)] = Balancer(cluster, self.active, self._rng)
+        return balancer.choose()
+
+    def request_started(self, endpoint: Endpoint) -> None:
+        key = endpoint.key
+        self.active[key] = self.active.get(key, 0) + 1
+
+    def request_finished(self, endpoint: Endpoint) -> None:
+        key = endpoint.key
+        n = self.active.get(key, 0) - 1
+        if n > 0:
+            self.active[key] = n
+        else:
+            self.active.pop(key, None)
+
+    def retain(self, clusters: list[Cluster]) -> None:
+        """Forget balancers of clusters no longer in any live snapshot (called after a reload)."""
+        live = {id(c) for c in clusters}
+        for key in [k for k in self._balancers if k not in live]:
+            del self._balancers[key]
