@@ -126,6 +126,8 @@ def _add_document(node: yaml.Node, index: int, file: str, result: LoadResult) ->
     except yaml.YAMLError as exc:
         result.errors.append(Diagnostic(file, line, "", f"invalid YAML value: {exc}"))
         return
+    if body is None:
+        return  # an empty document (`---` followed by nothing or only comments)
     if not isinstance(body, dict):
         result.errors.append(Diagnostic(file, line, "", f"document {index + 1} is not a mapping"))
         return

@@ -1,0 +1,139 @@
+"""`shiftproxy` command line: run | validate (and the kubectl-like commands from proxy.cli_ops)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections import Counter
+
+from proxy import __version__
+from proxy.config.compile import CompileOptions, compile_snapshot
+from proxy.config.load import load_paths
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"labels must be k=v[,k=v...], got {item!r}")
+        labels[key] = value
+    return labels
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"address must be HOST:PORT, got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shiftproxy", description="Istio traffic shifting without a mesh.")
+    parser.add_argument("--version", action="version", version=f"shiftproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the proxy on Istio YAML config")
+    run.add_argument("-c", "--config", action="append", required=True, metavar="PATH",
+                     help="file or directory of Istio YAML (repeatable); watched for changes")
+    run.add_argument("--labels", type=parse_labels, default={"istio": "ingressgateway"},
+                     help="this gateway's labels, matched by Gateway selectors (default istio=ingressgateway)")
+    run.add_argument("--role", default="gateway,mesh",
+                     help="comma list of roles: gateway (Gateway listeners), mesh (sidecar outbound listeners)")
+    run.add_argument("--bind", default="0.0.0.0", help="address of gateway listeners (default 0.0.0.0)")
+    run.add_argument("--mesh-bind", default="127.0.0.1", help="address of sidecar listeners (default 127.0.0.1)")
+    run.add_argument("--mesh-port", type=int, default=15001, help="sidecar outbound HTTP port (default 15001)")
+    run.add_argument("--mesh-tcp-port-offset", type=int, default=0,
+                     help="sidecar TCP listener port = service port + this offset (default 0)")
+    run.add_argument("--admin", type=parse_address, default=("127.0.0.1", 15000), metavar="HOST:PORT",
+                     help="admin server address (default 127.0.0.1:15000)")
+    run.add_argument("--access-log", choices=("text", "json", "off"), default="text")
+    run.add_argument("--drain-timeout", type=float, default=15.0, metavar="SECONDS",
+                     help="on SIGTERM, how long in-flight requests may take to finish (default 15)")
+    run.add_argument("--no-watch", action="store_true", help="do not watch config files (SIGHUP still reloads)")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    validate = sub.add_parser("validate", help="check Istio YAML without running it")
+    validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    validate.add_argument("--labels", type=parse_labels, default={"istio": "ingressgateway"})
+
+    from proxy import cli_ops
+
+    cli_ops.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "validate":
+        return cmd_validate(args)
+    return int(args.func(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from proxy.server import RunOptions, run
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    roles = {r.strip() for r in args.role.split(",") if r.strip()}
+    if not roles or roles - {"gateway", "mesh"}:
+        print("shiftproxy: --role must be gateway, mesh or gateway,mesh", file=sys.stderr)
+        return 2
+    options = RunOptions(
+        config_paths=args.config,
+        compile=CompileOptions(gateway_labels=args.labels, gateway="gateway" in roles, mesh="mesh" in roles,
+                               bind=args.bind, mesh_bind=args.mesh_bind, mesh_port=args.mesh_port,
+                               mesh_tcp_port_offset=args.mesh_tcp_port_offset),
+        admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
+        drain_timeout=args.drain_timeout, watch=not args.no_watch,
+    )
+    return run(options)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Exit 0 valid (summary + warnings), 1 invalid (errors on stderr, one a line), 2 usage."""
+    from proxy.config.validate import validate
+
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        print(f"shiftproxy validate: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    loaded = load_paths(args.paths)
+    errors, warnings = validate(loaded.objects) if loaded.objects else ([], [])
+    errors = loaded.errors + errors
+    kinds = Counter(o.kind for o in loaded.objects)
+    if not errors:
+        compile_snapshot(loaded.objects, CompileOptions(gateway_labels=args.labels))  # must not raise when valid
+    if args.output == "json":
+        print(json.dumps({
+            "valid": not errors, "objects": dict(kinds), "files": loaded.files,
+            "errors": [e.as_dict() for e in errors], "warnings": [w.as_dict() for w in warnings],
+            "skipped": loaded.notices,
+        }, indent=2))
+        return 1 if errors else 0
+    for notice in loaded.notices:
+        print(notice, file=sys.stderr)
+    if errors:
+        for e in errors:
+            print(str(e), file=sys.stderr)
+        print(f"invalid: {len(errors)} error(s), {len(warnings)} warning(s)", file=sys.stderr)
+        return 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no Istio objects"
+    print(f"valid: {summary}; {len(warnings)} warning(s)")
+    for w in warnings:
+        print(f"warning: {w}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
