@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/shiftproxy demo
 
 run: $(STAMP)
-	$(BIN)/shiftproxy run --config config/
+	$(BIN)/shiftproxy run --config config/bookinfo --config config/tcp-echo
 
 test: $(STAMP)
 	$(BIN)/ruff check proxy tests samples benchmarks
