@@ -1,0 +1,29 @@
+# shiftproxy: the proxy and the local sample apps in one slim image.
+#   proxy:  docker run -p 8080:8080 -p 31400:31400 -v $PWD/config/compose:/etc/shiftproxy shiftproxy
+#   an app: docker run --entrypoint python shiftproxy -m samples reviews --host 0.0.0.0 --version v3
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY proxy ./proxy
+COPY samples ./samples
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin shiftproxy \
+    && mkdir -p /etc/shiftproxy \
+    && chown shiftproxy /etc/shiftproxy
+COPY --chown=10001 config/compose /etc/shiftproxy
+
+USER 10001
+# 8080 HTTP gateway, 31400 TCP gateway, 15000 admin, 15001 sidecar outbound HTTP
+EXPOSE 8080 31400 15000 15001
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:15000/ready', timeout=2).status != 200)"]
+# SIGTERM: stop accepting, finish in-flight requests (--drain-timeout), exit 0
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["shiftproxy"]
+CMD ["run", "--config", "/etc/shiftproxy/bookinfo", "--config", "/etc/shiftproxy/tcp-echo"]

@@ -1,0 +1,68 @@
+"""The container files, checked without a Docker engine: hadolint on the Dockerfile, the compose file
+against the Compose Specification's JSON schema, and every container command against our own parsers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from proxy.cli import build_parser as proxy_parser
+from proxy.config.load import load_paths
+from samples.__main__ import build_parser as samples_parser
+from tests.paths import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_dockerfile_has_no_hadolint_errors() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    out = subprocess.run([hadolint, "--failure-threshold", "error", str(ROOT / "Dockerfile")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_runs_as_non_root_with_healthcheck_and_ports() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "\nUSER 10001\n" in text
+    assert "HEALTHCHECK" in text and "/ready" in text
+    assert "EXPOSE 8080 31400 15000 15001" in text
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    schema_file = resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    jsonschema.validate(COMPOSE, schema)  # raises with the offending path on any violation
+
+
+def test_compose_has_the_seed_topology() -> None:
+    services = COMPOSE["services"]
+    for name in ("ingressgateway", "productpage-v1", "productpage-sidecar", "details-v1", "reviews-v1",
+                 "reviews-v2", "reviews-v3", "ratings-v1", "tcp-echo-v1", "tcp-echo-v2", "client"):
+        assert name in services, name
+    # the sidecar shares productpage's network namespace, and productpage sends through it
+    assert services["productpage-sidecar"]["network_mode"] == "service:productpage-v1"
+    assert services["productpage-v1"]["environment"]["HTTP_PROXY"] == "http://127.0.0.1:15001"
+    assert set(services["ingressgateway"]["ports"]) == {"8080:8080", "31400:31400"}
+
+
+@pytest.mark.parametrize("name", sorted(set(COMPOSE["services"]) - {"client"}))
+def test_every_container_command_parses(name: str) -> None:
+    service = COMPOSE["services"][name]
+    command = service.get("command")
+    entrypoint = service.get("entrypoint") or ["shiftproxy"]
+    if entrypoint == ["python", "-m", "samples"]:
+        samples_parser().parse_args(command)
+    else:
+        args = proxy_parser().parse_args(command)
+        mounted = {v.split(":")[1]: ROOT / v.split(":")[0] for v in service["volumes"]}
+        local = [str(mounted["/etc/shiftproxy"] / Path(p).relative_to("/etc/shiftproxy")) for p in args.config]
+        loaded = load_paths(local)
+        assert loaded.errors == [] and loaded.objects, name
