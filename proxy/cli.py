@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-o", "--output", choices=("text", "json"), default="text")
     validate.add_argument("--labels", type=parse_labels, default={"istio": "ingressgateway"})
 
-    from proxy import cli_ops
+    from proxy import cli_ops, demo
 
     cli_ops.add_commands(sub)
+    demo.add_command(sub)
     return parser
 
 
