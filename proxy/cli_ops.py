@@ -1,15 +1,437 @@
-"""kubectl-like commands that talk to a running proxy's admin API: apply, get, delete, explain."""
+"""kubectl-like commands that talk to a running proxy's admin API: apply, delete, get, explain.
+
+They are thin clients (stdlib urllib): the proxy does the validating, persisting and swapping, and
+answers only when the change is serving, so `apply` printing `serving config version N` means it is live.
+The admin address comes from `--admin HOST:PORT`, else `$SHIFTPROXY_ADMIN`, else 127.0.0.1:15000.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
+
+import yaml
+
+from proxy.config.load import iter_config_files
+
+DEFAULT_ADMIN = "127.0.0.1:15000"
+ADMIN_ENV = "SHIFTPROXY_ADMIN"
+GROUP = "networking.istio.io"
+
+# every name kubectl accepts for the Istio networking kinds
+KIND_NAMES: dict[str, str] = {}
+for _kind, _short, _plural in (("VirtualService", "vs", "virtualservices"),
+                               ("DestinationRule", "dr", "destinationrules"),
+                               ("Gateway", "gw", "gateways"),
+                               ("ServiceEntry", "se", "serviceentries"),
+                               ("WorkloadEntry", "we", "workloadentries")):
+    for _name in (_kind.lower(), _short, _plural):
+        KIND_NAMES[_name] = _kind
+        KIND_NAMES[f"{_name}.{GROUP}"] = _kind
+PLURALS = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules", "Gateway": "gateways",
+           "ServiceEntry": "serviceentries", "WorkloadEntry": "workloadentries"}
+
+
+class CliError(Exception):
+    """A one-line message for stderr; exit status 1."""
+
+
+# admin client ---------------------------------------------------------------------------------------
+
+
+class AdminClient:
+    def __init__(self, address: str, timeout: float = 60.0) -> None:
+        address = address.strip()
+        if "://" in address:
+            address = urllib.parse.urlsplit(address).netloc
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit():
+            raise CliError(f"admin address must be HOST:PORT, got {address!r}")
+        self.address = f"{host or '127.0.0.1'}:{port}"
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, query: list[tuple[str, str]] | None = None,
+             body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
+        """(status, decoded JSON) for any status; CliError when the proxy cannot be reached."""
+        url = f"http://{self.address}{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        request = urllib.request.Request(url, data=body, method=method)
+        if body is not None:
+            request.add_header("content-type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            detail = getattr(reason, "strerror", None) or reason
+            raise CliError(f"cannot reach the shiftproxy admin API at {self.address}: is `shiftproxy run` "
+                           f"running? ({detail})") from exc
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, {"error": raw.decode("utf-8", "replace").strip()}
+
+
+def admin_client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(args.admin or os.environ.get(ADMIN_ENV) or DEFAULT_ADMIN)
+
+
+# registration ----------------------------------------------------------------------------------------
 
 
 def add_commands(sub: Any) -> None:
-    """Register the admin-client subcommands on the `shiftproxy` parser."""
-    del sub  # filled in by the admin client commands
+    """Register apply, delete, get and explain on the `shiftproxy` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--admin", metavar="HOST:PORT",
+                        help=f"admin API of the running proxy (default ${ADMIN_ENV} or {DEFAULT_ADMIN})")
+
+    apply = sub.add_parser("apply", parents=[common], help="create or replace objects in the running proxy",
+                           description="Create or replace Istio objects in the running proxy. Checks the "
+                           "whole resulting config first; prints the version serving them once it is live.")
+    apply.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR|-",
+                       help="YAML file, directory of YAML files, or - for stdin (repeatable)")
+    apply.add_argument("--dry-run", action="store_true", help="check and report; change nothing")
+    apply.set_defaults(func=cmd_apply)
+
+    delete = sub.add_parser("delete", parents=[common], help="delete objects from the running proxy",
+                            description="Delete the objects named (kind, namespace, name) in the files.")
+    delete.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR|-")
+    delete.add_argument("--dry-run", action="store_true", help="check and report; change nothing")
+    delete.set_defaults(func=cmd_delete)
+
+    get = sub.add_parser("get", parents=[common], help="list or show objects the proxy is serving",
+                         description="List or show the objects the proxy is serving. KIND is one of "
+                         "vs|virtualservice(s), dr|destinationrule(s), gw|gateway(s), se|serviceentry|"
+                         "serviceentries, we|workloadentry|workloadentries.")
+    get.add_argument("kind", metavar="KIND[/NAME]")
+    get.add_argument("name", nargs="?")
+    get.add_argument("-n", "--namespace", default="default")
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+    get.add_argument("-o", "--output", choices=("yaml", "json", "wide"))
+    get.set_defaults(func=cmd_get)
+
+    explain = sub.add_parser("explain", parents=[common], help="which rule and version a request would get",
+                             description="Explain where a request (or, with --port of a TCP listener, a "
+                             "connection) would go with the serving config, and why earlier rules did not "
+                             "match.")
+    explain.add_argument("--authority", "--host", dest="authority", default="",
+                         help="the request's host[:port], e.g. reviews:9080")
+    explain.add_argument("--path", default="/", help="path and query (default /)")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE")
+    explain.add_argument("--listener", help="listener name (default: the sidecar HTTP listener)")
+    explain.add_argument("--port", type=int, help="pick the listener by port (e.g. a gateway's 31400)")
+    explain.add_argument("--destination-ip", help="for TCP: the address the client connected to")
+    explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    explain.set_defaults(func=cmd_explain)
 
 
-def _unused(args: argparse.Namespace) -> int:  # pragma: no cover
+def _run(fn: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(fn(args))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+# apply / delete --------------------------------------------------------------------------------------
+
+
+def read_files(names: list[str]) -> list[dict[str, str]]:
+    """[{filename, content}] for every -f: a file, every YAML file under a directory, or stdin."""
+    files: list[dict[str, str]] = []
+    for name in names:
+        if name == "-":
+            files.append({"filename": "<stdin>", "content": sys.stdin.read()})
+            continue
+        if not os.path.exists(name):
+            raise CliError(f"the path {name!r} does not exist")
+        found = list(iter_config_files([name]))
+        if os.path.isdir(name) and not found:
+            raise CliError(f"no .yaml or .yml files in {name}")
+        for path in found:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    files.append({"filename": path, "content": fh.read()})
+            except OSError as exc:
+                raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return files
+
+
+def object_ref(obj: dict[str, Any]) -> str:
+    return f"{str(obj['kind']).lower()}.{GROUP}/{obj['name']}"
+
+
+def _send_change(args: argparse.Namespace, path: str) -> tuple[int, Any]:
+    files = read_files(args.filename)
+    body = json.dumps({"files": files}).encode()
+    query = [("dry_run", "1")] if args.dry_run else []
+    return admin_client(args).call("POST", path, query, body)
+
+
+def _print_rejection(status: int, payload: dict[str, Any], what: str) -> int:
+    for warning in payload.get("warnings") or []:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if status == 422:
+        errors = payload.get("errors") or []
+        for error in errors:
+            print(error, file=sys.stderr)
+        print(f"error: {what} rejected: {len(errors)} error(s); nothing changed, still serving config "
+              f"version {payload.get('version')}", file=sys.stderr)
+        return 1
+    message = payload.get("error") or "; ".join(payload.get("errors") or []) or f"HTTP {status}"
+    for notice in payload.get("skipped") or []:
+        print(notice, file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    return _run(_apply, args)
+
+
+def _apply(args: argparse.Namespace) -> int:
+    status, payload = _send_change(args, "/apply")
+    if status != 200:
+        return _print_rejection(status, payload, "apply")
+    for notice in payload.get("skipped") or []:
+        print(notice, file=sys.stderr)
+    for warning in payload.get("warnings") or []:
+        print(f"Warning: {warning}", file=sys.stderr)
+    suffix = " (dry run)" if payload.get("dry_run") else ""
+    for obj in payload.get("objects") or []:
+        print(f"{object_ref(obj)} {obj['result']}{suffix}")
+    if payload.get("dry_run"):
+        print(f"dry run: nothing changed; serving config version {payload['version']}")
+    else:
+        print(f"serving config version {payload['version']}")
     return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    return _run(_delete, args)
+
+
+def _delete(args: argparse.Namespace) -> int:
+    status, payload = _send_change(args, "/delete")
+    if status != 200:
+        return _print_rejection(status, payload, "delete")
+    suffix = " (dry run)" if payload.get("dry_run") else ""
+    missing = 0
+    for obj in payload.get("objects") or []:
+        if obj["result"] == "not found":
+            missing += 1
+            print(f'Error from server (NotFound): {PLURALS.get(obj["kind"], obj["kind"])}.{GROUP} '
+                  f'"{obj["name"]}" not found', file=sys.stderr)
+        else:
+            print(f"{object_ref(obj)} {obj['result']}{suffix}")
+    for warning in payload.get("warnings") or []:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if payload.get("dry_run"):
+        print(f"dry run: nothing changed; serving config version {payload['version']}")
+    else:
+        print(f"serving config version {payload['version']}")
+    return 1 if missing else 0
+
+
+# get -------------------------------------------------------------------------------------------------
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    return _run(_get, args)
+
+
+def _get(args: argparse.Namespace) -> int:
+    kind_text, _, name = args.kind.partition("/")
+    name = name or args.name or ""
+    kind = KIND_NAMES.get(kind_text.lower())
+    if kind is None:
+        raise CliError(f'the server doesn\'t have a resource type "{kind_text}" (one of: vs, dr, gw, se, we)')
+    query = [("kind", kind)]
+    if not args.all_namespaces:
+        query.append(("namespace", args.namespace))
+    if name:
+        query.append(("name", name))
+    status, payload = admin_client(args).call("GET", "/objects", query)
+    if status != 200:
+        raise CliError(payload.get("error") or f"HTTP {status}")
+    items = payload.get("objects") or []
+    if not items:
+        if name:
+            print(f'Error from server (NotFound): {PLURALS[kind]}.{GROUP} "{name}" not found',
+                  file=sys.stderr)
+            return 1
+        where = "any namespace" if args.all_namespaces else f"{args.namespace} namespace"
+        print(f"No resources found in {where}.", file=sys.stderr)
+        return 0
+    if args.output == "yaml":
+        print("---\n".join(yaml.safe_dump(i["object"], sort_keys=False) for i in items), end="")
+    elif args.output == "json":
+        objects = [i["object"] for i in items]
+        single = name and len(objects) == 1
+        print(json.dumps(objects[0] if single else {"apiVersion": "v1", "kind": "List", "items": objects},
+                         indent=2))
+    else:
+        print(table(kind, items, wide=args.output == "wide", namespaces=args.all_namespaces), end="")
+    return 0
+
+
+def _list(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else ""
+
+
+def table(kind: str, items: list[dict[str, Any]], wide: bool = False, namespaces: bool = False) -> str:
+    """kubectl's columns for the Istio kinds (their CRDs' printer columns), `-o wide` adds where it lives."""
+    def row(item: dict[str, Any]) -> list[str]:
+        spec = item["object"].get("spec") or {}
+        age = human_age(item.get("age_seconds"))
+        if kind == "VirtualService":
+            cells = [item["name"], _list(spec.get("gateways")), _list(spec.get("hosts")), age]
+        elif kind == "DestinationRule":
+            cells = [item["name"], str(spec.get("host", "")), age]
+        elif kind == "ServiceEntry":
+            cells = [item["name"], _list(spec.get("hosts")), str(spec.get("location", "")),
+                     str(spec.get("resolution", "")), age]
+        elif kind == "WorkloadEntry":
+            cells = [item["name"], age, str(spec.get("address", ""))]
+        else:
+            cells = [item["name"], age]
+        if namespaces:
+            cells.insert(0, item["namespace"])
+        if wide:
+            cells.append(f"{item.get('file')}:{item.get('line')}")
+        return cells
+
+    headers = {"VirtualService": ["NAME", "GATEWAYS", "HOSTS", "AGE"],
+               "DestinationRule": ["NAME", "HOST", "AGE"],
+               "ServiceEntry": ["NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"],
+               "WorkloadEntry": ["NAME", "AGE", "ADDRESS"]}.get(kind, ["NAME", "AGE"])
+    header = (["NAMESPACE"] if namespaces else []) + headers + (["SOURCE"] if wide else [])
+    rows = [header] + [row(i) for i in items]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
+    lines = ["   ".join(cell.ljust(widths[c]) for c, cell in enumerate(r)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def human_age(seconds: float | None) -> str:
+    """kubectl's short age: 45s, 3m20s, 12m, 5h2m, 3d4h, 120d."""
+    if seconds is None:
+        return "<unknown>"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    return f"{d}d{h % 24}h" if d < 8 and h % 24 else f"{d}d"
+
+
+# explain ---------------------------------------------------------------------------------------------
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    return _run(_explain, args)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    query = [("path", args.path), ("method", args.method)]
+    if args.authority:
+        query.append(("authority", args.authority))
+    query += [("header", h) for h in args.header]
+    if args.listener:
+        query.append(("listener", args.listener))
+    if args.port is not None:
+        query.append(("port", str(args.port)))
+    if args.destination_ip:
+        query.append(("destination_ip", args.destination_ip))
+    status, payload = admin_client(args).call("GET", "/explain", query)
+    if status != 200:
+        raise CliError(payload.get("error") or f"HTTP {status}")
+    if args.output == "json":
+        print(json.dumps(payload, indent=2))
+    else:
+        print(render_explain(payload), end="")
+    return 0
+
+
+def render_explain(answer: dict[str, Any]) -> str:
+    """The explain answer as a user reads it: listener, request, host, each rule, then the destinations."""
+    li = answer["listener"]
+    role = "sidecar" if li["role"] == "mesh" else "gateway"
+    out = [f"config version {answer['config_version']}; listener {li['name']} "
+           f"({role} {li['protocol'].upper()} on {li['address']}:{li['port']})"]
+    if li["protocol"] == "http":
+        req = answer["request"]
+        out.append(f"request:  {req['method']} {req['authority']}{req['path']}")
+        for name, value in req["headers"].items():
+            out.append(f"          {name}: {value}")
+        vh = answer.get("virtual_host")
+        if vh is None:
+            result = answer["result"]
+            out.append(f"result:   {result['status']} {result['flags']}: {result['reason']}")
+            if result.get("known_hosts"):
+                out.append(f"          hosts on this listener: {', '.join(result['known_hosts'])}")
+            return "\n".join(out) + "\n"
+        vs = f"VirtualService {vh['virtual_service']}" if vh["virtual_service"] else \
+            "no VirtualService: the default route to every endpoint"
+        out.append(f"host:     {max(vh['domains'], key=len, default=vh['name'])} ({vs})")
+    else:
+        conn = answer["connection"]
+        out.append(f"connection: to {conn['destination_ip']}:{conn['port']}")
+    for rule in answer.get("rules") or []:
+        label = f"rule {rule['index']}"
+        name = rule["name"] if rule.get("virtual_service") else "default route"
+        if rule["matched"]:
+            out.append(f"{label}:   {name}: MATCH ({rule['why']})")
+        else:
+            out.append(f"{label}:   {name}: no match")
+            out.extend(f"            {reason}" for reason in rule.get("reasons") or [])
+    route = answer.get("route")
+    result = answer.get("result") or {}
+    if route is None:
+        status = f"{result['status']} {result.get('flags', '')}: " if result.get("status") else ""
+        out.append(f"result:   {status}{result.get('reason', '')}")
+        return "\n".join(out) + "\n"
+    if "redirect" in route:
+        r = route["redirect"]
+        target = " ".join(f"{k}={v}" for k, v in r.items() if v is not None and k != "code")
+        out.append(f"result:   redirect {r['code']} {target}")
+    elif "direct_response" in route:
+        out.append(f"result:   direct response {route['direct_response']['status']}")
+    else:
+        out.append("route:    " + ("each request" if li["protocol"] == "http" else "each new connection")
+                   + " picks one destination:")
+        for d in route["destinations"]:
+            subset = f" subset {d['subset']}" if d.get("subset") else ""
+            out.append(f"  {d['probability'] * 100:5.1f}%  {d['host']}:{d['port']}{subset}   "
+                       f"(cluster {d['cluster']}, weight {d['weight']})")
+            if d.get("problem"):
+                out.append(f"          ! {d['problem']}")
+            endpoints = d.get("endpoints") or []
+            for e in endpoints:
+                out.append(f"          endpoint {e['address']}:{e['port']}  version {e['version']}")
+            if len(endpoints) > 1:
+                unit = "request" if li["protocol"] == "http" else "connection"
+                out.append(f"          (one endpoint per {unit}, by {d.get('lb_policy', 'LEAST_REQUEST')})")
+    if route.get("rewrite"):
+        out.append(f"rewrite:  {', '.join(f'{k}={v}' for k, v in route['rewrite'].items())}")
+    if route.get("timeout"):
+        out.append(f"timeout:  {route['timeout']}s")
+    return "\n".join(out) + "\n"

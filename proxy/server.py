@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,23 +127,39 @@ class Server:
                 log.error("config rejected (%s); still serving version %d:\n  %s", reason, self._version,
                           "\n  ".join(errors))
                 return ReloadResult(False, self._version, False, errors)
-            if snapshot.content_hash == state.snapshot.content_hash:
-                self._remember(loaded)
-                return ReloadResult(True, self._version, False)
-            self._version += 1
-            old = state.snapshot
-            state.snapshot = snapshot
-            state.metrics.config_version = self._version
-            state.metrics.reloads["success"] += 1
-            self.last_error = None
+            return await self._swap(snapshot, loaded, reason)
+
+    async def change(self, reason: str, build: Callable[[int], tuple[Snapshot, Any]]) -> ReloadResult:
+        """Serve what `build(next_version)` returns, serialised with reloads (admin apply/delete).
+
+        `build` validates, compiles and persists; whatever it raises propagates and nothing is swapped.
+        """
+        assert self.state is not None
+        async with self._reload_lock:
+            snapshot, loaded = build(self._version + 1)
+            return await self._swap(snapshot, loaded, reason)
+
+    async def _swap(self, snapshot: Snapshot, loaded: Any, reason: str) -> ReloadResult:
+        """Serve `snapshot` unless it equals the running one. Called with the reload lock held."""
+        assert self.state is not None
+        state = self.state
+        if snapshot.content_hash == state.snapshot.content_hash:
             self._remember(loaded)
-            relay.on_snapshot_swap(state, old, snapshot)
-            await self._sync_listeners(snapshot, strict=False)
-            for notice in snapshot.notices:
-                if notice not in old.notices:
-                    log.info("%s", notice)
-            log.info("config version %d serving (%s, hash %s)", self._version, reason, snapshot.content_hash)
-            return ReloadResult(True, self._version, True)
+            return ReloadResult(True, self._version, False)
+        self._version += 1
+        old = state.snapshot
+        state.snapshot = snapshot
+        state.metrics.config_version = self._version
+        state.metrics.reloads["success"] += 1
+        self.last_error = None
+        self._remember(loaded)
+        relay.on_snapshot_swap(state, old, snapshot)
+        await self._sync_listeners(snapshot, strict=False)
+        for notice in snapshot.notices:
+            if notice not in old.notices:
+                log.info("%s", notice)
+        log.info("config version %d serving (%s, hash %s)", self._version, reason, snapshot.content_hash)
+        return ReloadResult(True, self._version, True)
 
     async def _sync_listeners(self, snapshot: Snapshot, strict: bool) -> None:
         assert self.state is not None

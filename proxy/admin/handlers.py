@@ -1,7 +1,16 @@
-"""Admin endpoints over the running Server: readiness, metrics, config dump, reload."""
+"""Admin endpoints over the running Server: readiness, metrics, config dump, reload, live config changes.
+
+`POST /apply` and `POST /delete` change the config like `kubectl apply|delete`: the request's objects are
+checked against the whole resulting config (every error at once, nothing changed when there is one),
+persisted in the first config directory, and the answer comes only once the new snapshot is serving.
+`GET /objects` lists the serving objects (`get`); `GET /explain` says where a request or connection would go.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -10,11 +19,18 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from proxy.admin.metrics import IstioCollector
 from proxy.admin.server import AdminRequest, AdminResponse, AdminServer
+from proxy.config import store
+from proxy.config.compile import compile_snapshot
+from proxy.config.diagnostics import ConfigError, Diagnostic
+from proxy.config.load import ISTIO_KINDS, LoadResult, RawObject, load_paths, load_text
+from proxy.routing.explain import ExplainError, explain_http, explain_tcp, find_listener
+from proxy.routing.snapshot import HttpListener, Snapshot
 
 if TYPE_CHECKING:
     from proxy.server import Server
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STDIN = "<stdin>"
 
 
 def install(server: Server) -> AdminServer:
@@ -38,14 +54,32 @@ def install(server: Server) -> AdminServer:
 
     async def reload(_: AdminRequest) -> AdminResponse:
         result = await server.reload("admin /reload")
-        payload = {"ok": result.ok, "version": result.version, "changed": result.changed, "errors": result.errors}
+        payload = {"ok": result.ok, "version": result.version, "changed": result.changed,
+                   "errors": result.errors}
         return AdminResponse.json(200 if result.ok else 422, payload)
+
+    async def apply(request: AdminRequest) -> AdminResponse:
+        return await apply_objects(server, request)
+
+    async def delete(request: AdminRequest) -> AdminResponse:
+        return await delete_objects(server, request)
+
+    async def objects(request: AdminRequest) -> AdminResponse:
+        return list_objects(server, request)
+
+    async def explain(request: AdminRequest) -> AdminResponse:
+        assert server.state is not None
+        return explain_request(server.state.snapshot, request)
 
     admin.route("GET", "/ready", ready)
     admin.route("GET", "/metrics", metrics)
     admin.route("GET", "/stats/prometheus", metrics)  # Envoy's path, for scrape configs written for Envoy
     admin.route("GET", "/config_dump", config_dump)
     admin.route("POST", "/reload", reload)
+    admin.route("POST", "/apply", apply)
+    admin.route("POST", "/delete", delete)
+    admin.route("GET", "/objects", objects)
+    admin.route("GET", "/explain", explain)
     return admin
 
 
@@ -73,3 +107,215 @@ def dump(server: Server) -> dict[str, Any]:
             for name, c in snap.clusters.items()
         },
     }
+
+
+# apply / delete -------------------------------------------------------------------------------------
+
+
+def _query(request: AdminRequest, name: str, default: str = "") -> str:
+    return next((v for k, v in request.query if k == name), default)
+
+
+def _flag(request: AdminRequest, name: str) -> bool:
+    return _query(request, name).lower() in ("1", "true", "yes", "server", "all")
+
+
+def request_objects(request: AdminRequest) -> LoadResult:
+    """The objects of a request body, with file names for errors.
+
+    The body is YAML (one or many documents) named by `?filename=` (default `<stdin>`), or JSON
+    `{"files": [{"filename": ..., "content": ...}, ...]}` so a client can send several files at once.
+    The same object twice is an error naming both places.
+    """
+    files: list[tuple[str, str]] = []
+    text = request.body.decode("utf-8", errors="replace")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and isinstance(payload.get("files"), list):
+            for item in payload["files"]:
+                if isinstance(item, dict):
+                    files.append((str(item.get("filename") or STDIN), str(item.get("content") or "")))
+    if not files:
+        files = [(_query(request, "filename", STDIN) or STDIN, text)]
+    loaded = LoadResult()
+    for filename, content in files:
+        loaded.files.append(filename)
+        load_text(content, filename, loaded)
+    seen: dict[tuple[str, str, str], RawObject] = {}
+    unique: list[RawObject] = []
+    for obj in loaded.objects:
+        first = seen.setdefault(obj.key, obj)
+        if first is obj:
+            unique.append(obj)
+        else:
+            loaded.errors.append(Diagnostic(obj.file, obj.line, "metadata.name",
+                                            f"{obj.kind} {obj.namespace}/{obj.name} is already defined at "
+                                            f"{first.file}:{first.line}"))
+    loaded.objects = unique
+    return loaded
+
+
+def _validate(objects: list[RawObject]) -> tuple[list[Diagnostic], list[Diagnostic]]:
+    from proxy.config.validate import validate
+
+    return validate(objects) if objects else ([], [])
+
+
+def _object_results(plan: store.Plan) -> list[dict[str, Any]]:
+    return [{"kind": o.kind, "apiVersion": o.api_version, "namespace": o.namespace, "name": o.name,
+             "result": result} for o, result in plan.results]
+
+
+async def apply_objects(server: Server, request: AdminRequest) -> AdminResponse:
+    """POST /apply: create or replace objects; 422 with every error, 409/500 if they cannot be stored."""
+    assert server.state is not None
+    applied = request_objects(request)
+    if applied.errors:
+        return _rejected(server, [str(e) for e in applied.errors], [])
+    if not applied.objects:
+        return AdminResponse.json(400, {"errors": ["no Istio objects to apply"], "skipped": applied.notices,
+                                        "version": server.state.snapshot.version})
+    return await _change(server, "admin apply", applied, lambda directory, current: store.plan_apply(
+        directory, current, applied.objects), _flag(request, "dry_run"), writes_store=True)
+
+
+async def delete_objects(server: Server, request: AdminRequest) -> AdminResponse:
+    """POST /delete: remove objects by kind/namespace/name (the body's specs are ignored)."""
+    assert server.state is not None
+    targets = request_objects(request)
+    if targets.errors:
+        return _rejected(server, [str(e) for e in targets.errors], [])
+    if not targets.objects:
+        return AdminResponse.json(400, {"errors": ["no Istio objects to delete"], "skipped": targets.notices,
+                                        "version": server.state.snapshot.version})
+    return await _change(server, "admin delete", targets,
+                         lambda _directory, current: store.plan_delete(current, targets.objects),
+                         _flag(request, "dry_run"), writes_store=False)
+
+
+async def _change(server: Server, reason: str, incoming: LoadResult, make_plan: Any, dry_run: bool,
+                  writes_store: bool) -> AdminResponse:
+    assert server.state is not None
+    paths = server.options.config_paths
+    warnings: list[str] = []
+    plan_holder: list[store.Plan] = []
+
+    def build(version: int) -> tuple[Snapshot, LoadResult]:
+        current = load_paths(paths)
+        directory = paths[0] if paths else ""
+        plan: store.Plan = make_plan(directory, current.objects)
+        plan_holder.append(plan)
+        errors, warns = _validate(plan.objects)
+        # only the request's own warnings: the rest of the config's were said when it was loaded
+        warnings.extend(str(w) for w in warns if w.file in incoming.files)
+        if current.errors or errors:
+            raise ConfigError(current.errors + errors)
+        snapshot = compile_snapshot(plan.stored, server.options.compile, version,
+                                    warnings=[str(w) for w in warns], notices=current.notices)
+        if dry_run:
+            raise _DryRun(snapshot)
+        if plan.changed:
+            if writes_store:
+                store.store_dir(paths)  # a clear answer before touching anything, e.g. a read-only directory
+            store.commit(plan.changes)
+        files = sorted({*current.files, *(c.path for c in plan.changes if c.text is not None)} -
+                       {c.path for c in plan.changes if c.text is None})
+        return snapshot, LoadResult(objects=plan.stored, notices=current.notices, files=files)
+
+    try:
+        result = await server.change(reason, build)
+    except ConfigError as exc:
+        return _rejected(server, [str(e) for e in exc.errors], warnings)
+    except store.StoreError as exc:
+        return AdminResponse.json(exc.status, {"error": str(exc), "version": server.state.snapshot.version})
+    except _DryRun as dry:
+        return AdminResponse.json(200, {
+            "version": server.state.snapshot.version, "dry_run": True, "would_change_routing":
+                dry.snapshot.content_hash != server.state.snapshot.content_hash,
+            "objects": _object_results(plan_holder[-1]), "warnings": warnings, "skipped": incoming.notices,
+        })
+    return AdminResponse.json(200, {
+        "version": result.version, "changed": result.changed, "dry_run": False,
+        "objects": _object_results(plan_holder[-1]), "warnings": warnings, "skipped": incoming.notices,
+    })
+
+
+class _DryRun(Exception):
+    """Raised out of a dry-run build so the server swaps nothing."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__("dry run")
+        self.snapshot = snapshot
+
+
+def _rejected(server: Server, errors: list[str], warnings: list[str]) -> AdminResponse:
+    assert server.state is not None
+    return AdminResponse.json(422, {"errors": errors, "warnings": warnings,
+                                    "version": server.state.snapshot.version})
+
+
+# get -------------------------------------------------------------------------------------------------
+
+
+def list_objects(server: Server, request: AdminRequest) -> AdminResponse:
+    """GET /objects?kind=&namespace=&name=: the serving objects, each with where it is defined."""
+    assert server.state is not None
+    kind = _query(request, "kind")
+    if kind:
+        canonical = {k.lower(): k for k in ISTIO_KINDS}.get(kind.lower())
+        if canonical is None:
+            kinds = ", ".join(ISTIO_KINDS)
+            return AdminResponse.json(400, {"error": f"unknown kind {kind!r}; kinds: {kinds}"})
+        kind = canonical
+    namespace, name = _query(request, "namespace"), _query(request, "name")
+    now = time.time()
+    out = []
+    for obj in sorted(server.objects, key=lambda o: (o.kind, o.namespace, o.name)):
+        if any(want and have != want for want, have in ((kind, obj.kind), (namespace, obj.namespace),
+                                                        (name, obj.name))):
+            continue
+        body = dict(obj.body)
+        body["metadata"] = {**(body.get("metadata") or {}), "namespace": obj.namespace}
+        try:
+            age: float | None = max(0.0, now - os.stat(obj.file).st_mtime)
+        except OSError:
+            age = None
+        out.append({"kind": obj.kind, "apiVersion": obj.api_version, "namespace": obj.namespace,
+                    "name": obj.name, "file": obj.file, "line": obj.line, "age_seconds": age, "object": body})
+    return AdminResponse.json(200, {"version": server.state.snapshot.version, "objects": out})
+
+
+# explain ---------------------------------------------------------------------------------------------
+
+
+def explain_request(snapshot: Snapshot, request: AdminRequest) -> AdminResponse:
+    """GET /explain?authority=&path=&method=&header=k:v&listener=&port=&destination_ip="""
+    headers: dict[str, str] = {}
+    for key, value in request.query:
+        if key == "header":
+            name, sep, val = value.partition(":")
+            if not sep or not name.strip():
+                return AdminResponse.json(400, {"error": f"header must be NAME:VALUE, got {value!r}"})
+            headers[name.strip().lower()] = val.strip()
+    port_text = _query(request, "port")
+    if port_text and not port_text.isdigit():
+        return AdminResponse.json(400, {"error": f"port must be a number, got {port_text!r}"})
+    try:
+        listener = find_listener(snapshot, _query(request, "listener") or None,
+                                 int(port_text) if port_text else None)
+        if isinstance(listener, HttpListener):
+            authority = _query(request, "authority") or headers.get("host", "")
+            if not authority:
+                raise ExplainError(f"listener {listener.name} is HTTP: say which host "
+                                   "(authority=HOST[:PORT])")
+            answer = explain_http(snapshot, listener, authority, _query(request, "path", "/") or "/",
+                                  _query(request, "method", "GET") or "GET", headers,
+                                  _query(request, "scheme", "http") or "http")
+        else:
+            answer = explain_tcp(snapshot, listener, _query(request, "destination_ip") or None)
+    except ExplainError as exc:
+        return AdminResponse.json(404 if "no listener" in str(exc) else 400, {"error": str(exc)})
+    return AdminResponse.json(200, answer)

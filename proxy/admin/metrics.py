@@ -61,6 +61,8 @@ def _fmt(bound: float) -> str:
 
 @dataclass(slots=True)
 class _RequestStats:
+    cluster: Cluster | None
+    endpoint: Endpoint | None
     count: int = 0
     duration: _Histogram = field(default_factory=lambda: _Histogram(DURATION_BUCKETS))
     request_bytes: _Histogram = field(default_factory=lambda: _Histogram(BYTES_BUCKETS))
@@ -69,6 +71,8 @@ class _RequestStats:
 
 @dataclass(slots=True)
 class _TcpStats:
+    cluster: Cluster | None
+    endpoint: Endpoint | None
     opened: int = 0
     closed: int = 0
     sent: int = 0  # to the downstream
@@ -83,8 +87,8 @@ class Metrics:
         self.reporter = reporter
         self.source_workload = source_workload
         self.source_namespace = source_namespace
-        self.http: dict[tuple[Cluster | None, Endpoint | None, int, str], _RequestStats] = {}
-        self.tcp: dict[tuple[Cluster | None, Endpoint | None, str], _TcpStats] = {}
+        self.http: dict[tuple[str, str, int, str, int, str], _RequestStats] = {}
+        self.tcp: dict[tuple[str, str, int, str, int, str], _TcpStats] = {}
         # the proxy's own state, set by the server
         self.config_version = 0
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
@@ -98,10 +102,13 @@ class Metrics:
 
     def http_request(self, cluster: Cluster | None, endpoint: Endpoint | None, code: int, flags: str,
                      duration_ms: float, request_bytes: int, response_bytes: int) -> None:
-        key = (cluster, endpoint, code, flags)
+        # keyed by names, not by the objects: a frozen dataclass hashes every field (slow), and a reload
+        # makes new objects for the same series
+        key = (cluster.name if cluster else "", endpoint.address if endpoint else "", endpoint.port if endpoint
+               else 0, endpoint.version if endpoint else "", code, flags)
         stats = self.http.get(key)
         if stats is None:
-            stats = self.http[key] = _RequestStats()
+            stats = self.http[key] = _RequestStats(cluster, endpoint)
         stats.count += 1
         stats.duration.observe(duration_ms)
         stats.request_bytes.observe(request_bytes)
@@ -109,10 +116,11 @@ class Metrics:
 
     def tcp_stats(self, cluster: Cluster | None, endpoint: Endpoint | None, flags: str = "-") -> _TcpStats:
         """The counters for one TCP destination; a connection keeps it and bumps fields directly."""
-        key = (cluster, endpoint, flags)
+        key = (cluster.name if cluster else "", endpoint.address if endpoint else "", endpoint.port if endpoint
+               else 0, endpoint.version if endpoint else "", 0, flags)
         stats = self.tcp.get(key)
         if stats is None:
-            stats = self.tcp[key] = _TcpStats()
+            stats = self.tcp[key] = _TcpStats(cluster, endpoint)
         return stats
 
     # export -------------------------------------------------------------------------------------
@@ -139,8 +147,8 @@ class Metrics:
                                          labels=HTTP_LABELS)
         req_bytes = HistogramMetricFamily("istio_request_bytes", "Request size", labels=HTTP_LABELS)
         resp_bytes = HistogramMetricFamily("istio_response_bytes", "Response size", labels=HTTP_LABELS)
-        for (cluster, endpoint, code, flags), s in list(self.http.items()):
-            labels = [*self._labels(cluster, endpoint, "http"), str(code), flags, "unknown"]
+        for (*_, code, flags), s in list(self.http.items()):
+            labels = [*self._labels(s.cluster, s.endpoint, "http"), str(code), flags, "unknown"]
             requests.add_metric(labels, s.count)
             duration.add_metric(labels, s.duration.cumulative(), s.duration.total)
             req_bytes.add_metric(labels, s.request_bytes.cumulative(), s.request_bytes.total)
@@ -152,8 +160,8 @@ class Metrics:
         sent = CounterMetricFamily("istio_tcp_sent_bytes", "Bytes sent to the downstream", labels=TCP_LABELS)
         received = CounterMetricFamily("istio_tcp_received_bytes", "Bytes received from the downstream",
                                        labels=TCP_LABELS)
-        for (cluster, endpoint, flags), t in list(self.tcp.items()):
-            labels = [*self._labels(cluster, endpoint, "tcp"), flags, "unknown"]
+        for (*_, flags), t in list(self.tcp.items()):
+            labels = [*self._labels(t.cluster, t.endpoint, "tcp"), flags, "unknown"]
             opened.add_metric(labels, t.opened)
             closed.add_metric(labels, t.closed)
             sent.add_metric(labels, t.sent)

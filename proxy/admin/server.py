@@ -46,8 +46,9 @@ class AdminResponse:
 
 
 Handler = Callable[[AdminRequest], Awaitable[AdminResponse]]
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-           422: "Unprocessable Entity", 500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+           413: "Payload Too Large", 422: "Unprocessable Entity", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
 class AdminServer:

@@ -39,10 +39,11 @@ class ProxyProcess:
     admin_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    _log_file: Any = None
 
     def start(self, timeout: float = 15.0) -> ProxyProcess:
         self.log_path = self.config_dir.parent / f"proxy-{self.admin_port}.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - kept open for the process's life
+        self._log_file = log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "run", "--config", str(self.config_dir), "--bind", "127.0.0.1",
              "--mesh-port", str(self.mesh_port), "--admin", f"127.0.0.1:{self.admin_port}", *self.extra_args],
@@ -93,6 +94,9 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
         return self.proc.returncode
 
     def rss_bytes(self) -> int:

@@ -1,0 +1,258 @@
+"""Explain routing: which listener, virtual host, rule and destinations a request or connection would get.
+
+Answers "which version would *this* request reach, and why" against a compiled Snapshot, with the same
+lookups the data plane makes (route table `find`, first matching rule, weighted destinations), plus the
+reason every earlier rule did not match. Pure functions returning plain dicts (the admin API's JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from proxy.routing.match import RequestView
+from proxy.routing.snapshot import (
+    Cluster,
+    Destination,
+    DirectResponse,
+    HttpListener,
+    HttpRoute,
+    Redirect,
+    Snapshot,
+    TcpListener,
+    TcpRoute,
+    WeightedDestinations,
+)
+
+MESH_HTTP = "mesh_http"
+
+
+class ExplainError(ValueError):
+    """The question cannot be answered as asked (unknown listener, bad parameter)."""
+
+
+def find_listener(snapshot: Snapshot, name: str | None = None,
+                  port: int | None = None) -> HttpListener | TcpListener:
+    """By name, else by port, else the sidecar HTTP listener (or the only HTTP listener)."""
+    listeners: list[HttpListener | TcpListener] = [*snapshot.http_listeners.values(),
+                                                   *snapshot.tcp_listeners.values()]
+    if name:
+        found = snapshot.http_listeners.get(name) or snapshot.tcp_listeners.get(name)
+        if found is None:
+            raise ExplainError(f"no listener named {name!r}; listeners: {_names(listeners)}")
+        return found
+    if port is not None:
+        by_port = [li for li in listeners if li.port == port]
+        if not by_port:
+            raise ExplainError(f"no listener on port {port}; listeners: {_names(listeners)}")
+        return by_port[0]
+    if MESH_HTTP in snapshot.http_listeners:
+        return snapshot.http_listeners[MESH_HTTP]
+    if len(snapshot.http_listeners) == 1:
+        return next(iter(snapshot.http_listeners.values()))
+    raise ExplainError(f"say which listener (--listener NAME or --port N); listeners: {_names(listeners)}")
+
+
+def _names(listeners: list[HttpListener | TcpListener]) -> str:
+    return ", ".join(f"{li.name} ({li.address}:{li.port})" for li in listeners) or "none"
+
+
+def request_view(listener: HttpListener, authority: str, path: str, method: str,
+                 headers: Mapping[str, str], scheme: str = "http") -> RequestView:
+    """The RequestView the listener would build: path without query, host without port, lower-case names.
+
+    On a gateway the port is the listener's; on the sidecar it is the one the client addressed (the
+    service port in the authority, 80 when absent), since a sidecar listener serves every service port.
+    """
+    raw_path, _, query_string = path.partition("?")
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(query_string.partition("#")[0], keep_blank_values=True):
+        query.setdefault(key, value)  # the first occurrence wins, as in Envoy
+    host, port = split_authority(authority)
+    if listener.role == "gateway" or port is None:
+        port = listener.port if listener.role == "gateway" else (443 if scheme == "https" else 80)
+    return RequestView(method.upper(), raw_path.partition("#")[0] or "/", query, host.lower(), scheme,
+                       {k.lower(): v for k, v in headers.items()}, port)
+
+
+def split_authority(authority: str) -> tuple[str, int | None]:
+    host, sep, port = authority.rpartition(":")
+    if sep and port.isdigit() and not host.endswith(":") and (not host.startswith("[") or host.endswith("]")):
+        return host, int(port)
+    return authority, None
+
+
+# HTTP -----------------------------------------------------------------------------------------------
+
+
+def explain_http(snapshot: Snapshot, listener: HttpListener, authority: str, path: str = "/",
+                 method: str = "GET", headers: Mapping[str, str] | None = None,
+                 scheme: str = "http") -> dict[str, Any]:
+    req = request_view(listener, authority, path, method, headers or {}, scheme)
+    out: dict[str, Any] = {
+        "config_version": snapshot.version,
+        "listener": _listener(listener),
+        "request": {"method": req.method, "authority": authority, "path": path, "headers": dict(req.headers),
+                    "port": req.port},
+    }
+    vh = listener.route_table.find(authority)
+    if vh is None:
+        out["virtual_host"] = None
+        out["result"] = {"status": 404, "flags": "NR",
+                         "reason": f"no VirtualService or service on listener {listener.name} serves "
+                                   f"{authority!r}",
+                         "known_hosts": _known_hosts(listener)}
+        return out
+    virtual_service = next((r.virtual_service for r in vh.routes if r.virtual_service), "")
+    out["virtual_host"] = {"name": vh.name, "domains": sorted(d for d in vh.domains if ":" not in d),
+                           "virtual_service": virtual_service or None}
+    rules: list[dict[str, Any]] = []
+    out["rules"] = rules
+    for route in vh.routes:
+        entry, matched = _evaluate(route, req)
+        rules.append(entry)
+        if matched:
+            out["route"] = _action(route)
+            out["result"] = _result(route)
+            return out
+    out["route"] = None
+    out["result"] = {"status": 404, "flags": "NR",
+                     "reason": f"no rule of {virtual_service or vh.name} matches this request"}
+    return out
+
+
+def _evaluate(route: HttpRoute, req: RequestView) -> tuple[dict[str, Any], bool]:
+    entry: dict[str, Any] = {"name": route.name, "virtual_service": route.virtual_service or None,
+                             "index": route.rule_index}
+    if not route.matches:
+        entry.update(matched=True, why="the rule has no match conditions")
+        return entry, True
+    reasons = []
+    for i, block in enumerate(route.matches):
+        reason = block.mismatch(req)
+        label = f"match[{i}]" + (f" ({block.name})" if block.name else "")
+        if reason is None:
+            entry.update(matched=True, why=f"{label} matches")
+            return entry, True
+        reasons.append(f"{label}: {reason}")
+    entry.update(matched=False, reasons=reasons)
+    return entry, False
+
+
+def _action(route: HttpRoute) -> dict[str, Any]:
+    action = route.action
+    out: dict[str, Any] = {"name": route.name, "timeout": route.timeout}
+    if route.rewrite is not None:
+        rw = route.rewrite
+        fields = (("uri", rw.uri), ("authority", rw.authority), ("regex_match", rw.regex_match),
+                  ("regex_rewrite", rw.regex_rewrite))
+        out["rewrite"] = {k: v for k, v in fields if v is not None}
+    if isinstance(action, Redirect):
+        out["redirect"] = {"code": action.code, "uri": action.uri, "authority": action.authority,
+                           "scheme": action.scheme, "port": action.port}
+    elif isinstance(action, DirectResponse):
+        out["direct_response"] = {"status": action.status, "body_bytes": len(action.body)}
+    else:
+        out["destinations"] = destinations(action)
+    return out
+
+
+def _result(route: HttpRoute) -> dict[str, Any]:
+    action = route.action
+    if isinstance(action, Redirect):
+        return {"status": action.code, "reason": "redirect"}
+    if isinstance(action, DirectResponse):
+        return {"status": action.status, "reason": "direct response"}
+    return {"status": None, "reason": "routed: each request picks one destination with the probability shown"}
+
+
+def destinations(action: WeightedDestinations) -> list[dict[str, Any]]:
+    """Each destination with its probability, cluster and endpoints, and what goes wrong there if anything."""
+    out = []
+    for dest, probability in action.shares():
+        out.append({
+            "cluster": dest.cluster_name, "weight": dest.weight, "probability": probability,
+            **_cluster(dest),
+        })
+    return out
+
+
+def _cluster(dest: Destination) -> dict[str, Any]:
+    _, port, subset, host = (dest.cluster_name.split("|", 3) + ["", "", "", ""])[:4]
+    cluster: Cluster | None = dest.cluster
+    info: dict[str, Any] = {"host": host, "port": int(port) if port.isdigit() else None,
+                            "subset": subset or None}
+    if cluster is None:
+        if subset:
+            info["problem"] = (f"subset {subset!r} of {host} is not defined by a DestinationRule (or the "
+                               "service has no such port): requests get 503 NC")
+        else:
+            info["problem"] = f"{host} is not a known service (no ServiceEntry): requests get 503 NC"
+        info["endpoints"] = []
+        return info
+    info["endpoints"] = [{"address": e.address, "port": e.port, "version": e.version, "workload": e.workload,
+                          "labels": dict(e.labels)} for e in cluster.endpoints]
+    info["lb_policy"] = cluster.lb_policy
+    if not cluster.endpoints:
+        info["problem"] = "no endpoint has the subset's labels: requests get 503 UH"
+    return info
+
+
+def _listener(listener: HttpListener | TcpListener) -> dict[str, Any]:
+    protocol = "http" if isinstance(listener, HttpListener) else "tcp"
+    return {"name": listener.name, "protocol": protocol, "role": listener.role, "address": listener.address,
+            "port": listener.port}
+
+
+def _known_hosts(listener: HttpListener, limit: int = 20) -> list[str]:
+    """The shortest name of each virtual host (`reviews`, not its every alias), and wildcard hosts."""
+    table = listener.route_table
+    names: dict[int, str] = {}
+    for domain, vh in table.exact.items():
+        if ":" not in domain and (id(vh) not in names or len(domain) < len(names[id(vh)])):
+            names[id(vh)] = domain
+    hosts = sorted(set(names.values())) + [f"*{suffix}" for suffix, _ in table.suffixes]
+    return hosts[:limit]
+
+
+# TCP ------------------------------------------------------------------------------------------------
+
+
+def explain_tcp(snapshot: Snapshot, listener: TcpListener,
+                destination_ip: str | None = None) -> dict[str, Any]:
+    """Which route a new connection to `listener` takes; `destination_ip` defaults to the listener's."""
+    ip = destination_ip or ("127.0.0.1" if listener.address in ("0.0.0.0", "") else listener.address)
+    out: dict[str, Any] = {"config_version": snapshot.version, "listener": _listener(listener),
+                           "connection": {"port": listener.port, "destination_ip": ip}}
+    rules: list[dict[str, Any]] = []
+    out["rules"] = rules
+    for index, route in enumerate(listener.routes):
+        matched = route.matches_connection(listener.port, ip)
+        entry: dict[str, Any] = {"name": route.name, "virtual_service": route.virtual_service or None,
+                                 "index": index, "matched": matched}
+        if matched:
+            entry["why"] = ("the rule has no match conditions" if not route.matches
+                            else "destinationSubnets match")
+            rules.append(entry)
+            out["route"] = _tcp_action(route)
+            out["result"] = {"reason": "routed: each new connection picks one destination with the "
+                                       "probability shown, and keeps it"}
+            return out
+        entry["reasons"] = [_tcp_reason(route, ip)]
+        rules.append(entry)
+    out["route"] = None
+    out["result"] = {"reason": f"no rule on listener {listener.name} matches: the connection is closed"}
+    return out
+
+
+def _tcp_action(route: TcpRoute) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": route.name, "destinations": destinations(route.destinations)}
+    if route.drain_on_shift is not None:
+        out["drain_on_shift_seconds"] = route.drain_on_shift
+    return out
+
+
+def _tcp_reason(route: TcpRoute, ip: str) -> str:
+    subnets = sorted({str(n) for m in route.matches for n in m.destination_subnets})
+    return f"destination {ip} is not in destinationSubnets {', '.join(subnets)}"

@@ -1,0 +1,145 @@
+"""The CLI's own parts: kind names, tables, ages, the explain text, reading -f inputs, argument parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy import cli_ops
+from proxy.cli import build_parser
+from proxy.config.compile import CompileOptions, compile_snapshot
+from proxy.config.load import load_paths, load_text
+from proxy.routing.explain import explain_http, explain_tcp, find_listener
+from proxy.routing.snapshot import HttpListener, TcpListener
+from tests.admin.test_explain import REVIEWS_SE, TCP_ECHO_CONFIG
+from tests.paths import BOOKINFO_NET, TCP_ECHO
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("vs", "VirtualService"), ("virtualservice", "VirtualService"), ("virtualservices", "VirtualService"),
+    ("VirtualService", "VirtualService"), ("virtualservices.networking.istio.io", "VirtualService"),
+    ("dr", "DestinationRule"), ("destinationrules", "DestinationRule"),
+    ("gw", "Gateway"), ("gateways", "Gateway"),
+    ("se", "ServiceEntry"), ("serviceentries", "ServiceEntry"), ("we", "WorkloadEntry"),
+    ("workloadentries", "WorkloadEntry"), ("pods", None),
+])
+def test_kind_names(name: str, kind: str | None) -> None:
+    assert cli_ops.KIND_NAMES.get(name.lower()) == kind  # `get` lower-cases, as kubectl does
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0s"), (59, "59s"), (119, "119s"), (120, "2m"), (200, "3m20s"), (600, "10m"), (7200, "120m"),
+    (3 * 3600 + 120, "3h2m"), (10 * 3600, "10h"), (3 * 86400 + 4 * 3600, "3d4h"), (30 * 86400, "30d"),
+    (None, "<unknown>"),
+])
+def test_human_age_like_kubectl(seconds: float | None, text: str) -> None:
+    assert cli_ops.human_age(seconds) == text
+
+
+def item(kind: str, name: str, spec: dict, namespace: str = "default") -> dict:
+    return {"kind": kind, "name": name, "namespace": namespace, "file": f"/cfg/{name}.yaml", "line": 1,
+            "age_seconds": 65, "object": {"spec": spec}}
+
+
+def test_virtual_service_table_has_kubectls_columns() -> None:
+    items = [item("VirtualService", "bookinfo", {"gateways": ["bookinfo-gateway"], "hosts": ["*"]}),
+             item("VirtualService", "reviews", {"hosts": ["reviews"]})]
+    assert cli_ops.table("VirtualService", items).splitlines() == [
+        "NAME       GATEWAYS               HOSTS         AGE",
+        'bookinfo   ["bookinfo-gateway"]   ["*"]         65s',
+        'reviews                           ["reviews"]   65s',
+    ]
+    wide = cli_ops.table("VirtualService", items, wide=True, namespaces=True).splitlines()
+    assert wide[0].split() == ["NAMESPACE", "NAME", "GATEWAYS", "HOSTS", "AGE", "SOURCE"]
+    assert wide[2].split() == ["default", "reviews", '["reviews"]', "65s", "/cfg/reviews.yaml:1"]
+
+
+def test_other_tables() -> None:
+    se = cli_ops.table("ServiceEntry", [item("ServiceEntry", "reviews", {
+        "hosts": ["reviews"], "location": "MESH_INTERNAL", "resolution": "STATIC"})]).splitlines()
+    assert [line.split() for line in se] == [["NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"],
+                                             ["reviews", '["reviews"]', "MESH_INTERNAL", "STATIC", "65s"]]
+    dr = cli_ops.table("DestinationRule", [item("DestinationRule", "reviews", {"host": "reviews"})])
+    assert [line.split() for line in dr.splitlines()] == [["NAME", "HOST", "AGE"],
+                                                          ["reviews", "reviews", "65s"]]
+    we = cli_ops.table("WorkloadEntry", [item("WorkloadEntry", "vm1", {"address": "10.0.0.1"})])
+    assert [line.split() for line in we.splitlines()] == [["NAME", "AGE", "ADDRESS"],
+                                                          ["vm1", "65s", "10.0.0.1"]]
+
+
+def test_explain_text_for_a_header_rule() -> None:
+    loaded = load_paths([str(BOOKINFO_NET / "destination-rule-all.yaml"),
+                         str(BOOKINFO_NET / "virtual-service-reviews-jason-v2-v3.yaml")])
+    snap = compile_snapshot(loaded.objects + load_text(REVIEWS_SE, "se.yaml").objects, CompileOptions())
+    listener = find_listener(snap)
+    assert isinstance(listener, HttpListener)
+    text = cli_ops.render_explain(explain_http(snap, listener, "reviews:9080", "/reviews/0",
+                                               headers={"end-user": "alice"}))
+    assert text.splitlines() == [
+        "config version 1; listener mesh_http (sidecar HTTP on 127.0.0.1:15001)",
+        "request:  GET reviews:9080/reviews/0",
+        "          end-user: alice",
+        "host:     reviews.default.svc.cluster.local (VirtualService default/reviews)",
+        "rule 0:   default/reviews#0: no match",
+        "            match[0]: header end-user ('alice') is not exact 'jason'",
+        "rule 1:   default/reviews#1: MATCH (the rule has no match conditions)",
+        "route:    each request picks one destination:",
+        "  100.0%  reviews.default.svc.cluster.local:9080 subset v3   "
+        "(cluster outbound|9080|v3|reviews.default.svc.cluster.local, weight 100)",
+        "          endpoint 127.0.0.1:9093  version v3",
+    ]
+
+
+def test_explain_text_for_an_unknown_host_and_for_tcp() -> None:
+    snap = compile_snapshot(load_text(REVIEWS_SE, "se.yaml").objects, CompileOptions())
+    listener = find_listener(snap)
+    assert isinstance(listener, HttpListener)
+    text = cli_ops.render_explain(explain_http(snap, listener, "ratings:9080"))
+    assert ("result:   404 NR: no VirtualService or service on listener mesh_http serves "
+            "'ratings:9080'") in text
+    assert text.endswith("          hosts on this listener: reviews\n")
+
+    loaded = load_paths([str(TCP_ECHO / "tcp-echo-20-v2.yaml")])
+    snap = compile_snapshot(loaded.objects + load_text(TCP_ECHO_CONFIG, "x.yaml").objects,
+                            CompileOptions(mesh=False))
+    tcp = find_listener(snap, port=31400)
+    assert isinstance(tcp, TcpListener)
+    text = cli_ops.render_explain(explain_tcp(snap, tcp))
+    assert "route:    each new connection picks one destination:" in text
+    assert "   80.0%  tcp-echo.default.svc.cluster.local:9000 subset v1" in text
+    assert "   20.0%  tcp-echo.default.svc.cluster.local:9000 subset v2" in text
+
+
+def test_read_files_takes_files_directories_and_reports_missing_paths(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("a: 1\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yml").write_text("b: 2\n")
+    (tmp_path / "notes.txt").write_text("not yaml")
+    files = cli_ops.read_files([str(tmp_path)])
+    assert [f["filename"] for f in files] == [str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yml")]
+    with pytest.raises(cli_ops.CliError, match="does not exist"):
+        cli_ops.read_files([str(tmp_path / "missing.yaml")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(cli_ops.CliError, match="no .yaml or .yml files"):
+        cli_ops.read_files([str(tmp_path / "empty")])
+
+
+def test_admin_address_from_flag_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    monkeypatch.setenv(cli_ops.ADMIN_ENV, "127.0.0.1:16000")
+    assert cli_ops.admin_client(parser.parse_args(["get", "vs"])).address == "127.0.0.1:16000"
+    assert cli_ops.admin_client(parser.parse_args(["get", "vs", "--admin", "localhost:17000"])).address == \
+        "localhost:17000"
+    monkeypatch.delenv(cli_ops.ADMIN_ENV)
+    assert cli_ops.admin_client(parser.parse_args(["get", "vs"])).address == "127.0.0.1:15000"
+    with pytest.raises(cli_ops.CliError, match="HOST:PORT"):
+        cli_ops.AdminClient("nonsense")
+
+
+def test_get_refuses_unknown_kinds_without_calling_the_proxy(capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    assert main(["get", "pods", "--admin", "127.0.0.1:1"]) == 1
+    assert capsys.readouterr().err == ('error: the server doesn\'t have a resource type "pods" '
+                                       "(one of: vs, dr, gw, se, we)\n")
