@@ -13,13 +13,14 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.config.diagnostics import ConfigError
 from proxy.config.duration import parse_duration
+from proxy.config.hosts import fqdn
 from proxy.config.load import LoadResult, RawObject, load_paths
-from proxy.config.registry import Service, ServicePort, aliases, build_registry, fqdn
+from proxy.config.registry import Service, ServicePort, aliases, build_registry
 from proxy.routing.match import HttpMatch, StringMatcher, TcpMatch
 from proxy.routing.snapshot import (
     Cluster,
@@ -91,7 +92,11 @@ def content_hash(objects: list[RawObject], options: CompileOptions) -> str:
 
 def compile_snapshot(objects: list[RawObject], options: CompileOptions, version: int = 1,
                      warnings: list[str] | None = None, notices: list[str] | None = None) -> Snapshot:
-    return _Compiler(objects, options).run(version, warnings or [], notices or [])
+    """Compile validated objects. Field names are canonicalised first: Istio also accepts snake_case."""
+    from proxy.config.validate import canonical_spec
+
+    canonical = [replace(o, body={**o.body, "spec": canonical_spec(o)}) for o in objects]
+    return _Compiler(canonical, options).run(version, warnings or [], notices or [])
 
 
 class _Compiler:

@@ -9,19 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.config.hosts import CLUSTER_SUFFIX, fqdn
 from proxy.config.load import RawObject
 from proxy.routing.snapshot import Endpoint
 
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
-CLUSTER_SUFFIX = ".svc.cluster.local"
-
-
-def fqdn(host: str, namespace: str) -> str:
-    """Istio's ResolveShortnameToFQDN: a name without a dot gets `<ns>.svc.cluster.local`."""
-    host = host.lower()
-    if host == "*" or "." in host or ":" in host:
-        return host
-    return f"{host}.{namespace}{CLUSTER_SUFFIX}"
 
 
 def aliases(host: str) -> list[str]:

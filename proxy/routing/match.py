@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from proxy.routing.regex import compile_regex
+
 MatchKind = Literal["exact", "prefix", "regex", "present"]
 
 
@@ -25,8 +27,8 @@ class StringMatcher:
 
     @staticmethod
     def build(kind: MatchKind, value: str = "", ignore_case: bool = False) -> StringMatcher:
-        if kind == "regex":
-            return StringMatcher(kind, value, False, re.compile(value))
+        if kind == "regex":  # RE2 syntax; case options do not apply (use (?i))
+            return StringMatcher(kind, value, False, compile_regex(value))
         return StringMatcher(kind, value.lower() if ignore_case else value, ignore_case)
 
     def matches(self, candidate: str | None) -> bool:
