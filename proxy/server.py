@@ -197,17 +197,18 @@ class Server:
         self.ready = False
         for server in self.listeners.values():
             server.close()
-        for conn in list(state.connections):
-            shutdown = getattr(conn, "shutdown", None)
-            if shutdown is not None:
-                shutdown()
+        http = [c for c in list(state.connections) if not isinstance(c, relay.TcpDownstream)]
+        for conn in http:
+            conn.shutdown()  # idle keep-alive closes now; a busy one closes after its response
         deadline = time.monotonic() + self.options.drain_timeout
-        while state.connections and time.monotonic() < deadline:
+        # TCP has no message boundary to stop at: wait for connections to end, then close the rest (as Envoy)
+        tcp_drain = asyncio.ensure_future(relay.drain_tcp(state, self.options.drain_timeout))
+        while any(c in state.connections for c in http) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(state.connections):
-            transport = getattr(conn, "transport", None)
-            if transport is not None:
-                transport.close()
+        for conn in http:
+            if conn in state.connections and conn.transport is not None:
+                conn.transport.abort()
+        await tcp_drain
         await self.admin.close()
         state.access_log.flush()
 

@@ -1,0 +1,447 @@
+"""TCP proxy (Envoy's `tcp_proxy`): one weighted pick per downstream connection, then a byte relay.
+
+`TcpDownstream` reads `state.snapshot` once in `connection_made`, matches the listener's TCP routes
+against the connection's destination (local) address, picks a weighted destination, chooses an endpoint
+and connects to it. Every byte of the connection then goes to that endpoint, whatever later reloads do,
+unless the route opts into drain-on-shift (`shiftproxy.io/tcp-drain-on-shift`): then a connection whose
+destination lost its weight is closed after that grace, like Envoy closing a drained filter chain.
+
+Failures close the downstream with Envoy's response flag: NR (no route), NC (the destination's cluster
+does not exist), UH (no endpoint), UF (connect refused, failed or timed out: Envoy's tcp_proxy sets
+UF for a connect timeout as well, not UT), DC (the downstream left while the upstream was connecting).
+
+Invariants:
+- memory per connection is bounded: a full write buffer on one side pauses reading on the other, and
+  bytes that arrive before the upstream is connected (uvloop can deliver a read after `pause_reading()`
+  in `connection_made`) are held only while reading stays paused;
+- half-close is relayed: EOF from one side becomes `write_eof()` on the other; the connection closes
+  once both directions are done or when either side closes (the other is closed after its buffer drains);
+- the hot path only adds to plain ints. Counts reach `Metrics` at close and every REPORTING_INTERVAL
+  (Istio's `tcp_reporting_duration`) from one timer per connection, which also enforces the idle
+  timeout by comparing byte counts between ticks, so traffic never reschedules a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+
+if TYPE_CHECKING:
+    from proxy.admin.metrics import _TcpStats
+    from proxy.state import ServerState
+
+REPORTING_INTERVAL = 5.0  # seconds between byte-count reports of a long connection (Istio's default)
+# The idle check runs this many times per idle period, so an idle connection is closed between
+# idle_timeout and idle_timeout * (1 + 1/IDLE_CHECKS) after its last byte.
+IDLE_CHECKS = 4
+# A closing connection whose peer stops reading is aborted after this long without progress, when the
+# cluster's idle timeout (which applies otherwise) is disabled.
+CLOSE_LINGER = 60.0
+
+
+class TcpDownstream(asyncio.Protocol):
+    """One downstream connection and the relay to the upstream endpoint it was given."""
+
+    __slots__ = (
+        "listener_name", "state", "loop", "transport",
+        "version", "route", "cluster_name", "cluster", "endpoint", "destination_ip", "downstream_address",
+        "flags", "on_old_config",
+        "_up", "_connect_task", "_connecting", "_early",
+        "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
+        "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
+        "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
+    )
+
+    def __init__(self, listener_name: str, state: ServerState) -> None:
+        self.listener_name = listener_name
+        self.state = state
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        # chosen once at connect time and kept for the connection's life
+        self.version = 0
+        self.route: TcpRoute | None = None
+        self.cluster_name = ""
+        self.cluster: Cluster | None = None
+        self.endpoint: Endpoint | None = None
+        self.destination_ip = ""
+        self.downstream_address = ""
+        self.flags = "-"
+        self.on_old_config = False  # counted in metrics.connections_on_old_config
+        # upstream side
+        self._up: asyncio.Transport | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._connecting = False
+        self._early: list[bytes] = []
+        # half-close, flow control and lifecycle
+        self._down_eof = False
+        self._up_eof = False
+        self._down_lost = False
+        self._up_paused = False  # the upstream write buffer is full: downstream reading is paused
+        self._closing = False
+        self._finished = False
+        self._closed_waiter: asyncio.Future[None] | None = None
+        # accounting: `received`/`sent` are bytes not yet reported to the stats
+        self.received = 0  # from the downstream
+        self.sent = 0  # to the downstream
+        self._received_reported = 0
+        self._sent_reported = 0
+        self._stats: _TcpStats | None = None
+        self._started = 0.0
+        # the reporting / idle timer
+        self._timer: asyncio.TimerHandle | None = None
+        self._interval = REPORTING_INTERVAL
+        self._idle_timeout: float | None = None
+        self._mark: tuple[int, int, int] = (0, 0, 0)
+        self._last_active = 0.0
+        self._next_report = 0.0
+        self._drain_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol interface (downstream side) ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        state = self.state
+        state.connections.add(self)
+        state.metrics.downstream_active += 1
+        self._started = self.loop.time()
+        peer = transport.get_extra_info("peername")
+        self.downstream_address = f"{peer[0]}:{peer[1]}" if peer else ""
+        local = transport.get_extra_info("sockname")
+        self.destination_ip = local[0] if local else ""
+
+        snapshot = state.snapshot
+        self.version = snapshot.version
+        listener = snapshot.tcp_listeners.get(self.listener_name)
+        route = listener.route(self.destination_ip) if listener is not None else None
+        if route is None or not route.destinations.destinations:
+            self._fail("NR", None, None)
+            return
+        self.route = route
+        destination = route.destinations.pick(state.rng.getrandbits(32))
+        self.cluster_name = destination.cluster_name
+        cluster = destination.cluster
+        if cluster is None:
+            self._fail("NC", None, None)
+            return
+        self.cluster = cluster
+        endpoint = state.cluster_manager.choose_endpoint(cluster)
+        if endpoint is None:
+            self._fail("UH", cluster, None)
+            return
+        self.endpoint = endpoint
+        state.cluster_manager.request_started(endpoint)
+        transport.pause_reading()
+        self._connecting = True
+        self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        up = self._up
+        if up is not None:
+            up.write(data)
+        elif self._connecting:
+            self._early.append(data)
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        # else: the connection is failing or closing; the bytes have nowhere to go
+
+    def eof_received(self) -> bool:
+        self._down_eof = True
+        up = self._up
+        if up is not None and not up.is_closing():
+            up.write_eof()
+        if self._up_eof or (up is None and not self._connecting):
+            self.close()
+        # keep the transport open: the other direction may still be carrying the reply
+        return True
+
+    def pause_writing(self) -> None:
+        if self._up is not None:
+            self._up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._up is not None and not self._up_eof:
+            self._up.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._down_lost = True
+        self._closing = True
+        self.state.metrics.downstream_active -= 1
+        if self._up is not None:
+            self._up.close()  # after what is buffered for it has been written (Envoy's drainer)
+        elif self._connect_task is not None:
+            self._connect_task.cancel()
+        self._maybe_finish()
+
+    # connection management ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful stop. TCP has no message boundary to stop at, so the connection keeps relaying
+        until either side closes; `drain_tcp` closes whatever is left at its deadline."""
+
+    def close(self, abort: bool = False) -> None:
+        """Close both sides: flushing what is buffered, or at once (`abort`)."""
+        self._closing = True
+        for transport in (self.transport, self._up):
+            if transport is not None:
+                if abort:
+                    transport.abort()
+                else:
+                    transport.close()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def upstream_transport(self) -> asyncio.Transport | None:
+        return self._up
+
+    def closed_waiter(self) -> asyncio.Future[None]:
+        """A future resolved once the connection is fully closed and accounted for."""
+        if self._closed_waiter is None:
+            self._closed_waiter = self.loop.create_future()
+            if self._finished:
+                self._closed_waiter.set_result(None)
+        return self._closed_waiter
+
+    def check_shift(self, snapshot: Snapshot) -> None:
+        """After a swap: schedule (or cancel) the drain-on-shift close of this connection."""
+        route = self.route
+        if route is None or self._closing:
+            return
+        listener = snapshot.tcp_listeners.get(self.listener_name)
+        new_route = listener.route(self.destination_ip) if listener is not None else None
+        grace = new_route.drain_on_shift if new_route is not None else route.drain_on_shift
+        kept = False
+        if new_route is not None:
+            destinations = new_route.destinations.destinations
+            kept = any(d.cluster_name == self.cluster_name and (d.weight > 0 or len(destinations) == 1)
+                       for d in destinations)
+        if kept or grace is None:
+            if self._drain_timer is not None:  # the destination got its weight back in time
+                self._drain_timer.cancel()
+                self._drain_timer = None
+        elif self._drain_timer is None:
+            self._drain_timer = self.loop.call_later(max(grace, 0.0), self._drain_close)
+
+    def _drain_close(self) -> None:
+        self._drain_timer = None
+        self.close()
+
+    # upstream side ------------------------------------------------------------------------------
+
+    async def _connect(self, cluster: Cluster, endpoint: Endpoint) -> None:
+        try:
+            async with asyncio.timeout(cluster.connect_timeout):
+                # the address may be a DNS name: create_connection resolves it now
+                await self.loop.create_connection(lambda: TcpUpstream(self), endpoint.address, endpoint.port)
+        except asyncio.CancelledError:
+            raise  # the downstream went away; connection_lost does the bookkeeping
+        except Exception:  # refused, unreachable, unresolvable, timed out: all UF, as Envoy
+            self._connect_task = None  # so closing the downstream does not cancel this very task
+            if self._up is None and not self._closing:
+                self._fail("UF", cluster, endpoint)
+        finally:
+            self._connecting = False
+            self._connect_task = None
+            self._maybe_finish()
+
+    def upstream_made(self, transport: asyncio.Transport) -> bool:
+        """The upstream connected; False when nobody is waiting for it any more."""
+        if not self._connecting or self._closing:
+            return False
+        self._up = transport
+        stats = self._stats = self.state.metrics.tcp_stats(self.cluster, self.endpoint)
+        stats.opened += 1
+        if self._early:
+            transport.write(b"".join(self._early))  # may call pause_writing at once
+            self._early.clear()
+        if self._down_eof:
+            transport.write_eof()
+        elif not self._up_paused:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._start_timer()
+        return True
+
+    def upstream_eof(self) -> bool:
+        self._up_eof = True
+        down = self.transport
+        if down is not None and not down.is_closing():
+            down.write_eof()
+        if self._down_eof:
+            self.close()
+        return True
+
+    def upstream_pause_writing(self) -> None:
+        self._up_paused = True
+        self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def upstream_resume_writing(self) -> None:
+        self._up_paused = False
+        if not self._down_eof:
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def upstream_lost(self) -> None:
+        self._up = None
+        self._closing = True
+        if not self._down_lost:
+            self.transport.close()  # type: ignore[union-attr]  # after its buffer drains
+        self._maybe_finish()
+
+    # accounting ---------------------------------------------------------------------------------
+
+    def _fail(self, flag: str, cluster: Cluster | None, endpoint: Endpoint | None) -> None:
+        self.flags = flag
+        stats = self._stats = self.state.metrics.tcp_stats(cluster, endpoint, flag)
+        stats.opened += 1
+        self.close()
+
+    def _start_timer(self) -> None:
+        idle = self.cluster.tcp_idle_timeout if self.cluster is not None else None
+        if idle is not None and idle > 0:
+            self._idle_timeout = idle
+            self._interval = min(REPORTING_INTERVAL, idle / IDLE_CHECKS)
+        now = self.loop.time()
+        self._last_active = now
+        self._next_report = now + REPORTING_INTERVAL
+        self._timer = self.loop.call_later(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        """Report byte counts now and then; close when nothing has moved for the idle timeout."""
+        self._timer = None
+        now = self.loop.time()
+        moved = self._received_reported + self.received + self._sent_reported + self.sent
+        limit = self._idle_timeout
+        mark = (moved, 0, 0)
+        if self._closing:
+            # flushing after a close: progress is a peer draining what we buffered for it
+            down, up = self.transport, self._up
+            mark = (moved, down.get_write_buffer_size() if down is not None else 0,
+                    up.get_write_buffer_size() if up is not None else 0)
+            limit = limit or CLOSE_LINGER
+        if mark != self._mark:
+            self._mark = mark
+            self._last_active = now
+        elif limit is not None and now - self._last_active >= limit:
+            self.close(abort=True)  # as Envoy: an idle session is closed without flushing
+            return
+        if now >= self._next_report:
+            self._report()
+            self._next_report = now + REPORTING_INTERVAL
+        self._timer = self.loop.call_later(self._interval, self._tick)
+
+    def _report(self) -> None:
+        stats = self._stats
+        if stats is None:
+            return
+        if self.received:
+            stats.received += self.received
+            self._received_reported += self.received
+            self.received = 0
+        if self.sent:
+            stats.sent += self.sent
+            self._sent_reported += self.sent
+            self.sent = 0
+
+    def _maybe_finish(self) -> None:
+        if self._down_lost and self._up is None and not self._connecting and not self._finished:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        for timer in (self._timer, self._drain_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._drain_timer = None
+        self._early.clear()
+        state = self.state
+        if self._stats is None:  # the downstream left while the upstream was connecting
+            self.flags = "DC"
+            self._stats = state.metrics.tcp_stats(self.cluster, self.endpoint, "DC")
+            self._stats.opened += 1
+        self._report()
+        self._stats.closed += 1
+        if self.endpoint is not None:
+            state.cluster_manager.request_finished(self.endpoint)
+        state.connections.discard(self)
+        if self.on_old_config:
+            self.on_old_config = False
+            state.metrics.connections_on_old_config -= 1
+        log = state.access_log
+        if log.enabled:
+            endpoint = self.endpoint
+            log.tcp(self.flags, self._received_reported, self._sent_reported,
+                    (self.loop.time() - self._started) * 1000.0, self.downstream_address,
+                    f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "", self.cluster_name)
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+
+class TcpUpstream(asyncio.Protocol):
+    """The upstream half of a relay: forwards to its `TcpDownstream`."""
+
+    __slots__ = ("downstream", "attached")
+
+    def __init__(self, downstream: TcpDownstream) -> None:
+        self.downstream = downstream
+        self.attached = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.downstream.state.metrics.upstream_active += 1
+        self.attached = self.downstream.upstream_made(transport)  # type: ignore[arg-type]
+        if not self.attached:  # connected after the downstream gave up (timeout or close)
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        down = self.downstream
+        down.sent += len(data)
+        down.transport.write(data)  # type: ignore[union-attr]
+
+    def eof_received(self) -> bool:
+        return self.downstream.upstream_eof()
+
+    def pause_writing(self) -> None:
+        self.downstream.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.downstream.upstream_resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.downstream.state.metrics.upstream_active -= 1
+        if self.attached:
+            self.downstream.upstream_lost()
+
+
+def on_snapshot_swap(state: ServerState, old: Snapshot, new: Snapshot) -> None:
+    """Called after every successful swap: mark connections on an older version and apply the
+    drain-on-shift policy of the new routes."""
+    on_old = 0
+    for conn in list(state.connections):
+        if not isinstance(conn, TcpDownstream) or conn.finished:
+            continue
+        if conn.version < new.version:
+            conn.on_old_config = True
+            on_old += 1
+        conn.check_shift(new)
+    state.metrics.connections_on_old_config = on_old
+
+
+async def drain_tcp(state: ServerState, timeout: float) -> int:
+    """Wait up to `timeout` for the TCP connections to finish, then close the rest at once (as Envoy
+    does at the end of its drain time). Returns how many had to be closed."""
+    conns = [c for c in list(state.connections) if isinstance(c, TcpDownstream) and not c.finished]
+    for conn in conns:
+        conn.shutdown()
+    if conns and timeout > 0:
+        await asyncio.wait([c.closed_waiter() for c in conns], timeout=timeout)
+    left = [c for c in conns if not c.finished]
+    for conn in left:
+        conn.close(abort=True)
+    if left:
+        # aborted transports report connection_lost on the next loop iterations
+        await asyncio.wait([c.closed_waiter() for c in left], timeout=1.0)
+    return len(left)
