@@ -154,6 +154,7 @@ class Server:
         self.last_error = None
         self._remember(loaded)
         relay.on_snapshot_swap(state, old, snapshot)
+        state.cluster_manager.retain(list(snapshot.clusters.values()))  # drop pools of removed endpoints
         await self._sync_listeners(snapshot, strict=False)
         for notice in snapshot.notices:
             if notice not in old.notices:
@@ -209,6 +210,7 @@ class Server:
             if conn in state.connections and conn.transport is not None:
                 conn.transport.abort()
         await tcp_drain
+        state.cluster_manager.close_idle()
         await self.admin.close()
         state.access_log.flush()
 

@@ -1,16 +1,21 @@
-"""Runtime state of upstream clusters that outlives snapshots: balancers and active-request counts.
+"""Runtime state of upstream clusters that outlives snapshots: balancers, active-request counts and
+keep-alive connection pools.
 
 A Balancer is kept per cluster *object*, so a reload that changes a cluster's endpoints gets a fresh
 balancer while requests still on the old snapshot keep using theirs. Active counts are per endpoint
-address, so LEAST_REQUEST sees all traffic to an endpoint whichever cluster sent it.
+address, so LEAST_REQUEST sees all traffic to an endpoint whichever cluster sent it. Connection pools are
+per endpoint address too: clusters (subsets) sharing an endpoint share its idle connections, and a reload
+that keeps an endpoint keeps its warm connections.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from proxy.routing.snapshot import Cluster, Endpoint
 from proxy.upstream.balancer import Balancer
+from proxy.upstream.pool import EndpointPool
 
 
 class ClusterManager:
@@ -18,6 +23,7 @@ class ClusterManager:
         self._rng = rng or random.Random()
         self._balancers: dict[int, Balancer] = {}  # id(cluster) → balancer
         self.active: dict[tuple[str, int], int] = {}
+        self.pools: dict[tuple[str, int], EndpointPool[Any]] = {}
 
     def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
         """An endpoint of `cluster`, or None when it has none (→ 503 UH)."""
@@ -38,8 +44,24 @@ class ClusterManager:
         else:
             self.active.pop(key, None)
 
+    def pool_for(self, endpoint: Endpoint) -> EndpointPool[Any]:
+        """The keep-alive pool of `endpoint`'s address, created on first use."""
+        pool = self.pools.get(endpoint.key)
+        if pool is None:
+            pool = self.pools[endpoint.key] = EndpointPool(endpoint.key)
+        return pool
+
+    def close_idle(self) -> None:
+        """Close every idle upstream connection (shutdown); busy ones go back to their pool when done."""
+        for pool in self.pools.values():
+            pool.close_idle()
+
     def retain(self, clusters: list[Cluster]) -> None:
-        """Forget balancers of clusters no longer in any live snapshot (called after a reload)."""
+        """Forget balancers of clusters no longer in any live snapshot (called after a reload), and close
+        the pools of endpoints none of them has (busy connections close when their request ends)."""
         live = {id(c) for c in clusters}
         for key in [k for k in self._balancers if k not in live]:
             del self._balancers[key]
+        endpoints = {e.key for c in clusters for e in c.endpoints}
+        for key in [k for k in self.pools if k not in endpoints]:
+            self.pools.pop(key).close()

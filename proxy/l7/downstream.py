@@ -1,0 +1,763 @@
+"""Downstream HTTP/1.x connections: parse each request, route it, stream it to an upstream endpoint and
+stream the response back. One `HttpDownstream` per accepted connection, one `Exchange` per request.
+
+Theory of operation:
+- Requests are answered one at a time, in order. A pipelined request that arrives while another is in
+  flight is queued with the body bytes that came with it, and reading pauses until it can start.
+- A request reads `state.snapshot` once, when its head is complete, and keeps what it chose from it
+  (listener, route, cluster, endpoint) to the end; the next request on the connection reads it again.
+- Bodies stream both ways and are never held whole. Flow control: the upstream transport's
+  `pause_writing` pauses reading the downstream and the downstream transport's pauses reading the
+  upstream. Bytes that arrive while an upstream connection is being opened are held up to BUFFER_LIMIT,
+  then reading pauses. Reading pauses for several reasons at once (a bit each, `_PAUSE_*`); it resumes
+  when none is left.
+- A pooled connection is used synchronously; only opening a new one runs a task. A pooled connection
+  that turns out closed before any response byte is replaced once by a fresh one, if every request byte
+  written to it is still at hand (at most REPLAY_LIMIT bytes are kept for that).
+- `Expect: 100-continue` is answered by the proxy (Envoy's default): `100 Continue` goes to the client
+  once the request is routed to an endpoint, and the Expect header is not forwarded. A request answered
+  by the proxy before its body arrived (404, 503, ...) gets `connection: close` instead.
+- Upgrade (WebSocket): the request is forwarded with `Connection: upgrade`; after the upstream's 101 both
+  connections become a raw byte tunnel (EOF relayed as half-close). Any other answer closes the connection.
+- Nothing a peer sends raises out of a callback: a malformed request gets Envoy's 4xx/5xx (flag DPE)
+  and the connection closes once the requests before it are answered.
+- Timeouts: an idle keep-alive connection closes after `idle_timeout`; a request head that takes longer
+  than `request_headers_timeout` gets 408. Both are checked by one timer per connection that requests
+  never touch; the route timeout (Istio `timeout`) runs from the end of the request, as in Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from proxy.l7 import errors, exchange
+from proxy.l7.codec import (
+    CONTINUE,
+    CRLF,
+    LAST_CHUNK,
+    CodecError,
+    RequestDecoder,
+    RequestHead,
+    ResponseHead,
+    chunk_size_line,
+    response_head,
+)
+from proxy.l7.errors import STATUS_LINES, LocalReply
+from proxy.l7.exchange import Exchange
+from proxy.l7.upstream import HttpUpstream
+from proxy.routing.snapshot import HttpListener
+
+if TYPE_CHECKING:
+    from proxy.state import ServerState
+    from proxy.upstream.pool import EndpointPool
+
+log = logging.getLogger("shiftproxy.http")
+
+BUFFER_LIMIT = 64 * 1024  # request body bytes held while no upstream connection is ready
+REPLAY_LIMIT = 64 * 1024  # request bytes kept to resend once if a pooled connection was stale
+IDLE_TIMEOUT = 300.0  # seconds a keep-alive connection may wait for its next request
+REQUEST_HEADERS_TIMEOUT = 60.0  # seconds from a request's first byte to the end of its head
+# After answering a request that was not read to its end, the connection is half-closed and what the
+# client still sends is read and dropped for this long: closing with unread bytes would reset the
+# connection and the client could lose the answer (a "lingering close", as in nginx).
+LINGER = 2.0
+
+# why reading the downstream is paused
+_PAUSE_UPSTREAM = 1  # the upstream's write buffer is full
+_PAUSE_QUEUED = 2  # a pipelined request waits for the one in flight
+_PAUSE_BUFFER = 4  # BUFFER_LIMIT bytes are held for an upstream connection being opened
+_PAUSE_BROKEN = 8  # a malformed request was read: nothing after it is
+
+
+class HttpDownstream(asyncio.Protocol):
+    __slots__ = (
+        "listener_name", "state", "loop", "transport", "listener", "client_ip", "decoder",
+        "idle_timeout", "headers_timeout",
+        "exchange", "receiving", "queue", "keep_alive", "closing",
+        "_upgrading", "_read_paused", "_write_paused", "_starting", "_peer_eof", "_tunnel_eofs",
+        "_feeding", "_up_out", "_out",
+        "_head_started", "_idle_since", "_watchdog",
+    )
+
+    def __init__(self, listener_name: str, state: ServerState, idle_timeout: float = IDLE_TIMEOUT,
+                 request_headers_timeout: float = REQUEST_HEADERS_TIMEOUT) -> None:
+        self.listener_name = listener_name
+        self.state = state
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        # kept so a connection whose listener vanished in a reload still serves its requests
+        self.listener: HttpListener | None = state.snapshot.http_listeners.get(listener_name)
+        self.client_ip = b""
+        self.decoder = RequestDecoder(self)
+        self.idle_timeout = idle_timeout
+        self.headers_timeout = request_headers_timeout
+        # per-connection state
+        self.exchange: Exchange | None = None  # the request being answered
+        self.receiving: Exchange | None = None  # the request whose bytes are being parsed
+        self.queue: deque[Exchange] = deque()  # pipelined requests waiting their turn
+        self.keep_alive = True  # False once shutting down: close after the response in flight
+        self.closing = False
+        self._upgrading: Exchange | None = None  # bytes after an Upgrade head are raw, for this request
+        self._read_paused = 0
+        self._write_paused = False
+        self._starting = False
+        self._peer_eof = False
+        self._tunnel_eofs = 0  # which directions of a tunnel have ended (1: downstream, 2: upstream)
+        # Writes made while one read is processed are gathered and written together after it: a small
+        # request or response costs one send instead of two or three (head, body, last chunk).
+        self._feeding = False
+        self._up_out: list[bytes] | None = None  # for the request's upstream, while a downstream read
+        self._out: list[bytes] | None = None  # for the client, from a response head to the end of a read
+        self._head_started: float | None = None
+        self._idle_since = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def shutdown(self) -> None:
+        """Graceful drain: close now if idle, else after the response in flight (`connection: close`)."""
+        self.keep_alive = False
+        if not self.closing and self.exchange is None and not self.queue:
+            self._close()
+
+    # asyncio.Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.client_ip = str(peer[0]).encode()
+        state = self.state
+        state.connections.add(self)
+        state.metrics.downstream_active += 1
+        if state.draining:
+            self.keep_alive = False
+        self._idle_since = self.loop.time()
+        self._watchdog = self.loop.call_later(min(self.idle_timeout, self.headers_timeout), self._on_watchdog)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        state = self.state
+        state.connections.discard(self)
+        state.metrics.downstream_active -= 1
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self.queue.clear()
+        ex = self.exchange
+        if ex is not None and not ex.done:
+            self._drop_upstream(ex, abort=not ex.tunnel)  # a tunnel's upstream still gets what was sent
+            if ex.tunnel:
+                self._finish(ex, 101, "-")
+            else:  # the client left before its response was complete (Envoy: code 0 if none started)
+                self._finish(ex, ex.status if ex.response_started else 0, "DC")
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self._read_paused & _PAUSE_BROKEN:
+            return
+        upgrading = self._upgrading
+        if upgrading is not None:
+            upgrading.request_bytes += len(data)
+            self._forward(upgrading, data)
+            return
+        self._feeding = True
+        try:
+            offset = self.decoder.feed(data)
+        except CodecError as exc:
+            self._feeding = False
+            self._flush_upstream()
+            self._malformed(errors.protocol_error(exc.status), str(exc))
+            return
+        except Exception:
+            self._feeding = False
+            log.exception("error handling a downstream request")
+            self.on_internal_error()
+            return
+        self._feeding = False
+        if self._up_out is not None:
+            self._flush_upstream()
+        if offset is not None and not self.closing:
+            ex = self.receiving
+            if ex is not None and ex.head is not None and ex.head.upgrade is not None and not ex.done:
+                self._upgrading = ex
+                if offset < len(data):
+                    ex.request_bytes += len(data) - offset
+                    self._forward(ex, data[offset:])
+            else:  # CONNECT, or an upgrade already answered: nothing after it is HTTP we can read
+                self.keep_alive = False
+                self._pause_reading(_PAUSE_BROKEN)
+
+    def eof_received(self) -> bool | None:
+        ex = self.exchange
+        if ex is not None and not ex.done:
+            upstream = ex.upstream
+            if ex.tunnel and upstream is not None:
+                if upstream.transport.can_write_eof():  # type: ignore[union-attr]
+                    upstream.transport.write_eof()  # type: ignore[union-attr]
+                    self._tunnel_eof(1)
+                    return True
+                return None
+            receiving = self.receiving
+            if receiving is None or receiving.request_complete:
+                self._peer_eof = True  # answer what was received, then close
+                return True
+        return None  # close; connection_lost records a request cut short as DC
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
+
+    # RequestDecoder handler interface
+
+    def on_request_begin(self) -> None:
+        self._head_started = self.loop.time()
+
+    def on_request_head(self, head: RequestHead) -> None:
+        if self.closing:
+            return
+        start = self._head_started
+        self._head_started = None
+        ex = Exchange(head, start if start is not None else self.loop.time())
+        self.receiving = ex
+        if self.exchange is None and not self.queue:
+            self.exchange = ex
+            self._start(ex)
+        else:
+            self.queue.append(ex)
+            self._pause_reading(_PAUSE_QUEUED)
+
+    def on_request_body(self, data: bytes) -> None:
+        ex = self.receiving
+        if ex is None:
+            return
+        size = len(data)
+        ex.request_bytes += size
+        if not ex.head.chunked:  # type: ignore[union-attr]
+            self._forward(ex, data)
+            return
+        upstream = ex.upstream
+        if upstream is not None:
+            pieces = (chunk_size_line(size), data, CRLF)
+            if self._up_out is not None:
+                self._up_out += pieces
+            else:
+                upstream.transport.writelines(pieces)  # type: ignore[union-attr]
+            if ex.replay is not None:
+                self._keep_for_replay(ex, b"".join(pieces))
+        elif not ex.done:
+            self._hold(ex, chunk_size_line(size))
+            self._hold(ex, data)
+            self._hold(ex, CRLF)
+
+    def on_request_complete(self) -> None:
+        ex = self.receiving
+        if ex is None or ex.request_complete:
+            return
+        ex.request_complete = True
+        if ex.head.chunked:  # type: ignore[union-attr]
+            self._forward(ex, LAST_CHUNK)
+        if ex is self.exchange and not ex.done and ex.endpoint is not None:
+            self._arm_route_timeout(ex)
+
+    # routing
+
+    def _start(self, ex: Exchange) -> None:
+        """Route the request at the front of the line and send it on its way (or answer it)."""
+        if ex.failure is not None:
+            self._reply(ex, ex.failure)
+            return
+        state = self.state
+        listener = state.snapshot.http_listeners.get(self.listener_name)
+        if listener is None:
+            listener = self.listener
+        else:
+            self.listener = listener
+        answer = exchange.route(ex, listener, state, self.client_ip)
+        if answer is not None:
+            self._reply(ex, *answer)
+            return
+        endpoint = ex.endpoint
+        assert endpoint is not None
+        manager = state.cluster_manager
+        manager.request_started(endpoint)
+        ex.counted = True
+        head = ex.head
+        if head.expect_continue and not ex.request_complete and not head.http10:  # type: ignore[union-attr]
+            self.transport.write(CONTINUE)  # type: ignore[union-attr]
+        if ex.request_complete:
+            self._arm_route_timeout(ex)
+        pool = manager.pool_for(endpoint)
+        conn = pool.acquire()
+        if conn is not None:
+            state.metrics.pool_hits += 1
+            ex.reused = True
+            self._attach(ex, conn)
+        else:
+            state.metrics.pool_misses += 1
+            ex.connect_task = self.loop.create_task(self._connect(ex, pool))
+
+    # upstream connection
+
+    async def _connect(self, ex: Exchange, pool: EndpointPool[HttpUpstream]) -> None:
+        endpoint, cluster = ex.endpoint, ex.cluster
+        assert endpoint is not None and cluster is not None
+        metrics = self.state.metrics
+        try:
+            async with asyncio.timeout(cluster.connect_timeout):
+                _, conn = await self.loop.create_connection(lambda: HttpUpstream(pool, metrics),
+                                                            endpoint.address, endpoint.port)
+        except TimeoutError:
+            failure = errors.CONNECT_TIMEOUT
+        except (OSError, ValueError) as exc:  # refused, unreachable, DNS failure, bad address
+            log.debug("connect to %s:%d failed: %s", endpoint.address, endpoint.port, exc)
+            failure = errors.CONNECT_FAILURE
+        else:
+            if ex.connect_task is None or self.exchange is not ex or ex.done:
+                conn.close()  # the request ended while connecting
+                return
+            ex.connect_task = None
+            try:
+                self._attach(ex, conn)
+            except Exception:
+                log.exception("error sending a request upstream")
+                self._drop_upstream(ex, abort=True)
+                self._reply(ex, errors.INTERNAL_ERROR)
+            return
+        if self.exchange is ex and not ex.done:
+            ex.connect_task = None
+            self._reply(ex, failure)
+
+    def _attach(self, ex: Exchange, conn: HttpUpstream) -> None:
+        """Bind an open upstream connection to the request in flight and write what is ready."""
+        ex.upstream = conn
+        conn.bind(self, ex.head_only)
+        if self._write_paused:
+            conn.pause_reading()
+        transport = conn.transport
+        assert transport is not None
+        pending = ex.pending
+        if pending is None:
+            if self._feeding:  # the body may follow in this same read: one send for both
+                self._up_out = [ex.out_head]
+            else:
+                transport.write(ex.out_head)
+            if ex.reused:
+                ex.replay = [ex.out_head]
+                ex.replay_size = len(ex.out_head)
+            return
+        ex.pending = None
+        if self._feeding:
+            self._up_out = [ex.out_head, *pending]
+        else:
+            transport.writelines([ex.out_head, *pending])
+        if ex.reused and ex.pending_size <= REPLAY_LIMIT:
+            ex.replay = [ex.out_head, *pending]
+            ex.replay_size = len(ex.out_head) + ex.pending_size
+        ex.pending_size = 0
+        self._resume_reading(_PAUSE_BUFFER)
+
+    def _forward(self, ex: Exchange, data: bytes) -> None:
+        """Request bytes (framed already) to the upstream, or held until it is attached."""
+        upstream = ex.upstream
+        if upstream is not None:
+            if self._up_out is not None:
+                self._up_out.append(data)
+            else:
+                upstream.transport.write(data)  # type: ignore[union-attr]
+            if ex.replay is not None:
+                self._keep_for_replay(ex, data)
+        elif not ex.done:
+            self._hold(ex, data)
+
+    def _hold(self, ex: Exchange, data: bytes) -> None:
+        pending = ex.pending
+        if pending is None:
+            pending = ex.pending = []
+        pending.append(data)
+        ex.pending_size += len(data)
+        if ex.pending_size > BUFFER_LIMIT:
+            self._pause_reading(_PAUSE_BUFFER)
+
+    def _keep_for_replay(self, ex: Exchange, data: bytes) -> None:
+        ex.replay_size += len(data)
+        if ex.replay_size > REPLAY_LIMIT:
+            ex.replay = None  # too much to keep: a stale connection now fails the request (503 UC)
+        else:
+            ex.replay.append(data)  # type: ignore[union-attr]
+
+    def _release(self, ex: Exchange, conn: HttpUpstream) -> None:
+        """The response is complete: back to the pool if the connection can carry another request."""
+        ex.upstream = None
+        conn.unbind()
+        self._resume_reading(_PAUSE_UPSTREAM)
+        cluster = ex.cluster
+        assert cluster is not None
+        limit = cluster.max_requests_per_connection
+        if conn.keep_alive and ex.request_complete and conn.pool is not None and (
+                limit == 0 or conn.requests < limit):
+            conn.pool.release(conn, cluster.http_idle_timeout)
+        else:
+            conn.close()
+
+    def _flush_upstream(self) -> None:
+        out, self._up_out = self._up_out, None
+        ex = self.exchange
+        if out and ex is not None and ex.upstream is not None and ex.upstream.is_open:
+            ex.upstream.transport.writelines(out)  # type: ignore[union-attr]
+
+    def _drop_upstream(self, ex: Exchange, abort: bool) -> None:
+        self._up_out = None
+        conn = ex.upstream
+        if conn is not None:
+            ex.upstream = None
+            conn.close(abort=abort)
+        if ex.connect_task is not None:
+            ex.connect_task.cancel()
+            ex.connect_task = None
+        self._resume_reading(_PAUSE_UPSTREAM)
+
+    def _retry(self, ex: Exchange) -> None:
+        """The reused connection was stale: send the same bytes once more, on a fresh connection."""
+        replay = ex.replay
+        assert replay is not None and ex.endpoint is not None
+        ex.replay = None
+        ex.retried = True
+        ex.reused = False
+        ex.pending = replay[1:]  # replay[0] is out_head, written again by _attach
+        ex.pending_size = ex.replay_size - len(replay[0])
+        self.state.metrics.pool_misses += 1
+        pool = self.state.cluster_manager.pool_for(ex.endpoint)
+        ex.connect_task = self.loop.create_task(self._connect(ex, pool))
+
+    # HttpUpstream callbacks
+
+    def on_upstream_head(self, conn: HttpUpstream, head: ResponseHead) -> None:
+        ex = self.exchange
+        if ex is None or ex.upstream is not conn:
+            return
+        status = head.status
+        request = ex.head
+        assert request is not None
+        if status < 200:
+            if status == 101 and request.upgrade is not None:
+                self._switch_protocols(ex, head)
+            elif status == 101:
+                self.on_upstream_reset(conn, errors.UPSTREAM_PROTOCOL_ERROR)
+            elif status != 100 and not request.http10:  # 100 is ours to send; others are relayed
+                self.transport.write(response_head(STATUS_LINES[status], head.headers, ()))  # type: ignore[union-attr]
+            return
+        ex.status = status
+        ex.response_started = True
+        ex.replay = None
+        close = not (ex.keep_alive and self.keep_alive) or self.state.draining
+        self._out = [exchange.response_head(ex, head, close)]  # sent with the body read with it
+
+    def on_upstream_body(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        ex.response_bytes += len(data)
+        out = self._out
+        if ex.response_chunked:
+            if out is not None:
+                out += (chunk_size_line(len(data)), data, CRLF)
+            else:
+                self.transport.writelines((chunk_size_line(len(data)), data, CRLF))  # type: ignore[union-attr]
+        elif out is not None:
+            out.append(data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def on_upstream_read_done(self) -> None:
+        """The upstream read that produced response bytes is processed: send what it gave."""
+        if self._out is not None:
+            self._flush()
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and not self.closing:
+            if len(out) == 1:
+                self.transport.write(out[0])  # type: ignore[union-attr]
+            else:
+                self.transport.writelines(out)  # type: ignore[union-attr]
+
+    def on_upstream_complete(self, conn: HttpUpstream) -> None:
+        ex = self.exchange
+        if ex is None or ex.upstream is not conn or ex.tunnel:
+            return
+        if ex.response_chunked:
+            if self._out is not None:
+                self._out.append(LAST_CHUNK)
+            else:
+                self.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
+        if self._out is not None:
+            self._flush()
+        self._release(ex, conn)
+        self._finish(ex, ex.status, "-")
+
+    def on_upstream_reset(self, conn: HttpUpstream, reason: LocalReply) -> None:
+        """The upstream closed, reset or broke the protocol before the response was complete."""
+        ex = self.exchange
+        if ex is None or ex.upstream is not conn:
+            conn.close()
+            return
+        self._drop_upstream(ex, abort=True)
+        if ex.response_started:
+            ex.close = True  # the client learns by the connection closing mid-response
+            self._finish(ex, ex.status, reason.flags)
+        elif reason is errors.UPSTREAM_RESET and ex.replay is not None and not ex.retried:
+            self._retry(ex)
+        else:
+            self._reply(ex, reason)
+
+    def on_upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self._pause_reading(_PAUSE_UPSTREAM)
+        else:
+            self._resume_reading(_PAUSE_UPSTREAM)
+
+    # tunnel (after 101 Switching Protocols)
+
+    def _switch_protocols(self, ex: Exchange, head: ResponseHead) -> None:
+        ex.status = 101
+        ex.response_started = True
+        ex.tunnel = True
+        ex.replay = None
+        if ex.timer is not None:  # the route timeout covers the upgrade, not the tunnel's life
+            ex.timer.cancel()
+            ex.timer = None
+        self.transport.write(exchange.switching_protocols_head(ex, head))  # type: ignore[union-attr]
+
+    def on_upstream_upgraded(self, conn: HttpUpstream, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None or ex.upstream is not conn or not ex.tunnel:
+            self.on_upstream_reset(conn, errors.UPSTREAM_PROTOCOL_ERROR)
+            return
+        conn.tunnel = True
+        if data:
+            self.on_tunnel_data(data)
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is not None:
+            ex.response_bytes += len(data)
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def on_tunnel_eof(self, conn: HttpUpstream) -> bool | None:
+        transport = self.transport
+        assert transport is not None
+        if transport.can_write_eof() and not self.closing:
+            transport.write_eof()
+            self._tunnel_eof(2)
+            return True
+        return None
+
+    def _tunnel_eof(self, direction: int) -> None:
+        """Once both directions ended with a half-close, nothing more can pass: close both."""
+        self._tunnel_eofs |= direction
+        ex = self.exchange
+        if self._tunnel_eofs == 3 and ex is not None and ex.upstream is not None:
+            self._drop_upstream(ex, abort=False)
+            ex.close = True
+            self._finish(ex, 101, "-")
+
+    def on_tunnel_closed(self, conn: HttpUpstream) -> None:
+        ex = self.exchange
+        if ex is not None and ex.upstream is conn:
+            ex.upstream = None
+            self._resume_reading(_PAUSE_UPSTREAM)
+            ex.close = True
+            self._finish(ex, 101, "-")
+
+    # answers and ends
+
+    def _reply(self, ex: Exchange, reply: LocalReply, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        """Answer the request in flight with a response of the proxy's own, and end it."""
+        head = ex.head
+        http10 = head is not None and head.http10
+        close = not (ex.keep_alive and self.keep_alive and ex.request_complete) or self.state.draining
+        body = reply.body
+        self.transport.write(errors.render(  # type: ignore[union-attr]
+            reply.status, body, close=close, http10_keep_alive=http10 and not close, head_only=ex.head_only,
+            headers=headers))
+        ex.status = reply.status
+        ex.response_started = True
+        if not ex.head_only:
+            ex.response_bytes = len(body)
+        ex.close = close
+        self._finish(ex, reply.status, reply.flags)
+
+    def _finish(self, ex: Exchange, code: int, flags: str) -> None:
+        """Account for a request that ended, then start the next one or close."""
+        ex.done = True
+        if self._out is not None:
+            self._flush()
+        if ex.timer is not None:
+            ex.timer.cancel()
+            ex.timer = None
+        if ex.connect_task is not None:
+            ex.connect_task.cancel()
+            ex.connect_task = None
+        state = self.state
+        if ex.counted:
+            ex.counted = False
+            state.cluster_manager.request_finished(ex.endpoint)  # type: ignore[arg-type]
+        now = self.loop.time()
+        duration_ms = (now - ex.start) * 1000.0
+        state.metrics.http_request(ex.cluster, ex.endpoint, code, flags, duration_ms, ex.request_bytes,
+                                   ex.response_bytes)
+        if state.access_log.enabled:
+            exchange.log(state.access_log, ex, code, flags, duration_ms)
+        if self.exchange is ex:
+            self.exchange = None
+        if self._upgrading is ex:
+            self._upgrading = None
+            self.keep_alive = False
+        if self.closing:
+            return
+        if ex.close or not self.keep_alive or not ex.request_complete:
+            self._close(linger=not ex.request_complete or bool(self._read_paused & _PAUSE_BROKEN))
+            return
+        self._idle_since = now
+        if self._read_paused & _PAUSE_BUFFER:
+            self._resume_reading(_PAUSE_BUFFER)
+        if self.queue:
+            self._run_queue()
+        if self._peer_eof and self.exchange is None and not self.queue:
+            self._close()
+
+    def _run_queue(self) -> None:
+        if self._starting:  # a request started below ended at once: the loop here goes on
+            return
+        self._starting = True
+        try:
+            while self.exchange is None and self.queue and not self.closing:
+                ex = self.queue.popleft()
+                self.exchange = ex
+                self._start(ex)
+        finally:
+            self._starting = False
+        if not self.queue:
+            self._resume_reading(_PAUSE_QUEUED)
+
+    def _malformed(self, reply: LocalReply, detail: str) -> None:
+        """Bytes that are not a valid request: answer in turn, read nothing more, close after."""
+        log.debug("malformed request from %s: %s", self.client_ip.decode(), detail)
+        self._pause_reading(_PAUSE_BROKEN)
+        receiving = self.receiving
+        if receiving is not None and not receiving.request_complete and not receiving.done:
+            # the bad bytes are in this request's body
+            if receiving is self.exchange:
+                self._drop_upstream(receiving, abort=True)
+                if receiving.response_started:
+                    receiving.close = True
+                    self._finish(receiving, receiving.status, reply.flags)
+                else:
+                    self._reply(receiving, reply)
+                return
+            self.queue.remove(receiving)
+        failed = Exchange(None, self._head_started or self.loop.time())
+        failed.failure = reply  # answered with `connection: close` once the requests before it are
+        if self.exchange is None and not self.queue:
+            self.exchange = failed
+            self._start(failed)
+        else:
+            self.queue.append(failed)
+
+    def on_internal_error(self) -> None:
+        """Last resort after an unexpected exception: answer 500 if nothing was sent yet, then close."""
+        self.keep_alive = False
+        self._pause_reading(_PAUSE_BROKEN)
+        self._up_out = None
+        if self.closing:
+            return
+        ex = self.exchange
+        if ex is None or ex.done:
+            ex = self.exchange = Exchange(None, self.loop.time())
+        self._drop_upstream(ex, abort=True)
+        if ex.response_started:
+            ex.close = True
+            self._finish(ex, ex.status, "-")
+        else:
+            self._reply(ex, errors.INTERNAL_ERROR)
+
+    def _close(self, linger: bool = False) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.queue.clear()
+        transport = self.transport
+        assert transport is not None
+        if linger and transport.can_write_eof():
+            transport.write_eof()  # FIN after the buffered response
+            transport.resume_reading()  # data_received drops everything now
+            self.loop.call_later(LINGER, transport.close)
+        else:
+            transport.close()  # after the buffered response is sent
+
+    # flow control and timers
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._read_paused and not self.closing:
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        self._read_paused |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        if self._read_paused & reason:
+            self._read_paused &= ~reason
+            if not self._read_paused and not self.closing:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _arm_route_timeout(self, ex: Exchange) -> None:
+        timeout = ex.route.timeout if ex.route is not None else None
+        if timeout is not None and ex.timer is None:
+            ex.timer = self.loop.call_later(timeout, self._on_route_timeout, ex)
+
+    def _on_route_timeout(self, ex: Exchange) -> None:
+        ex.timer = None
+        if ex is not self.exchange or ex.done:
+            return
+        self._drop_upstream(ex, abort=True)
+        if ex.response_started:
+            ex.close = True
+            self._finish(ex, ex.status, errors.UPSTREAM_TIMEOUT.flags)
+        else:
+            self._reply(ex, errors.UPSTREAM_TIMEOUT)
+
+    def _on_watchdog(self) -> None:
+        """Close an idle keep-alive connection; answer 408 to a head that takes too long."""
+        self._watchdog = None
+        if self.closing:
+            return
+        now = self.loop.time()
+        delay = min(self.idle_timeout, self.headers_timeout)
+        if self.exchange is None and not self.queue:
+            started = self._head_started
+            if started is not None:
+                if now - started >= self.headers_timeout:
+                    self._request_header_timeout()
+                    return
+                delay = started + self.headers_timeout - now
+            elif now - self._idle_since >= self.idle_timeout:
+                self._close()
+                return
+            else:
+                delay = min(delay, self._idle_since + self.idle_timeout - now)
+        self._watchdog = self.loop.call_later(delay, self._on_watchdog)
+
+    def _request_header_timeout(self) -> None:
+        self.keep_alive = False
+        self._pause_reading(_PAUSE_BROKEN)
+        ex = Exchange(None, self._head_started or self.loop.time())
+        ex.failure = errors.REQUEST_HEADER_TIMEOUT
+        self.exchange = ex
+        self._start(ex)

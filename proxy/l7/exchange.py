@@ -1,0 +1,256 @@
+"""One request through the proxy: its state (`Exchange`) and the decisions about it that need no I/O.
+
+`route` takes a request from its head to either a local answer (404 NR, 503 NC/UH, a redirect, a direct
+response) or a chosen cluster and endpoint with the exact bytes of the upstream request head;
+`response_head` builds the head the client gets from the upstream's; `log` writes the access-log line.
+The connection code in `downstream.py` does the rest (sockets, flow control, order of requests).
+
+Upstream request head: HTTP/1.1 always; `host` as received (the URI's authority for an absolute-form
+target, rewritten by `rewrite.authority` or a `host` header operation); hop-by-hop headers left out;
+`x-forwarded-for` gets the client address appended, `x-forwarded-proto` is set, `x-request-id` is kept
+or generated; the body keeps its framing (Content-Length, or chunked re-encoded as it streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from proxy.l7 import errors
+from proxy.l7.codec import CRLF, RequestHead, ResponseHead, request_head
+from proxy.l7.codec import response_head as serialize_response_head
+from proxy.l7.errors import STATUS_LINES, LocalReply
+from proxy.l7.router import (
+    apply_ops,
+    apply_request_ops,
+    new_request_id,
+    redirect_location,
+    request_view,
+    rewrite_path,
+    split_host_port,
+    split_target,
+)
+from proxy.routing.snapshot import (
+    Cluster,
+    Destination,
+    Endpoint,
+    HeaderOps,
+    HttpListener,
+    HttpRoute,
+    Redirect,
+    WeightedDestinations,
+)
+
+if TYPE_CHECKING:
+    from proxy.accesslog import AccessLog
+    from proxy.l7.upstream import HttpUpstream
+    from proxy.routing.match import RequestView
+    from proxy.state import ServerState
+
+Answer = tuple[LocalReply, tuple[tuple[bytes, bytes], ...]]  # a local reply and its extra headers
+
+_X_FORWARDED_PROTO = b"x-forwarded-proto: http\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_CLOSE = b"connection: close\r\n"
+_KEEP_ALIVE = b"connection: keep-alive\r\n"
+
+
+class Exchange:
+    """One request and its response: what it was routed to and how far each direction got."""
+
+    __slots__ = (
+        "head", "start", "failure", "head_only", "keep_alive", "close", "path", "authority", "request_id",
+        "route", "cluster_name", "cluster", "endpoint", "counted", "response_ops", "out_head",
+        "upstream", "connect_task", "pending", "pending_size", "replay", "replay_size", "reused", "retried",
+        "request_complete", "request_bytes", "status", "response_started", "response_chunked",
+        "response_bytes", "timer", "tunnel", "done",
+    )
+
+    def __init__(self, head: RequestHead | None, start: float) -> None:
+        self.head = head
+        self.start = start
+        self.failure: LocalReply | None = None  # a malformed request: answered with this when its turn comes
+        self.head_only = head is not None and head.method == b"HEAD"
+        # an upgrade the upstream refuses leaves the connection in an unknown state: close after it
+        self.keep_alive = head is not None and head.keep_alive and head.upgrade is None
+        self.close = False  # the response says `connection: close`
+        self.path = b""
+        self.authority = b""
+        self.request_id: bytes | None = None
+        # routing decisions, taken once from one snapshot
+        self.route: HttpRoute | None = None
+        self.cluster_name = ""
+        self.cluster: Cluster | None = None
+        self.endpoint: Endpoint | None = None
+        self.counted = False  # in the cluster manager's active requests
+        self.response_ops: tuple[HeaderOps, ...] = ()
+        self.out_head = b""
+        # request direction
+        self.upstream: HttpUpstream | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.pending: list[bytes] | None = None  # bytes for an upstream not attached yet
+        self.pending_size = 0
+        self.replay: list[bytes] | None = None  # bytes written to a reused connection, while small
+        self.replay_size = 0
+        self.reused = False
+        self.retried = False
+        self.request_complete = head is None or not head.has_body
+        self.request_bytes = 0
+        # response direction
+        self.status = 0
+        self.response_started = False
+        self.response_chunked = False
+        self.response_bytes = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.tunnel = False
+        self.done = False
+
+
+def route(ex: Exchange, listener: HttpListener | None, state: ServerState, client_ip: bytes) -> Answer | None:
+    """Route `ex` on `listener` (from the snapshot the request reads once). None: forward it to
+    `ex.endpoint` with `ex.out_head`; otherwise the local answer to send."""
+    head = ex.head
+    assert head is not None
+    target = head.target
+    host = head.host
+    if target[:1] == b"/":
+        path = target
+    else:
+        authority, path = split_target(target)
+        if authority is not None:  # absolute-form (a client using HTTP_PROXY): the URI's authority wins
+            host = authority
+        elif head.method == b"CONNECT":
+            return errors.CONNECT_NOT_SUPPORTED, ()
+        elif target != b"*":
+            return errors.protocol_error(400), ()
+    ex.path = path
+    ex.authority = host or b""
+    if listener is None:
+        return errors.NO_ROUTE, ()
+    authority_text = host.decode("latin-1") if host else ""
+    vhost = listener.route_table.find(authority_text)
+    if vhost is None:
+        return errors.NO_ROUTE, ()
+    view = None
+    if vhost.needs_request_view:
+        # a sidecar listener serves every service port: match.port is the port the client addressed
+        port = listener.port if listener.role == "gateway" else (split_host_port(authority_text)[1] or 80)
+        view = request_view(head.method, path, authority_text, head.headers, port,
+                            head.forwarded_for, head.request_id)
+    chosen = vhost.route(view)
+    if chosen is None:
+        return errors.NO_ROUTE, ()
+    ex.route = chosen
+    action = chosen.action
+    if type(action) is not WeightedDestinations:
+        if type(action) is Redirect:
+            block = chosen.match(view) if chosen.matches else True  # type: ignore[arg-type]
+            location = redirect_location(action, block, authority_text, path, listener.port)
+            return LocalReply(action.code, b"", "-"), ((b"location", location),)
+        return LocalReply(action.status, action.body, "-"), ()  # type: ignore[union-attr]
+    destinations = action.destinations
+    dest = destinations[0] if len(destinations) == 1 else action.pick(state.rng.getrandbits(32))
+    ex.cluster_name = dest.cluster_name
+    cluster = dest.cluster
+    if cluster is None:
+        return errors.NO_CLUSTER, ()
+    ex.cluster = cluster
+    endpoint = state.cluster_manager.choose_endpoint(cluster)
+    if endpoint is None:
+        return errors.NO_HEALTHY_UPSTREAM, ()
+    ex.endpoint = endpoint
+    ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip)
+    return None
+
+
+def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Destination,
+                   view: RequestView | None, client_ip: bytes) -> bytes:
+    headers = head.headers
+    host = head.host if head.target[:1] == b"/" else ex.authority
+    path = ex.path
+    rewrite = route.rewrite
+    if rewrite is not None:
+        if rewrite.uri is not None or rewrite.regex_match is not None:
+            path = rewrite_path(rewrite, route.match(view) if route.matches else True, path)  # type: ignore[arg-type]
+        if rewrite.authority:
+            host = rewrite.authority.encode("latin-1")
+    # Envoy's order: the destination's operations, then the route's (a route-level set wins)
+    if dest.request_headers is not None:
+        headers, host = apply_request_ops(headers, host, dest.request_headers)
+    if route.request_headers is not None:
+        headers, host = apply_request_ops(headers, host, route.request_headers)
+    if dest.response_headers is not None or route.response_headers is not None:
+        ex.response_ops = tuple(o for o in (dest.response_headers, route.response_headers) if o is not None)
+    request_id = head.request_id
+    if request_id is None:
+        request_id = new_request_id()
+    ex.request_id = request_id
+    forwarded_for = head.forwarded_for
+    if client_ip:
+        forwarded_for = client_ip if forwarded_for is None else forwarded_for + b", " + client_ip
+    tail = [_X_FORWARDED_PROTO, b"x-request-id: ", request_id, CRLF]
+    if forwarded_for is not None:
+        tail += (b"x-forwarded-for: ", forwarded_for, CRLF)
+    if head.content_length is not None:
+        tail.append(b"content-length: %d\r\n" % head.content_length)
+    elif head.chunked:
+        tail.append(_CHUNKED)
+    if head.upgrade is not None:
+        tail += (b"connection: upgrade\r\nupgrade: ", head.upgrade, CRLF)
+    return request_head(head.method, path, host, headers, tail)
+
+
+def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
+    """The client's response head for the upstream's final (>= 200) head.
+
+    Sets `ex.response_chunked` (the body is re-chunked: upstream chunked or delimited by its close, to
+    an HTTP/1.1 client) and `ex.close` (the connection closes after it: asked for, or an HTTP/1.0
+    client whose body length is unknown).
+    """
+    status = head.status
+    request = ex.head
+    assert request is not None
+    headers = head.headers
+    for ops in ex.response_ops:
+        headers = apply_ops(headers, ops)
+    tail: list[bytes] = []
+    if ex.head_only or status == 204 or status == 304:
+        if head.content_length is not None and status != 204:
+            tail.append(b"content-length: %d\r\n" % head.content_length)
+        elif head.chunked and status != 204 and not request.http10:
+            tail.append(_CHUNKED)
+    elif head.content_length is not None:
+        tail.append(b"content-length: %d\r\n" % head.content_length)
+    elif request.http10:
+        close = True  # no chunked encoding in HTTP/1.0: the body ends when the connection does
+    else:
+        tail.append(_CHUNKED)
+        ex.response_chunked = True
+    if close:
+        tail.append(_CLOSE)
+    elif request.http10:
+        tail.append(_KEEP_ALIVE)
+    ex.close = close
+    line = STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, head.reason)
+    return serialize_response_head(line, headers, tail)
+
+
+def switching_protocols_head(ex: Exchange, head: ResponseHead) -> bytes:
+    upgrade = head.upgrade or ex.head.upgrade  # type: ignore[union-attr]
+    tail = (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF)
+    return serialize_response_head(STATUS_LINES[101], head.headers, tail)
+
+
+def log(access_log: AccessLog, ex: Exchange, code: int, flags: str, duration_ms: float) -> None:
+    head = ex.head
+    endpoint = ex.endpoint
+    request_id = ex.request_id or (head.request_id if head is not None else None) or b""
+    access_log.http(
+        head.method.decode("latin-1") if head is not None else "-",
+        (ex.path or (head.target if head is not None else b"")).decode("latin-1") or "-",
+        "HTTP/1.0" if head is not None and head.http10 else "HTTP/1.1",
+        code, flags, ex.request_bytes, ex.response_bytes, duration_ms,
+        f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "",
+        ex.cluster_name, ex.authority.decode("latin-1"), request_id.decode("latin-1"),
+        ex.route.name if ex.route is not None else "",
+    )

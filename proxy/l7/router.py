@@ -1,0 +1,189 @@
+"""The parts of routing one HTTP request that need no I/O: where the authority and path come from, the
+`RequestView` matching looks at, Istio rewrites, header operations and redirect Locations.
+
+Header operations follow Envoy's default order: the chosen destination's operations first, then the
+route's, so a route-level `set` wins over a destination-level one. `set`/`add` of `host` or
+`:authority` on a request rewrites the authority. Values are used literally (no `%VAR%` formatters).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from functools import lru_cache
+from urllib.parse import parse_qsl
+
+from proxy.routing.match import HttpMatch, RequestView
+from proxy.routing.snapshot import HeaderOps, Redirect, Rewrite
+
+Header = tuple[bytes, bytes]
+EncodedOps = tuple[tuple[Header, ...], tuple[Header, ...], frozenset[bytes]]
+
+_AUTHORITY_NAMES = (b"host", b":authority")
+
+
+def split_target(target: bytes) -> tuple[bytes | None, bytes]:
+    """(authority, origin-form path) for an absolute-form target; (None, target) otherwise.
+
+    `GET http://reviews:9080/reviews/0 HTTP/1.1` (a client using HTTP_PROXY) gives
+    (b"reviews:9080", b"/reviews/0"); RFC 9112 §3.2.2: the URI's authority replaces the Host header.
+    """
+    if target[:1] == b"/":
+        return None, target
+    scheme_end = target.find(b"://")
+    if scheme_end <= 0 or target[:scheme_end].lower() not in (b"http", b"https"):
+        return None, target
+    rest = target[scheme_end + 3:]
+    end = len(rest)
+    for sep in (b"/", b"?", b"#"):
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    authority = rest[:end].rpartition(b"@")[2]  # drop any userinfo
+    path = rest[end:]
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return authority, path
+
+
+def split_host_port(authority: str) -> tuple[str, int | None]:
+    """`host:port` → (host, port); IPv6 literals keep their brackets."""
+    if authority.endswith("]") or ":" not in authority:
+        return authority, None
+    host, _, port = authority.rpartition(":")
+    return (host, int(port)) if port.isdigit() else (authority, None)
+
+
+def request_view(method: bytes, path: bytes, authority: str, headers: list[Header], port: int,
+                 forwarded_for: bytes | None = None, request_id: bytes | None = None) -> RequestView:
+    raw = path.decode("latin-1")
+    bare_path, _, query_string = raw.partition("?")
+    query: dict[str, str] = {}
+    if query_string:
+        for key, value in parse_qsl(query_string, keep_blank_values=True):
+            query.setdefault(key, value)  # first occurrence wins, as in Envoy
+    view_headers: dict[str, str] = {}
+    for name, value in headers:
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        view_headers[key] = view_headers[key] + "," + text if key in view_headers else text
+    if forwarded_for is not None:
+        view_headers["x-forwarded-for"] = forwarded_for.decode("latin-1")
+    if request_id is not None:
+        view_headers["x-request-id"] = request_id.decode("latin-1")
+    return RequestView(method.decode("latin-1"), bare_path.partition("#")[0], query,
+                       split_host_port(authority)[0].lower(), "http", view_headers, port)
+
+
+def _matched_prefix(block: HttpMatch | bool | None) -> str | None:
+    """The prefix a rewrite replaces; None when the whole path is replaced (exact or regex match).
+
+    A match block without a uri condition is a `prefix: /` route in Envoy, so `/` is replaced.
+    """
+    if not isinstance(block, HttpMatch) or block.uri is None or block.uri.kind == "present":
+        return "/"
+    if block.uri.kind == "prefix":
+        return block.uri.value
+    return None
+
+
+def _replace_path(path: bytes, uri: str, block: HttpMatch | bool | None) -> bytes:
+    raw = path.decode("latin-1")
+    bare, sep, query = raw.partition("?")
+    prefix = _matched_prefix(block)
+    new = uri + bare[len(prefix):] if prefix is not None else uri
+    return (new + sep + query).encode("latin-1")
+
+
+def rewrite_path(rewrite: Rewrite, block: HttpMatch | bool | None, path: bytes) -> bytes:
+    """Istio `rewrite.uri` (matched prefix, or the whole path) or `uriRegexRewrite` (every match)."""
+    if rewrite.uri is not None:
+        return _replace_path(path, rewrite.uri, block)
+    if rewrite.regex_match is not None:
+        raw = path.decode("latin-1")
+        bare, sep, query = raw.partition("?")
+        new = _compiled(rewrite.regex_match).sub(rewrite.regex_rewrite or "", bare)
+        return (new + sep + query).encode("latin-1")
+    return path
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@lru_cache(maxsize=4096)
+def encoded_ops(ops: HeaderOps) -> EncodedOps:
+    """(set, add, names to drop first) as bytes, computed once per HeaderOps object."""
+    set_ = tuple((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in ops.set)
+    add = tuple((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in ops.add)
+    drop = frozenset(n.lower().encode("latin-1") for n in ops.remove) | {n for n, _ in set_}
+    return set_, add, drop
+
+
+def apply_ops(headers: list[Header], ops: HeaderOps) -> list[Header]:
+    set_, add, drop = encoded_ops(ops)
+    out = [h for h in headers if h[0] not in drop] if drop else list(headers)
+    out += set_
+    out += add
+    return out
+
+
+def apply_request_ops(headers: list[Header], host: bytes | None, ops: HeaderOps
+                      ) -> tuple[list[Header], bytes | None]:
+    """Request header operations; `host`/`:authority` ones act on the authority."""
+    headers = apply_ops(headers, ops)
+    if any(n in _AUTHORITY_NAMES for n, _ in headers):
+        for name, value in headers:
+            if name in _AUTHORITY_NAMES:
+                host = value
+        headers = [h for h in headers if h[0] not in _AUTHORITY_NAMES]
+    return headers, host
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def redirect_location(redirect: Redirect, block: HttpMatch | bool | None, authority: str, path: bytes,
+                      listener_port: int) -> bytes:
+    """The Location of an Istio HTTPRedirect, as Envoy builds it.
+
+    `authority` replaces host and port; `port` or `derivePort` set the port; a scheme change without a
+    port drops the request's port; a port that is the scheme's default is left out. `uri` replaces the
+    path, `prefixRewrite` the matched prefix; the query string is kept unless the new path has one.
+    """
+    scheme = redirect.scheme or "http"
+    host, port = split_host_port(authority)
+    if redirect.authority:
+        host, port = split_host_port(redirect.authority)
+    if redirect.port:
+        port = redirect.port
+    elif redirect.derive_port == "FROM_PROTOCOL_DEFAULT":
+        port = None
+    elif redirect.derive_port == "FROM_REQUEST_PORT":
+        port = port or listener_port
+    elif redirect.scheme and not redirect.authority:
+        port = None
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    if redirect.uri is not None:
+        bare, sep, query = path.decode("latin-1").partition("?")
+        new_path = redirect.uri if "?" in redirect.uri else redirect.uri + sep + query
+    elif redirect.prefix_rewrite is not None:
+        new_path = _replace_path(path, redirect.prefix_rewrite, block).decode("latin-1")
+    else:
+        new_path = path.decode("latin-1")
+    authority_out = host if port is None else f"{host}:{port}"
+    return f"{scheme}://{authority_out}{new_path}".encode("latin-1")
+
+
+# x-request-id: UUID version 4 from a PRNG of our own, so tests that replace state.rng see only the
+# weighted picks. Not cryptographic, like Envoy's request ids.
+_ids = random.Random()
+_VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_request_id() -> bytes:
+    h = b"%032x" % ((_ids.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS)
+    return b"-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))

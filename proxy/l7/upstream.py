@@ -1,0 +1,171 @@
+"""Upstream HTTP/1.1 connections: one `HttpUpstream` per TCP connection to an endpoint.
+
+A connection serves one request at a time for the `HttpDownstream` it is bound to, reporting the
+response (head, body bytes, completion) and any failure back to it; between requests it sits idle in its
+endpoint's pool. It never writes request bytes itself: the downstream writes to `transport` directly, so
+the request body path has no extra hop.
+
+States: *busy* (`downstream` set), *idle* (in a pool, `downstream` None), *tunnel* (after a 101: bytes
+relayed raw both ways until either side closes), *closed*. An idle connection that receives bytes, EOF
+or a close is dropped from its pool and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from proxy.l7.codec import CodecError, ResponseDecoder, ResponseHead
+from proxy.l7.errors import UPSTREAM_PROTOCOL_ERROR, UPSTREAM_RESET
+
+if TYPE_CHECKING:
+    from proxy.admin.metrics import Metrics
+    from proxy.l7.downstream import HttpDownstream
+    from proxy.upstream.pool import EndpointPool
+
+log = logging.getLogger("shiftproxy.http")
+
+
+class HttpUpstream(asyncio.Protocol):
+    __slots__ = ("transport", "downstream", "decoder", "pool", "metrics", "requests", "idle_deadline",
+                 "tunnel", "_open", "_read_paused")
+
+    def __init__(self, pool: EndpointPool[Any] | None, metrics: Metrics) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.downstream: HttpDownstream | None = None
+        self.decoder = ResponseDecoder(self)
+        self.pool = pool
+        self.metrics = metrics
+        self.requests = 0  # requests sent on this connection, for max_requests_per_connection
+        self.idle_deadline = 0.0
+        self.tunnel = False
+        self._open = False
+        self._read_paused = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether another request may follow the response just completed."""
+        return self._open and self.decoder.keep_alive and not self.tunnel
+
+    # used by HttpDownstream
+
+    def bind(self, downstream: HttpDownstream, head_request: bool) -> None:
+        self.downstream = downstream
+        self.decoder.head_request = head_request
+        self.requests += 1
+
+    def unbind(self) -> None:
+        self.downstream = None
+        if self._read_paused:
+            self.resume_reading()
+
+    def pause_reading(self) -> None:
+        if not self._read_paused and self._open:
+            self._read_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def resume_reading(self) -> None:
+        if self._read_paused:
+            self._read_paused = False
+            if self._open:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def close(self, abort: bool = False) -> None:
+        """Close for good (not back to the pool). `abort` drops unsent bytes, as for a reset stream."""
+        self.downstream = None
+        if self._open:
+            self._open = False
+            transport = self.transport
+            assert transport is not None
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    # asyncio.Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._open = True
+        self.metrics.upstream_active += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open = False
+        self.metrics.upstream_active -= 1
+        downstream = self.downstream
+        if downstream is not None:
+            self.downstream = None
+            if self.tunnel:
+                downstream.on_tunnel_closed(self)
+            else:
+                downstream.on_upstream_reset(self, UPSTREAM_RESET)
+        elif self.pool is not None:
+            self.pool.remove(self)
+
+    def data_received(self, data: bytes) -> None:
+        downstream = self.downstream
+        if downstream is None:  # bytes on an idle connection: nothing can be trusted after them
+            self.close()
+            if self.pool is not None:
+                self.pool.remove(self)
+            return
+        if self.tunnel:
+            downstream.on_tunnel_data(data)
+            return
+        try:
+            offset = self.decoder.feed(data)
+        except CodecError as exc:
+            log.debug("upstream protocol error: %s", exc)
+            downstream.on_upstream_read_done()
+            if self.downstream is downstream:
+                downstream.on_upstream_reset(self, UPSTREAM_PROTOCOL_ERROR)
+            return
+        except Exception:
+            log.exception("error handling an upstream response")
+            self.close(abort=True)
+            downstream.on_internal_error()
+            return
+        downstream.on_upstream_read_done()
+        if offset is not None and self.downstream is downstream:
+            downstream.on_upstream_upgraded(self, data[offset:])
+
+    def eof_received(self) -> bool | None:
+        downstream = self.downstream
+        if downstream is not None:
+            if self.tunnel:
+                return downstream.on_tunnel_eof(self)
+            if self.decoder.finish():  # a response delimited by the connection close is complete
+                return None
+        elif self.pool is not None:
+            self.pool.remove(self)
+        self._open = False
+        return None  # close; connection_lost reports a reset to a bound downstream
+
+    def pause_writing(self) -> None:
+        if self.downstream is not None:
+            self.downstream.on_upstream_write_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.downstream is not None:
+            self.downstream.on_upstream_write_paused(False)
+
+    # ResponseDecoder handler interface: forwarded to the bound downstream
+
+    # (the downstream may let go of this connection in the middle of a read: the rest is dropped)
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        if self.downstream is not None:
+            self.downstream.on_upstream_head(self, head)
+
+    def on_response_body(self, data: bytes) -> None:
+        if self.downstream is not None:
+            self.downstream.on_upstream_body(data)
+
+    def on_response_complete(self) -> None:
+        if self.downstream is not None:
+            self.downstream.on_upstream_complete(self)
