@@ -1,0 +1,257 @@
+"""Load clients the benchmark needs beyond wrk and iperf3; each prints one JSON line on stdout.
+
+    python -m benchmarks.loadgen pingpong --port P --conns 50 --size 64 --seconds 5
+    python -m benchmarks.loadgen bulk --port P --seconds 3            # to a `backend sink` (iperf3 fallback)
+    python -m benchmarks.loadgen idle --port P --count 10000 --mode http|tcp   # holds until stdin closes
+    python -m benchmarks.loadgen weights-http --port P --requests 2000
+    python -m benchmarks.loadgen weights-tcp --port P --connections 1000
+
+Every loop is bounded by a duration or a count, and every connect/read by a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+
+import uvloop
+
+from benchmarks.backend import VERSION_PROBE
+
+HOST = "127.0.0.1"
+IO_TIMEOUT = 10.0
+HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n"
+
+
+class _PingPong(asyncio.Protocol):
+    """One connection sending a fixed message and waiting for it to come back, until told to stop."""
+
+    def __init__(self, message: bytes, state: dict[str, bool], done: asyncio.Future[None]) -> None:
+        self.message, self.state, self.done = message, state, done
+        self.pending = 0
+        self.round_trips = 0
+        self.failed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self._send()
+
+    def _send(self) -> None:
+        self.pending = len(self.message)
+        self.transport.write(self.message)
+
+    def data_received(self, data: bytes) -> None:
+        self.pending -= len(data)
+        if self.pending > 0:
+            return
+        self.round_trips += 1
+        if self.state["running"]:
+            self._send()
+        else:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state["running"] or self.pending > 0:
+            self.failed = True
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def pingpong(port: int, conns: int, size: int, seconds: float) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    state = {"running": True}
+    protocols: list[_PingPong] = []
+    message = b"p" * size  # never starts with the echo backend's version probe
+    for _ in range(conns):
+        done: asyncio.Future[None] = loop.create_future()
+        _, proto = await asyncio.wait_for(
+            loop.create_connection(lambda d=done: _PingPong(message, state, d), HOST, port), IO_TIMEOUT)
+        protocols.append(proto)
+    start_counts = sum(p.round_trips for p in protocols)
+    t0 = time.perf_counter()
+    await asyncio.sleep(seconds)
+    counted = sum(p.round_trips for p in protocols) - start_counts
+    elapsed = time.perf_counter() - t0
+    state["running"] = False
+    await asyncio.wait([p.done for p in protocols], timeout=IO_TIMEOUT)
+    return {"round_trips": counted, "seconds": elapsed, "rate": counted / elapsed,
+            "errors": sum(p.failed for p in protocols)}
+
+
+class _BulkSender(asyncio.Protocol):
+    CHUNK = b"\0" * 65536
+
+    def __init__(self, done: asyncio.Future[int]) -> None:
+        self.done = done
+        self.paused = False
+        self.sending = True
+        self.reply = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self._pump()
+
+    def _pump(self) -> None:
+        # write() calls pause_writing() synchronously once the buffer passes the high-water mark
+        while self.sending and not self.paused and not self.transport.is_closing():
+            self.transport.write(self.CHUNK)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._pump()
+
+    def finish(self) -> None:
+        self.sending = False
+        if not self.transport.is_closing():
+            self.transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        self.reply += data
+        if len(self.reply) >= 8 and not self.done.done():
+            self.done.set_result(int.from_bytes(self.reply[:8], "big"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sending = False
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"closed before the sink acknowledged: {exc}"))
+
+
+async def bulk(port: int, seconds: float) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+    t0 = time.perf_counter()
+    transport, proto = await asyncio.wait_for(loop.create_connection(lambda: _BulkSender(done), HOST, port),
+                                              IO_TIMEOUT)
+    await asyncio.sleep(seconds)
+    proto.finish()
+    received = await asyncio.wait_for(done, IO_TIMEOUT + seconds)
+    elapsed = time.perf_counter() - t0
+    transport.close()
+    return {"bytes": received, "seconds": elapsed, "bits_per_second": received * 8 / elapsed}
+
+
+async def _open_idle(port: int, mode: str) -> asyncio.StreamWriter:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
+    # One exchange first, so the proxy has parsed a request / connected its upstream before it sits idle.
+    if mode == "http":
+        writer.write(HTTP_REQUEST)
+        await asyncio.wait_for(_read_http_body(reader), IO_TIMEOUT)
+    else:
+        writer.write(b"ping")
+        await asyncio.wait_for(reader.readexactly(4), IO_TIMEOUT)
+    return writer
+
+
+async def idle(port: int, count: int, batch: int, mode: str) -> None:
+    writers: list[asyncio.StreamWriter] = []
+    failed = 0
+    first_error = ""
+    for start in range(0, count, batch):
+        results = await asyncio.gather(*(_open_idle(port, mode) for _ in range(min(batch, count - start))),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                failed += 1
+                first_error = first_error or repr(result)
+            else:
+                writers.append(result)
+        if failed > count // 100:
+            break  # the target is refusing: report what we have rather than hammering on
+    print(json.dumps({"opened": len(writers), "failed": failed, "error": first_error}), flush=True)
+    # Hold the connections until the harness has measured and closes our stdin.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for writer in writers:
+        writer.close()
+
+
+async def _read_http_body(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return await reader.readexactly(length)
+
+
+async def weights_http(port: int, requests: int, conns: int = 4) -> dict[str, object]:
+    counts: Counter[str] = Counter()
+
+    async def worker(n: int) -> None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
+        for _ in range(n):
+            writer.write(HTTP_REQUEST)
+            body = await asyncio.wait_for(_read_http_body(reader), IO_TIMEOUT)
+            counts[body.decode(errors="replace").strip() or "?"] += 1
+        writer.close()
+
+    share, extra = divmod(requests, conns)
+    await asyncio.gather(*(worker(share + (i < extra)) for i in range(conns)))
+    return {"counts": dict(counts), "total": sum(counts.values())}
+
+
+async def weights_tcp(port: int, connections: int, parallel: int = 32) -> dict[str, object]:
+    counts: Counter[str] = Counter()
+
+    async def one() -> None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), IO_TIMEOUT)
+        writer.write(VERSION_PROBE)
+        line = await asyncio.wait_for(reader.readline(), IO_TIMEOUT)
+        counts[line.decode(errors="replace").strip() or "?"] += 1
+        writer.close()
+
+    for start in range(0, connections, parallel):
+        await asyncio.gather(*(one() for _ in range(min(parallel, connections - start))))
+    return {"counts": dict(counts), "total": sum(counts.values())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pingpong")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--conns", type=int, default=50)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p = sub.add_parser("bulk")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p = sub.add_parser("idle")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--count", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--mode", choices=["http", "tcp"], default="http")
+    p = sub.add_parser("weights-http")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--requests", type=int, default=2000)
+    p = sub.add_parser("weights-tcp")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--connections", type=int, default=1000)
+    args = parser.parse_args(argv)
+
+    async def run() -> dict[str, object] | None:
+        if args.command == "pingpong":
+            return await pingpong(args.port, args.conns, args.size, args.seconds)
+        if args.command == "bulk":
+            return await bulk(args.port, args.seconds)
+        if args.command == "idle":
+            await idle(args.port, args.count, args.batch, args.mode)
+            return None
+        if args.command == "weights-http":
+            return await weights_http(args.port, args.requests)
+        return await weights_tcp(args.port, args.connections)
+
+    result = uvloop.run(run())
+    if result is not None:
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
