@@ -72,14 +72,6 @@ class Admin:
 
 
 @pytest.fixture
-async def reviews() -> AsyncIterator[dict[str, Upstream]]:
-    ups = {v: await Upstream(v).start() for v in ("v1", "v2", "v3")}
-    yield ups
-    for u in ups.values():
-        await u.close()
-
-
-@pytest.fixture
 def config_dir(tmp_path: Path, reviews: dict[str, Upstream]) -> Path:
     d = tmp_path / "config"
     d.mkdir()

@@ -15,7 +15,6 @@ import shutil
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,14 +86,6 @@ async def split(port: int, n: int) -> Counter[str]:
         seen[resp.json()["version"] if resp.status == 200 else f"status {resp.status}"] += 1
     await client.close()
     return seen
-
-
-@pytest.fixture
-async def reviews() -> AsyncIterator[dict[str, Upstream]]:
-    ups = {v: await Upstream(v).start() for v in ("v1", "v2", "v3")}
-    yield ups
-    for u in ups.values():
-        await u.close()
 
 
 @pytest.fixture

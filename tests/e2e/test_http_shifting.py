@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from tests.paths import BOOKINFO_NET
 from tests.stats import binomial_interval
 
 N = 1000
-
-
-@pytest.fixture
-async def reviews() -> AsyncIterator[dict[str, Upstream]]:
-    ups = {v: await Upstream(v).start() for v in ("v1", "v2", "v3")}
-    yield ups
-    for u in ups.values():
-        await u.close()
 
 
 @pytest.fixture
