@@ -19,13 +19,23 @@ class AccessLog:
         self.mode = mode
         self.enabled = mode != "off"
         self.stream = stream or sys.stdout
+        self._second = -1
+        self._stamp = ""
+
+    def _now(self) -> str:
+        """The start time, formatted once per second: strftime per request is a measurable cost."""
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+        return self._stamp
 
     def http(self, method: str, path: str, protocol: str, code: int, flags: str, request_bytes: int,
              response_bytes: int, duration_ms: float, upstream_host: str, upstream_cluster: str,
              authority: str, request_id: str, route_name: str) -> None:
         if not self.enabled:
             return
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = self._now()
         if self.mode == "json":
             line = json.dumps({
                 "start_time": now, "method": method, "path": path, "protocol": protocol,
@@ -44,7 +54,7 @@ class AccessLog:
             upstream_host: str, upstream_cluster: str) -> None:
         if not self.enabled:
             return
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = self._now()
         if self.mode == "json":
             line = json.dumps({
                 "start_time": now, "protocol": "tcp", "response_flags": flags, "bytes_received": received,
