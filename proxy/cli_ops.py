@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -81,8 +82,35 @@ class AdminClient:
             return status, {"error": raw.decode("utf-8", "replace").strip()}
 
 
+def admin_clients(args: argparse.Namespace) -> list[AdminClient]:
+    """Every admin address given (comma-separated): the first takes changes, the others are proxies
+    that read the same config directory and are waited for."""
+    text = args.admin or os.environ.get(ADMIN_ENV) or DEFAULT_ADMIN
+    return [AdminClient(a) for a in text.split(",") if a.strip()] or [AdminClient(DEFAULT_ADMIN)]
+
+
 def admin_client(args: argparse.Namespace) -> AdminClient:
-    return AdminClient(args.admin or os.environ.get(ADMIN_ENV) or DEFAULT_ADMIN)
+    return admin_clients(args)[0]
+
+
+def wait_for_peers(args: argparse.Namespace, objects: list[dict[str, Any]], timeout: float = 10.0) -> None:
+    """Return once every other proxy listed serves exactly what the first one does for these objects
+    (they pick the change up from the shared directory); CliError naming the laggard otherwise."""
+    primary, *peers = admin_clients(args)
+
+    def served(client: AdminClient, obj: dict[str, Any]) -> list[Any]:
+        query = [("kind", obj["kind"]), ("namespace", obj["namespace"]), ("name", obj["name"])]
+        status, payload = client.call("GET", "/objects", query)
+        return [i["object"] for i in payload.get("objects") or []] if status == 200 else [None]
+
+    wanted = [served(primary, obj) for obj in objects]
+    deadline = time.monotonic() + timeout
+    for peer in peers:
+        while [served(peer, obj) for obj in objects] != wanted:
+            if time.monotonic() > deadline:
+                raise CliError(f"the proxy at {peer.address} does not serve the change after {timeout:.0f} s: "
+                               "does it read the same config directory?")
+            time.sleep(0.05)
 
 
 # registration ----------------------------------------------------------------------------------------
@@ -91,8 +119,10 @@ def admin_client(args: argparse.Namespace) -> AdminClient:
 def add_commands(sub: Any) -> None:
     """Register apply, delete, get and explain on the `shiftproxy` parser."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--admin", metavar="HOST:PORT",
-                        help=f"admin API of the running proxy (default ${ADMIN_ENV} or {DEFAULT_ADMIN})")
+    common.add_argument("--admin", metavar="HOST:PORT[,HOST:PORT...]",
+                        help=f"admin API of the running proxy (default ${ADMIN_ENV} or {DEFAULT_ADMIN}); with "
+                        "several, changes go to the first and wait until the others, reading the same config "
+                        "directory, serve them too")
 
     apply = sub.add_parser("apply", parents=[common], help="create or replace objects in the running proxy",
                            description="Create or replace Istio objects in the running proxy. Checks the "
@@ -213,6 +243,7 @@ def _apply(args: argparse.Namespace) -> int:
     if payload.get("dry_run"):
         print(f"dry run: nothing changed; serving config version {payload['version']}")
     else:
+        wait_for_peers(args, payload.get("objects") or [])
         print(f"serving config version {payload['version']}")
     return 0
 
@@ -239,6 +270,7 @@ def _delete(args: argparse.Namespace) -> int:
     if payload.get("dry_run"):
         print(f"dry run: nothing changed; serving config version {payload['version']}")
     else:
+        wait_for_peers(args, [o for o in payload.get("objects") or [] if o["result"] != "not found"])
         print(f"serving config version {payload['version']}")
     return 1 if missing else 0
 

@@ -119,7 +119,10 @@ async def test_seed_tcp_task(config_dir: Path) -> None:
     try:
         assert await prefixes(200) == Counter(one=200)
         if shutil.which("nc"):
-            command = f"(date; sleep 1) | nc 127.0.0.1 {GATEWAY_PORT}"
+            # OpenBSD netcat (Debian's) half-closes on stdin EOF only with -N; busybox nc always does
+            usage = subprocess.run(["nc", "-h"], capture_output=True, text=True).stderr
+            flag = "-N " if "-N" in usage else ""
+            command = f"(date; sleep 1) | nc {flag}127.0.0.1 {GATEWAY_PORT}"
             out = await asyncio.to_thread(subprocess.run, ["sh", "-c", command], capture_output=True, text=True,
                                           timeout=15)
             assert out.stdout.startswith("one ") and len(out.stdout.split()) > 3, out
