@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--access-log", choices=("text", "json", "off"), default="text")
     run.add_argument("--drain-timeout", type=float, default=15.0, metavar="SECONDS",
                      help="on SIGTERM, how long in-flight requests may take to finish (default 15)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="processes sharing the listeners through SO_REUSEPORT (default 1); admin served once")
     run.add_argument("--no-watch", action="store_true", help="do not watch config files (SIGHUP still reloads)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
@@ -75,10 +77,27 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     if args.command == "run":
+        if args.workers > 1:
+            from proxy.workers import supervise
+
+            return supervise(_without_workers(sys.argv[1:] if argv is None else argv), args.workers)
         return cmd_run(args)
     if args.command == "validate":
         return cmd_validate(args)
     return int(args.func(args))
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy import workers
 from proxy.accesslog import AccessLog
 from proxy.admin.metrics import Metrics
 from proxy.config.compile import CompileOptions, build_snapshot
@@ -81,7 +82,11 @@ class Server:
         from proxy.admin.handlers import install
 
         self.admin = install(self)
-        host, port = await self.admin.start(self.options.admin_host, self.options.admin_port)
+        if workers.worker_index() == 0:
+            host, port = await self.admin.start(self.options.admin_host, self.options.admin_port)
+        else:  # a secondary worker: loopback only, found by worker 0 through the run directory
+            host, port = await self.admin.start("127.0.0.1", 0)
+            workers.announce_admin(port)
         self.admin_address = (host, port)
         log.info("admin listening on http://%s:%d", host, port)
         self.ready = True
@@ -180,6 +185,7 @@ class Server:
             kind, host, port = key
             try:
                 self.listeners[key] = await loop.create_server(factory, host, port, reuse_address=True,
+                                                               reuse_port=workers.worker_dir() is not None,
                                                                backlog=1024)
             except OSError as exc:
                 if strict:

@@ -8,6 +8,7 @@ persisted in the first config directory, and the answer comes only once the new 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from proxy import workers
 from proxy.admin.metrics import IstioCollector
 from proxy.admin.server import AdminRequest, AdminResponse, AdminServer
 from proxy.config import store
@@ -45,9 +47,19 @@ def install(server: Server) -> AdminServer:
         return AdminResponse.text(503, "NOT READY\n")
 
     async def metrics(request: AdminRequest) -> AdminResponse:
+        source = registry
+        siblings = workers.sibling_admins()
+        if siblings and ("local", "1") not in request.query:
+            # --workers: one scrape answers for every worker, samples summed
+            others = await asyncio.gather(*(asyncio.to_thread(workers.fetch, a, "/metrics?local=1")
+                                            for a in siblings), return_exceptions=True)
+            texts = [o.decode() for o in others if isinstance(o, bytes)]
+            merged = list(workers.merge_metrics(generate_latest(registry).decode(), texts))
+            source = CollectorRegistry(auto_describe=False)
+            source.register(_Fixed(merged))
         if "application/openmetrics-text" in request.headers.get("accept", ""):
-            return AdminResponse(200, generate_openmetrics(registry), OPENMETRICS_TYPE)
-        return AdminResponse(200, generate_latest(registry), PROMETHEUS_TYPE)
+            return AdminResponse(200, generate_openmetrics(source), OPENMETRICS_TYPE)
+        return AdminResponse(200, generate_latest(source), PROMETHEUS_TYPE)
 
     async def config_dump(_: AdminRequest) -> AdminResponse:
         return AdminResponse.json(200, dump(server))
@@ -227,6 +239,10 @@ async def _change(server: Server, reason: str, incoming: LoadResult, make_plan: 
 
     try:
         result = await server.change(reason, build)
+        if result.changed:
+            # --workers: every worker serves the change before the client hears it is live
+            for failure in await asyncio.to_thread(workers.reload_siblings):
+                warnings.append(f"not yet live in {failure}")
     except ConfigError as exc:
         return _rejected(server, [str(e) for e in exc.errors], warnings)
     except store.StoreError as exc:
@@ -319,3 +335,13 @@ def explain_request(snapshot: Snapshot, request: AdminRequest) -> AdminResponse:
     except ExplainError as exc:
         return AdminResponse.json(404 if "no listener" in str(exc) else 400, {"error": str(exc)})
     return AdminResponse.json(200, answer)
+
+
+class _Fixed:
+    """A collector for families already built (the merged metrics of several workers)."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Any]:
+        return self.families
