@@ -27,9 +27,9 @@ from proxy.l7.router import (
     redirect_location,
     request_view,
     rewrite_path,
-    split_host_port,
     split_target,
 )
+from proxy.routing.match import split_authority
 from proxy.routing.snapshot import (
     Cluster,
     Destination,
@@ -134,7 +134,7 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     view = None
     if vhost.needs_request_view:
         # a sidecar listener serves every service port: match.port is the port the client addressed
-        port = listener.port if listener.role == "gateway" else (split_host_port(authority_text)[1] or 80)
+        port = listener.match_port(split_authority(authority_text)[1])
         view = request_view(head.method, path, authority_text, head.headers, port,
                             head.forwarded_for, head.request_id)
     chosen = vhost.route(view)

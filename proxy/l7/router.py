@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
-from proxy.routing.match import HttpMatch, RequestView
+from proxy.routing.match import HttpMatch, RequestView, split_authority
 from proxy.routing.snapshot import HeaderOps, Redirect, Rewrite
 
 Header = tuple[bytes, bytes]
@@ -46,14 +46,6 @@ def split_target(target: bytes) -> tuple[bytes | None, bytes]:
     return authority, path
 
 
-def split_host_port(authority: str) -> tuple[str, int | None]:
-    """`host:port` → (host, port); IPv6 literals keep their brackets."""
-    if authority.endswith("]") or ":" not in authority:
-        return authority, None
-    host, _, port = authority.rpartition(":")
-    return (host, int(port)) if port.isdigit() else (authority, None)
-
-
 def request_view(method: bytes, path: bytes, authority: str, headers: list[Header], port: int,
                  forwarded_for: bytes | None = None, request_id: bytes | None = None) -> RequestView:
     raw = path.decode("latin-1")
@@ -72,7 +64,7 @@ def request_view(method: bytes, path: bytes, authority: str, headers: list[Heade
     if request_id is not None:
         view_headers["x-request-id"] = request_id.decode("latin-1")
     return RequestView(method.decode("latin-1"), bare_path.partition("#")[0], query,
-                       split_host_port(authority)[0].lower(), "http", view_headers, port)
+                       split_authority(authority)[0].lower(), "http", view_headers, port)
 
 
 def _matched_prefix(block: HttpMatch | bool | None) -> str | None:
@@ -153,9 +145,9 @@ def redirect_location(redirect: Redirect, block: HttpMatch | bool | None, author
     path, `prefixRewrite` the matched prefix; the query string is kept unless the new path has one.
     """
     scheme = redirect.scheme or "http"
-    host, port = split_host_port(authority)
+    host, port = split_authority(authority)
     if redirect.authority:
-        host, port = split_host_port(redirect.authority)
+        host, port = split_authority(redirect.authority)
     if redirect.port:
         port = redirect.port
     elif redirect.derive_port == "FROM_PROTOCOL_DEFAULT":

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from proxy.routing.match import RequestView
+from proxy.routing.match import RequestView, split_authority
 from proxy.routing.snapshot import (
     Cluster,
     Destination,
@@ -70,17 +70,8 @@ def request_view(listener: HttpListener, authority: str, path: str, method: str,
     for key, value in parse_qsl(query_string.partition("#")[0], keep_blank_values=True):
         query.setdefault(key, value)  # the first occurrence wins, as in Envoy
     host, port = split_authority(authority)
-    if listener.role == "gateway" or port is None:
-        port = listener.port if listener.role == "gateway" else (443 if scheme == "https" else 80)
     return RequestView(method.upper(), raw_path.partition("#")[0] or "/", query, host.lower(), scheme,
-                       {k.lower(): v for k, v in headers.items()}, port)
-
-
-def split_authority(authority: str) -> tuple[str, int | None]:
-    host, sep, port = authority.rpartition(":")
-    if sep and port.isdigit() and not host.endswith(":") and (not host.startswith("[") or host.endswith("]")):
-        return host, int(port)
-    return authority, None
+                       {k.lower(): v for k, v in headers.items()}, listener.match_port(port))
 
 
 # HTTP -----------------------------------------------------------------------------------------------

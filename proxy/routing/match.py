@@ -50,6 +50,14 @@ class StringMatcher:
         return "present" if self.kind == "present" else f"{self.kind} {self.value!r}"
 
 
+def split_authority(authority: str) -> tuple[str, int | None]:
+    """`host:port` → (host, port); an IPv6 literal keeps its brackets; no port → None."""
+    if authority.endswith("]") or ":" not in authority:
+        return authority, None
+    host, _, port = authority.rpartition(":")
+    return (host, int(port)) if port.isdigit() else (authority, None)
+
+
 @dataclass(slots=True)
 class RequestView:
     """What HTTP matching looks at. Header names are lower case; `path` has no query string."""

@@ -210,6 +210,13 @@ class HttpListener:
     role: Literal["gateway", "mesh"]
     route_table: RouteTable
 
+    def match_port(self, authority_port: int | None) -> int:
+        """The port `match.port` compares with: a gateway's own; on the sidecar, which serves every
+        service port, the one the client addressed (80 when the authority has none), as in Istio."""
+        if self.role == "gateway":
+            return self.port
+        return authority_port or 80
+
 
 @dataclass(frozen=True, slots=True)
 class TcpRoute:

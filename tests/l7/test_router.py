@@ -13,10 +13,9 @@ from proxy.l7.router import (
     redirect_location,
     request_view,
     rewrite_path,
-    split_host_port,
     split_target,
 )
-from proxy.routing.match import HttpMatch, StringMatcher
+from proxy.routing.match import HttpMatch, StringMatcher, split_authority
 from proxy.routing.snapshot import HeaderOps, Redirect, Rewrite
 
 
@@ -43,8 +42,8 @@ def test_split_target(target: bytes, expected: tuple[bytes | None, bytes]) -> No
     ("[::1]:80", ("[::1]", 80)),
     ("bad:port", ("bad:port", None)),
 ])
-def test_split_host_port(authority: str, expected: tuple[str, int | None]) -> None:
-    assert split_host_port(authority) == expected
+def test_split_authority(authority: str, expected: tuple[str, int | None]) -> None:
+    assert split_authority(authority) == expected
 
 
 def test_request_view() -> None:
