@@ -30,6 +30,7 @@ log = logging.getLogger("shiftproxy.workers")
 
 WORKER_INDEX_ENV = "SHIFTPROXY_WORKER_INDEX"
 WORKER_DIR_ENV = "SHIFTPROXY_WORKER_DIR"
+WORKER_COUNT_ENV = "SHIFTPROXY_WORKERS"
 MIN_GAUGES = frozenset({"shiftproxy_config_version"})
 
 
@@ -43,6 +44,13 @@ def worker_index() -> int:
 def worker_dir() -> Path | None:
     value = os.environ.get(WORKER_DIR_ENV)
     return Path(value) if value else None
+
+
+def missing_workers() -> int:
+    """For worker 0: how many other workers have not bound their listeners yet (so /ready waits)."""
+    if worker_index() != 0 or worker_dir() is None:
+        return 0
+    return max(0, int(os.environ.get(WORKER_COUNT_ENV, "1")) - 1 - len(sibling_admins()))
 
 
 def announce_admin(port: int) -> None:
@@ -119,7 +127,8 @@ def supervise(argv: list[str], workers: int) -> int:
     stopping = False
 
     def start(index: int) -> None:
-        env = {**os.environ, WORKER_INDEX_ENV: str(index), WORKER_DIR_ENV: str(run_dir)}
+        env = {**os.environ, WORKER_INDEX_ENV: str(index), WORKER_DIR_ENV: str(run_dir),
+               WORKER_COUNT_ENV: str(workers)}
         procs[index] = subprocess.Popen([sys.executable, "-m", "proxy", *argv], env=env, preexec_fn=_die_with_parent)
 
     def forward(signum: int, _frame: object) -> None:

@@ -42,6 +42,9 @@ def install(server: Server) -> AdminServer:
     registry.register(IstioCollector(server.state.metrics))
 
     async def ready(_: AdminRequest) -> AdminResponse:
+        missing = workers.missing_workers()
+        if missing:
+            return AdminResponse.text(503, f"NOT READY: {missing} worker(s) still starting\n")
         if server.ready:
             return AdminResponse.text(200, f"LIVE version {server.state.snapshot.version}\n")  # type: ignore[union-attr]
         return AdminResponse.text(503, "NOT READY\n")

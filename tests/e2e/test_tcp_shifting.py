@@ -201,7 +201,10 @@ async def test_upstream_down_closes_promptly_with_uf(config_dir: Path, echoes: t
         start = loop.time()
         reader, writer = await asyncio.open_connection("127.0.0.1", GATEWAY_PORT)
         writer.write(b"hello\n")
-        assert await asyncio.wait_for(reader.read(), 5) == b""
+        try:
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        except ConnectionResetError:
+            pass  # closing with our unread bytes still queued makes Linux send a reset: closed all the same
         assert loop.time() - start < 2.0
         writer.close()
     finally:

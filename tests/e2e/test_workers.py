@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -51,7 +50,6 @@ async def test_two_workers_share_listeners_metrics_and_changes(tmp_path: Path,
     proxy = ProxyProcess(config, ["--workers", "2", "--access-log", "off"]).start()
     assert proxy.proc is not None
     try:
-        await asyncio.sleep(1.0)  # the second worker starts after the first
         workers = psutil.Process(proxy.proc.pid).children()
         assert len(workers) == 2
         assert await fresh_connection_versions(proxy.mesh_port, 200) == Counter(v1=200)
