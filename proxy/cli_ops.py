@@ -225,6 +225,15 @@ def _print_rejection(status: int, payload: dict[str, Any], what: str) -> int:
     return 1
 
 
+def _report_serving(args: argparse.Namespace, payload: dict[str, Any], changed: list[dict[str, Any]]) -> None:
+    """The last line of apply/delete: the version now serving, once every listed proxy serves it."""
+    if payload.get("dry_run"):
+        print(f"dry run: nothing changed; serving config version {payload['version']}")
+        return
+    wait_for_peers(args, changed)
+    print(f"serving config version {payload['version']}")
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     return _run(_apply, args)
 
@@ -240,11 +249,7 @@ def _apply(args: argparse.Namespace) -> int:
     suffix = " (dry run)" if payload.get("dry_run") else ""
     for obj in payload.get("objects") or []:
         print(f"{object_ref(obj)} {obj['result']}{suffix}")
-    if payload.get("dry_run"):
-        print(f"dry run: nothing changed; serving config version {payload['version']}")
-    else:
-        wait_for_peers(args, payload.get("objects") or [])
-        print(f"serving config version {payload['version']}")
+    _report_serving(args, payload, payload.get("objects") or [])
     return 0
 
 
@@ -267,11 +272,7 @@ def _delete(args: argparse.Namespace) -> int:
             print(f"{object_ref(obj)} {obj['result']}{suffix}")
     for warning in payload.get("warnings") or []:
         print(f"Warning: {warning}", file=sys.stderr)
-    if payload.get("dry_run"):
-        print(f"dry run: nothing changed; serving config version {payload['version']}")
-    else:
-        wait_for_peers(args, [o for o in payload.get("objects") or [] if o["result"] != "not found"])
-        print(f"serving config version {payload['version']}")
+    _report_serving(args, payload, [o for o in payload.get("objects") or [] if o["result"] != "not found"])
     return 1 if missing else 0
 
 
