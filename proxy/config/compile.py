@@ -47,7 +47,7 @@ DRAIN_ANNOTATION = "shiftproxy.io/tcp-drain-on-shift"
 HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 TCP_SERVER_PROTOCOLS = frozenset({"TCP", "MONGO", "TLS"})
 # HTTPRoute fields accepted as valid Istio but not applied by this proxy yet: said once per reload
-NOT_ENFORCED_HTTP = ("retries", "fault", "mirror", "mirrors", "mirrorPercentage", "mirror_percent",
+NOT_ENFORCED_HTTP = ("fault", "mirror", "mirrors", "mirrorPercentage", "mirror_percent",
                      "mirrorPercent", "corsPolicy", "delegate")
 
 
@@ -223,7 +223,13 @@ class _Compiler:
                 if key in rule:
                     self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
                                         f"spec.http[{index}].{key} is valid Istio but not enforced yet")
+            connect_retries = _connect_retries(rule.get("retries"))
+            if rule.get("retries") and _retry_on(rule["retries"]) - {"connect-failure", "5xx", "gateway-error",
+                                                                      "reset", "reset-before-request"}:
+                self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} spec.http[{index}].retries"
+                                    ": only retries of failed connections are enforced yet")
             out.append(HttpRoute(
+                connect_retries=connect_retries,
                 name=str(rule.get("name") or f"{vs.namespace}/{vs.name}#{index}"),
                 virtual_service=f"{vs.namespace}/{vs.name}", rule_index=index,
                 matches=tuple(matches) if blocks and not _any_catch_all(matches) else (),
@@ -447,6 +453,24 @@ class _Compiler:
 
 
 # small pure helpers -------------------------------------------------------------------------------
+
+
+ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+
+
+def _retry_on(retries: dict[str, Any]) -> set[str]:
+    return {c.strip() for c in str(retries.get("retryOn") or ISTIO_DEFAULT_RETRY_ON).split(",") if c.strip()}
+
+
+def _connect_retries(retries: dict[str, Any] | None) -> int:
+    """Connect-failure retries of a route: Istio's default policy (2) unless `retries` says otherwise.
+    Envoy's `5xx`, `gateway-error` and `reset` conditions include a failed connect."""
+    if retries is None:
+        return 2
+    attempts = int(retries.get("attempts") or 0)
+    covers_connect = _retry_on(retries) & {"connect-failure", "5xx", "gateway-error", "reset",
+                                           "reset-before-request"}
+    return attempts if covers_connect else 0
 
 
 def _lb(name: str) -> LbPolicy:

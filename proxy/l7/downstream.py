@@ -48,7 +48,7 @@ from proxy.l7.codec import (
 from proxy.l7.errors import STATUS_LINES, LocalReply
 from proxy.l7.exchange import Exchange
 from proxy.l7.upstream import HttpUpstream
-from proxy.routing.snapshot import HttpListener
+from proxy.routing.snapshot import Cluster, Endpoint, HttpListener
 
 if TYPE_CHECKING:
     from proxy.state import ServerState
@@ -308,33 +308,71 @@ class HttpDownstream(asyncio.Protocol):
     # upstream connection
 
     async def _connect(self, ex: Exchange, pool: EndpointPool[HttpUpstream]) -> None:
+        """Open an upstream connection and attach it. A failed connect is retried (the route's
+        `connect_retries`, Istio's default 2) on another endpoint when there is one, after Envoy's
+        jittered back-off; nothing has been sent yet, so this is always safe."""
         endpoint, cluster = ex.endpoint, ex.cluster
         assert endpoint is not None and cluster is not None
         metrics = self.state.metrics
-        try:
-            async with asyncio.timeout(cluster.connect_timeout):
-                _, conn = await self.loop.create_connection(lambda: HttpUpstream(pool, metrics),
-                                                            endpoint.address, endpoint.port)
-        except TimeoutError:
-            failure = errors.CONNECT_TIMEOUT
-        except (OSError, ValueError) as exc:  # refused, unreachable, DNS failure, bad address
-            log.debug("connect to %s:%d failed: %s", endpoint.address, endpoint.port, exc)
-            failure = errors.CONNECT_FAILURE
-        else:
-            if ex.connect_task is None or self.exchange is not ex or ex.done:
-                conn.close()  # the request ended while connecting
-                return
-            ex.connect_task = None
+        retries = ex.route.connect_retries if ex.route is not None else 0
+        attempt = 0
+        while True:
             try:
+                async with asyncio.timeout(cluster.connect_timeout):
+                    _, conn = await self.loop.create_connection(lambda p=pool: HttpUpstream(p, metrics),
+                                                                endpoint.address, endpoint.port)
+            except TimeoutError:
+                failure = errors.CONNECT_TIMEOUT
+            except (OSError, ValueError) as exc:  # refused, unreachable, DNS failure, bad address
+                log.debug("connect to %s:%d failed: %s", endpoint.address, endpoint.port, exc)
+                failure = errors.CONNECT_FAILURE
+            else:
+                if ex.connect_task is None or self.exchange is not ex or ex.done:
+                    conn.close()  # the request ended while connecting
+                    return
+                ex.connect_task = None
+                try:
+                    self._attach(ex, conn)
+                except Exception:
+                    log.exception("error sending a request upstream")
+                    self._drop_upstream(ex, abort=True)
+                    self._reply(ex, errors.INTERNAL_ERROR)
+                return
+            if self.exchange is not ex or ex.done:
+                return
+            if attempt >= retries:
+                break
+            attempt += 1
+            # Envoy's back-off: base 25 ms, doubling, full jitter
+            await asyncio.sleep(self.state.rng.random() * 0.025 * (2 ** (attempt - 1)))
+            if self.exchange is not ex or ex.done:
+                return
+            endpoint = self._other_endpoint(ex, cluster, endpoint)
+            pool = self.state.cluster_manager.pool_for(endpoint)
+            conn = pool.acquire()
+            if conn is not None:  # the new endpoint has an idle connection ready
+                ex.connect_task = None
+                ex.reused = True
                 self._attach(ex, conn)
-            except Exception:
-                log.exception("error sending a request upstream")
-                self._drop_upstream(ex, abort=True)
-                self._reply(ex, errors.INTERNAL_ERROR)
-            return
-        if self.exchange is ex and not ex.done:
-            ex.connect_task = None
-            self._reply(ex, failure)
+                return
+        ex.connect_task = None
+        self._reply(ex, errors.retries_exhausted(failure) if attempt else failure)
+
+    def _other_endpoint(self, ex: Exchange, cluster: Cluster, previous: Endpoint) -> Endpoint:
+        """An endpoint other than `previous` if the balancer offers one in 5 tries (Envoy's
+        host-selection retries), else `previous` again; active-request counts follow the move."""
+        manager = self.state.cluster_manager
+        chosen = previous
+        for _ in range(5):
+            candidate = manager.choose_endpoint(cluster)
+            if candidate is not None and candidate.key != previous.key:
+                chosen = candidate
+                break
+        if chosen is not previous:
+            manager.request_finished(previous)
+            manager.request_started(chosen)
+            ex.endpoint = chosen
+        return chosen
 
     def _attach(self, ex: Exchange, conn: HttpUpstream) -> None:
         """Bind an open upstream connection to the request in flight and write what is ready."""

@@ -5,7 +5,7 @@ dashboards written against Envoy see the same thing. A local reply carries `cont
 it has a body (an empty body has no content type, as in Envoy) and a `date`; nothing else is invented.
 
 Upstream failure codes (Envoy's router):
-- connect refused / failed / timed out → 503 `UF`;
+- connect refused / failed / timed out → 503 `UF` (`UF,URX` once the route's connect retries are spent);
 - the upstream closed or reset the connection before a response head → 503 `UC`;
 - the upstream sent something that is not HTTP/1.x → 502 `UPE` (Envoy's current default, runtime guard
   `return_502_for_upstream_protocol_errors`);
@@ -39,6 +39,11 @@ UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", "UT")
 REQUEST_HEADER_TIMEOUT = LocalReply(408, b"request header timeout", "-")
 CONNECT_NOT_SUPPORTED = LocalReply(405, b"CONNECT is not supported", "-")
 INTERNAL_ERROR = LocalReply(500, b"internal error", "-")
+
+
+def retries_exhausted(reply: LocalReply) -> LocalReply:
+    """The same failure after the route's retries: Envoy adds flag URX."""
+    return LocalReply(reply.status, reply.body, f"{reply.flags},URX")
 
 
 def protocol_error(status: int) -> LocalReply:

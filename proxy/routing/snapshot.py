@@ -145,6 +145,9 @@ class HttpRoute:
     rewrite: Rewrite | None = None
     request_headers: HeaderOps | None = None
     response_headers: HeaderOps | None = None
+    # retries of a failed upstream connect, on another endpoint when there is one. Istio's default
+    # policy retries connect-failure twice; VirtualService `retries` sets it (attempts: 0 disables)
+    connect_retries: int = 2
 
     def match(self, req: RequestView) -> HttpMatch | None | bool:
         """The matching block, True when the route has no blocks, or None when nothing matches."""

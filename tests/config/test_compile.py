@@ -207,3 +207,26 @@ def test_content_hash_is_stable_and_changes_with_weights() -> None:
 def test_not_enforced_fields_are_reported() -> None:
     snap = compile_files(BOOKINFO_NET / "virtual-service-ratings-test-abort.yaml", extra=REVIEWS_SE)
     assert any("fault" in n and "not enforced" in n for n in snap.notices)
+
+
+@pytest.mark.parametrize(("retries", "expected"), [
+    ("", 2),  # no `retries`: Istio's default policy, connect-failure retried twice
+    ("    retries: {attempts: 0}\n", 0),
+    ("    retries: {attempts: 3, retryOn: 5xx}\n", 3),  # Envoy's 5xx covers a failed connect
+    ("    retries: {attempts: 4}\n", 4),  # retryOn absent: Istio's default list has connect-failure
+    ("    retries: {attempts: 3, retryOn: retriable-4xx}\n", 0),
+])
+def test_connect_retries_follow_the_retry_policy(retries: str, expected: int) -> None:
+    vs = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews}}
+{retries}"""
+    snap = compile_files(extra=REVIEWS_SE + "---\n" + vs)
+    vh = snap.http_listeners["mesh_http"].route_table.find("reviews")
+    assert vh is not None and vh.routes[0].connect_retries == expected

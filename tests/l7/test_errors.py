@@ -27,7 +27,7 @@ RESET = "upstream connect error or disconnect/reset before headers. reset reason
 
 
 async def test_connect_refused_is_503_uf(start_proxy: StartProxy, upstreams: StartUpstream) -> None:
-    proxy = await start_proxy(simple_snapshot((cluster("v1", await free_port()), 100)))
+    proxy = await start_proxy(simple_snapshot((cluster("v1", await free_port()), 100), connect_retries=0))
     client = await proxy.connect()
     response = await client.request()
     assert response.status == 503
@@ -35,6 +35,30 @@ async def test_connect_refused_is_503_uf(start_proxy: StartProxy, upstreams: Sta
     assert proxy.count(503, "UF") == 1
     await client.send(build_request())  # the downstream connection is still usable
     assert (await client.response()).status == 503
+
+
+async def test_default_retries_exhausted_is_uf_urx(start_proxy: StartProxy) -> None:
+    """Istio's default policy retries a failed connect twice; then Envoy flags UF,URX."""
+    dead = await free_port()
+    proxy = await start_proxy(simple_snapshot((cluster("v1", dead), 100)))
+    response = await proxy.request()
+    assert response.status == 503
+    assert response.body.decode() == RESET + "connection failure"
+    assert proxy.count(503, "UF,URX") == 1
+
+
+async def test_failed_connect_is_retried_on_another_endpoint(start_proxy: StartProxy,
+                                                             upstreams: StartUpstream) -> None:
+    """One dead and one live endpoint in the subset: every request succeeds (retry on the other host)."""
+    live = await upstreams("v1")
+    dead = await free_port()
+    proxy = await start_proxy(simple_snapshot((cluster("v1", dead, live, lb_policy="ROUND_ROBIN"), 100)))
+    client = await proxy.connect()
+    for _ in range(10):
+        response = await client.request()
+        assert response.status == 200, response.body
+    assert proxy.count(200) == 10
+    assert proxy.count(503, "UF") == proxy.count(503, "UF,URX") == 0
 
 
 @pytest.fixture
@@ -57,7 +81,8 @@ async def unresponsive_port() -> AsyncIterator[int]:
 
 
 async def test_connect_timeout_is_503_uf(start_proxy: StartProxy, unresponsive_port: int) -> None:
-    proxy = await start_proxy(simple_snapshot((cluster("v1", unresponsive_port, connect_timeout=0.2), 100)))
+    proxy = await start_proxy(simple_snapshot((cluster("v1", unresponsive_port, connect_timeout=0.2), 100),
+                                              connect_retries=0))
     response = await proxy.request()
     assert response.status == 503
     assert response.body.decode() == RESET + "connection timeout"
