@@ -207,8 +207,8 @@ shiftproxy demo is running (logs and live config in {workdir})
   gateway admin       http://{GATEWAY_ADMIN}/config_dump   /metrics
   productpage sidecar http://127.0.0.1:15001 (HTTP_PROXY of productpage; admin http://{SIDECAR_ADMIN})
 
-Both proxies read one config directory; let `shiftproxy apply` wait until both serve a change:
-  export SHIFTPROXY_ADMIN={ADMINS}
+In another terminal (both proxies read one config directory; `apply` waits until both serve a change):
+  export PATH={Path(sys.executable).parent}:$PATH SHIFTPROXY_ADMIN={ADMINS}
 
 HTTP task (Istio: kubectl apply -f samples/bookinfo/networking/...):
   shiftproxy apply -f {http_dir / HTTP_STEPS[0]}
