@@ -26,6 +26,7 @@ from proxy.routing.snapshot import (
     Cluster,
     Destination,
     DirectResponse,
+    Fault,
     HeaderOps,
     HttpListener,
     HttpRoute,
@@ -47,7 +48,7 @@ DRAIN_ANNOTATION = "shiftproxy.io/tcp-drain-on-shift"
 HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 TCP_SERVER_PROTOCOLS = frozenset({"TCP", "MONGO", "TLS"})
 # HTTPRoute fields accepted as valid Istio but not applied by this proxy yet: said once per reload
-NOT_ENFORCED_HTTP = ("fault", "mirror", "mirrors", "mirrorPercentage", "mirror_percent",
+NOT_ENFORCED_HTTP = ("mirror", "mirrors", "mirrorPercentage", "mirror_percent",
                      "mirrorPercent", "corsPolicy", "delegate")
 
 
@@ -223,6 +224,12 @@ class _Compiler:
                 if key in rule:
                     self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
                                         f"spec.http[{index}].{key} is valid Istio but not enforced yet")
+            fault = rule.get("fault") or {}
+            abort = fault.get("abort") or {}
+            for key in ("grpcStatus", "http2Error"):
+                if key in abort:
+                    self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
+                                        f"spec.http[{index}].fault.abort.{key} is valid Istio but not enforced yet")
             connect_retries = _connect_retries(rule.get("retries"))
             if rule.get("retries") and _retry_on(rule["retries"]) - {"connect-failure", "5xx", "gateway-error",
                                                                       "reset", "reset-before-request"}:
@@ -238,6 +245,7 @@ class _Compiler:
                 rewrite=_rewrite(rule.get("rewrite")),
                 request_headers=_header_ops((rule.get("headers") or {}).get("request")),
                 response_headers=_header_ops((rule.get("headers") or {}).get("response")),
+                fault=_fault(fault),
             ))
         return out
 
@@ -453,6 +461,27 @@ class _Compiler:
 
 
 # small pure helpers -------------------------------------------------------------------------------
+
+
+def _fault_percent(part: dict[str, Any]) -> float:
+    """`percentage.value`, else the deprecated integer `percent`; unset means no request (Istio)."""
+    percentage = part.get("percentage")
+    if percentage is not None:
+        return float((percentage or {}).get("value") or 0.0)
+    return float(part.get("percent") or 0)
+
+
+def _fault(fault: dict[str, Any]) -> Fault | None:
+    """The route's fault injection, or None when no request can be delayed or aborted."""
+    delay = fault.get("delay") or {}
+    abort = fault.get("abort") or {}
+    delay_seconds = parse_duration(str(delay["fixedDelay"])) if delay.get("fixedDelay") else None
+    delay_percent = _fault_percent(delay) if delay_seconds is not None else 0.0
+    abort_status = int(abort["httpStatus"]) if abort.get("httpStatus") else None
+    abort_percent = _fault_percent(abort) if abort_status is not None else 0.0
+    if not delay_percent and not abort_percent:
+        return None
+    return Fault(delay_seconds, delay_percent, abort_status, abort_percent)
 
 
 ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"

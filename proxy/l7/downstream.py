@@ -24,6 +24,9 @@ Theory of operation:
 - Timeouts: an idle keep-alive connection closes after `idle_timeout`; a request head that takes longer
   than `request_headers_timeout` gets 408. Both are checked by one timer per connection that requests
   never touch; the route timeout (Istio `timeout`) runs from the end of the request, as in Envoy.
+- Fault injection (the route's `fault`): an abort is a local reply (flag FI); a delay is a timer in
+  `ex.timer` (no task), during which request bytes are held as for a connect. A client that leaves
+  during the delay ends the request with DC and nothing is sent upstream. A delayed request's flags get DI.
 """
 
 from __future__ import annotations
@@ -282,11 +285,29 @@ class HttpDownstream(asyncio.Protocol):
         else:
             self.listener = listener
         answer = exchange.route(ex, listener, state, self.client_ip)
+        if ex.delay is not None:  # the route's fault delays it: the rest runs when the delay is over
+            ex.timer = self.loop.call_later(ex.delay, self._end_delay, ex, answer)
+            return
+        self._dispatch(ex, answer)
+
+    def _end_delay(self, ex: Exchange, answer: exchange.Answer | None) -> None:
+        ex.timer = None
+        if ex is not self.exchange or ex.done or self.closing:
+            return
+        try:
+            self._dispatch(ex, answer)
+        except Exception:
+            log.exception("error sending a delayed request")
+            self.on_internal_error()
+
+    def _dispatch(self, ex: Exchange, answer: exchange.Answer | None) -> None:
+        """Answer the routed request locally, or send it to its endpoint."""
         if answer is not None:
             self._reply(ex, *answer)
             return
         endpoint = ex.endpoint
         assert endpoint is not None
+        state = self.state
         manager = state.cluster_manager
         manager.request_started(endpoint)
         ex.counted = True
@@ -649,6 +670,8 @@ class HttpDownstream(asyncio.Protocol):
         if ex.counted:
             ex.counted = False
             state.cluster_manager.request_finished(ex.endpoint)  # type: ignore[arg-type]
+        if ex.delay is not None:
+            flags = errors.with_delay(flags)
         now = self.loop.time()
         duration_ms = (now - ex.start) * 1000.0
         state.metrics.http_request(ex.cluster, ex.endpoint, code, flags, duration_ms, ex.request_bytes,

@@ -46,6 +46,24 @@ def retries_exhausted(reply: LocalReply) -> LocalReply:
     return LocalReply(reply.status, reply.body, f"{reply.flags},URX")
 
 
+def fault_abort(status: int) -> LocalReply:
+    """An abort injected by the route's `fault` (Envoy's fault filter): flag FI, Envoy's body."""
+    return LocalReply(status, b"fault filter abort", "FI")
+
+
+# Envoy writes response flags in this order, whatever order they were set in
+_FLAG_ORDER = {flag: i for i, flag in enumerate((
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX", "SI",
+    "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM"))}
+
+
+def with_delay(flags: str) -> str:
+    """`flags` of a request the route's `fault` delayed: DI added in Envoy's place."""
+    if flags == "-":
+        return "DI"
+    return ",".join(sorted([*flags.split(","), "DI"], key=lambda f: _FLAG_ORDER.get(f, len(_FLAG_ORDER))))
+
+
 def protocol_error(status: int) -> LocalReply:
     """A malformed request (400, 431, 501, 505): Envoy answers with the reason phrase and flag DPE."""
     return _PROTOCOL_ERRORS.get(status) or LocalReply(status, reason(status).encode(), "DPE")

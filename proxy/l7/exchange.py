@@ -1,7 +1,7 @@
 """One request through the proxy: its state (`Exchange`) and the decisions about it that need no I/O.
 
 `route` takes a request from its head to either a local answer (404 NR, 503 NC/UH, a redirect, a direct
-response) or a chosen cluster and endpoint with the exact bytes of the upstream request head;
+response, an injected fault abort) or a chosen cluster and endpoint with the exact bytes of the upstream request head;
 `response_head` builds the head the client gets from the upstream's; `log` writes the access-log line.
 The connection code in `downstream.py` does the rest (sockets, flow control, order of requests).
 
@@ -34,6 +34,7 @@ from proxy.routing.snapshot import (
     Cluster,
     Destination,
     Endpoint,
+    Fault,
     HeaderOps,
     HttpListener,
     HttpRoute,
@@ -63,7 +64,7 @@ class Exchange:
         "route", "cluster_name", "cluster", "endpoint", "counted", "response_ops", "out_head",
         "upstream", "connect_task", "pending", "pending_size", "replay", "replay_size", "reused", "retried",
         "request_complete", "request_bytes", "status", "response_started", "response_chunked",
-        "response_bytes", "timer", "tunnel", "done",
+        "response_bytes", "timer", "tunnel", "done", "delay",
     )
 
     def __init__(self, head: RequestHead | None, start: float) -> None:
@@ -104,6 +105,7 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.tunnel = False
         self.done = False
+        self.delay: float | None = None  # seconds the route's fault delays it (flag DI); None: not delayed
 
 
 def route(ex: Exchange, listener: HttpListener | None, state: ServerState, client_ip: bytes) -> Answer | None:
@@ -141,6 +143,10 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if chosen is None:
         return errors.NO_ROUTE, ()
     ex.route = chosen
+    if chosen.fault is not None:
+        abort = _inject_fault(ex, chosen.fault, state)
+        if abort is not None:
+            return abort, ()
     action = chosen.action
     if type(action) is not WeightedDestinations:
         if type(action) is Redirect:
@@ -160,6 +166,17 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         return errors.NO_HEALTHY_UPSTREAM, ()
     ex.endpoint = endpoint
     ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip)
+    return None
+
+
+def _inject_fault(ex: Exchange, fault: Fault, state: ServerState) -> LocalReply | None:
+    """Envoy's fault filter, before the router: maybe a delay (`ex.delay`, waited by the connection
+    code before anything else), then maybe an abort answered locally without contacting the upstream."""
+    rng = state.rng
+    if fault.delay_seconds is not None and fault.delay_percent > 0 and rng.random() * 100 < fault.delay_percent:
+        ex.delay = fault.delay_seconds
+    if fault.abort_status is not None and fault.abort_percent > 0 and rng.random() * 100 < fault.abort_percent:
+        return errors.fault_abort(fault.abort_status)
     return None
 
 

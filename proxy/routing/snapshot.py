@@ -133,6 +133,18 @@ class Rewrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Fault:
+    """Istio `fault` (Envoy's fault filter, run before the router): each request is delayed with
+    probability `delay_percent`/100, then aborted with `abort_status` with probability `abort_percent`/100.
+    A part that is not configured has None and 0."""
+
+    delay_seconds: float | None = None
+    delay_percent: float = 0.0
+    abort_status: int | None = None
+    abort_percent: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class HttpRoute:
     """One Istio HTTPRoute (rule). `matches` empty = match everything."""
 
@@ -148,6 +160,7 @@ class HttpRoute:
     # retries of a failed upstream connect, on another endpoint when there is one. Istio's default
     # policy retries connect-failure twice; VirtualService `retries` sets it (attempts: 0 disables)
     connect_retries: int = 2
+    fault: Fault | None = None  # None: no fault injection (the usual case, one check per request)
 
     def match(self, req: RequestView) -> HttpMatch | None | bool:
         """The matching block, True when the route has no blocks, or None when nothing matches."""

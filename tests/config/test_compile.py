@@ -7,7 +7,7 @@ import pytest
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths, load_text
 from proxy.routing.match import RequestView
-from proxy.routing.snapshot import Snapshot, WeightedDestinations
+from proxy.routing.snapshot import Fault, Snapshot, WeightedDestinations
 from tests.paths import BOOKINFO_NET, TCP_ECHO
 
 REVIEWS_SE = """
@@ -205,8 +205,71 @@ def test_content_hash_is_stable_and_changes_with_weights() -> None:
 
 
 def test_not_enforced_fields_are_reported() -> None:
-    snap = compile_files(BOOKINFO_NET / "virtual-service-ratings-test-abort.yaml", extra=REVIEWS_SE)
-    assert any("fault" in n and "not enforced" in n for n in snap.notices)
+    vs = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    mirror: {host: productpage}
+"""
+    snap = compile_files(extra=REVIEWS_SE + "---\n" + vs)
+    assert any("spec.http[0].mirror" in n and "not enforced" in n for n in snap.notices)
+    assert not compile_files(extra=REVIEWS_SE).notices  # the same services without `mirror`: nothing to say
+
+
+RATINGS_SE = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: 9094}, labels: {app: ratings, version: v1}}
+"""
+
+
+@pytest.mark.parametrize(("sample", "expected"), [
+    ("virtual-service-ratings-test-abort.yaml", Fault(None, 0.0, 500, 100.0)),
+    ("virtual-service-ratings-test-delay.yaml", Fault(7.0, 100.0, None, 0.0)),
+])
+def test_fault_injection_is_compiled(sample: str, expected: Fault) -> None:
+    snap = compile_files(BOOKINFO_NET / sample, extra=RATINGS_SE)
+    vh = snap.http_listeners["mesh_http"].route_table.find("ratings")
+    assert vh is not None
+    assert vh.routes[0].fault == expected  # the rule for end-user jason
+    assert vh.routes[1].fault is None
+    assert not any("fault" in n for n in snap.notices)
+
+
+@pytest.mark.parametrize(("fault", "expected"), [
+    ("{delay: {fixedDelay: 250ms, percent: 30}}", Fault(0.25, 30.0, None, 0.0)),  # deprecated `percent`
+    ("{delay: {fixedDelay: 1s, percent: 30, percentage: {value: 0.5}}}", Fault(1.0, 0.5, None, 0.0)),
+    ("{delay: {fixedDelay: 1s}, abort: {httpStatus: 503}}", None),  # no percentage: nothing injected
+    ("{abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}", None),
+])
+def test_fault_percentages(fault: str, expected: Fault | None) -> None:
+    vs = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews}}
+    fault: {fault}
+"""
+    snap = compile_files(extra=REVIEWS_SE + "---\n" + vs)
+    vh = snap.http_listeners["mesh_http"].route_table.find("reviews")
+    assert vh is not None and vh.routes[0].fault == expected
+    grpc = any("fault.abort.grpcStatus" in n and "not enforced" in n for n in snap.notices)
+    assert grpc == ("grpcStatus" in fault)
 
 
 @pytest.mark.parametrize(("retries", "expected"), [

@@ -26,6 +26,7 @@ from proxy.routing.snapshot import (
     Destination,
     DirectResponse,
     Endpoint,
+    Fault,
     HeaderOps,
     HttpListener,
     HttpRoute,
@@ -336,9 +337,10 @@ def weighted(*entries: tuple[Cluster | None, int], request_headers: HeaderOps | 
 
 def route(action: WeightedDestinations | Redirect | DirectResponse, *matches: HttpMatch, name: str = "route",
           timeout: float | None = None, rewrite: Rewrite | None = None, request_headers: HeaderOps | None = None,
-          response_headers: HeaderOps | None = None, connect_retries: int = 2) -> HttpRoute:
+          response_headers: HeaderOps | None = None, connect_retries: int = 2, fault: Fault | None = None
+          ) -> HttpRoute:
     return HttpRoute(name, "default/reviews", 0, matches, action, timeout, rewrite, request_headers,
-                     response_headers, connect_retries)
+                     response_headers, connect_retries, fault)
 
 
 def vhost(domains: tuple[str, ...], *routes: HttpRoute) -> VirtualHost:
