@@ -1,9 +1,10 @@
 """One request through the proxy: its state (`Exchange`) and the decisions about it that need no I/O.
 
 `route` takes a request from its head to either a local answer (404 NR, 503 NC/UH, a redirect, a direct
-response, an injected fault abort) or a chosen cluster and endpoint with the exact bytes of the upstream request head;
-`response_head` builds the head the client gets from the upstream's; `log` writes the access-log line.
-The connection code in `downstream.py` does the rest (sockets, flow control, order of requests).
+response, an injected fault abort) or a chosen cluster and endpoint with the exact bytes of the upstream
+request head; `response_head` builds the head the client gets from the upstream's; `log` writes the
+access-log line. The connection code in `downstream.py` does the rest (sockets, flow control, order of
+requests).
 
 Upstream request head: HTTP/1.1 always; `host` as received (the URI's authority for an absolute-form
 target, rewritten by `rewrite.authority` or a `host` header operation); hop-by-hop headers left out;
