@@ -93,6 +93,8 @@ _HOP_BY_HOP = {b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP, b
 _REQUEST_HEADERS = {**_HOP_BY_HOP, b"host": _HOST, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
                     b"x-forwarded-proto": _DROP, b"x-request-id": _RID}
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
+# the Connection values nearly every peer sends: they name no header, so the token split can be skipped
+_PLAIN_CONNECTION = frozenset((b"close", b"keep-alive", b"Close", b"Keep-Alive", b"upgrade", b"Upgrade"))
 
 
 def connection_tokens(value: bytes) -> frozenset[bytes]:
@@ -101,6 +103,8 @@ def connection_tokens(value: bytes) -> frozenset[bytes]:
 
 def _drop_named(headers: list[Header], connection: bytes) -> list[Header]:
     """Also hop-by-hop: headers the Connection header names (RFC 9110 §7.6.1)."""
+    if connection in _PLAIN_CONNECTION:
+        return headers
     named = connection_tokens(connection) - _CONNECTION_OPTIONS
     return [h for h in headers if h[0] not in named] if named else headers
 
@@ -173,7 +177,12 @@ class RequestDecoder:
     def on_message_begin(self) -> None:
         self.in_head = True
         self._wire = 0
-        self._reset()
+        # _reset(), inlined: this runs once per request
+        self._size = 0
+        self._url = b""
+        self._headers = []
+        self._host = self._cl = self._te = self._conn = self._upgrade = self._xff = self._rid = None
+        self._expect = False
         self._handler.on_request_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -317,7 +326,11 @@ class ResponseDecoder:
         self.complete = False
         self.until_eof = False
         self._wire = 0
-        self._reset()
+        # _reset(), inlined: this runs once per response
+        self._size = 0
+        self._status = b""
+        self._headers = []
+        self._cl = self._te = self._conn = self._upgrade = None
 
     def on_status(self, status: bytes) -> None:
         self._status += status

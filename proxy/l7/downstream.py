@@ -457,12 +457,14 @@ class HttpDownstream(asyncio.Protocol):
         """The response is complete: back to the pool if the connection can carry another request."""
         ex.upstream = None
         conn.unbind()
-        self._resume_reading(_PAUSE_UPSTREAM)
+        if self._read_paused:
+            self._resume_reading(_PAUSE_UPSTREAM)
         cluster = ex.cluster
         assert cluster is not None
         limit = cluster.max_requests_per_connection
-        if conn.keep_alive and ex.request_complete and conn.pool is not None and (
-                limit == 0 or conn.requests < limit):
+        # conn.keep_alive, inlined
+        if conn.is_open and conn.decoder.keep_alive and not conn.tunnel and ex.request_complete and (
+                conn.pool is not None and (limit == 0 or conn.requests < limit)):
             conn.pool.release(conn, cluster.http_idle_timeout)
         else:
             conn.close()

@@ -170,12 +170,24 @@ def redirect_location(redirect: Redirect, block: HttpMatch | bool | None, author
 
 
 # x-request-id: UUID version 4 from a PRNG of our own, so tests that replace state.rng see only the
-# weighted picks. Not cryptographic, like Envoy's request ids.
+# weighted picks. Not cryptographic, like Envoy's request ids. The first 80 random bits are drawn once per
+# 4096 ids and the last 48 count up from a random start: unique within a process, random across processes,
+# and about a third of the cost of formatting 122 fresh random bits per request.
 _ids = random.Random()
-_VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
-_VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
+_BATCH = 4096
+_prefix = b""
+_next = 0
+_left = 0
 
 
 def new_request_id() -> bytes:
-    h = b"%032x" % ((_ids.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS)
-    return b"-".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
+    global _prefix, _next, _left
+    if not _left:
+        r = _ids.getrandbits(80)
+        _prefix = b"%08x-%04x-4%03x-%04x-" % (r >> 48, (r >> 32) & 0xFFFF, (r >> 20) & 0xFFF,
+                                             0x8000 | ((r >> 6) & 0x3FFF))
+        _next = _ids.getrandbits(48)
+        _left = _BATCH
+    _left -= 1
+    _next = (_next + 1) & 0xFFFFFFFFFFFF
+    return b"%s%012x" % (_prefix, _next)

@@ -29,7 +29,7 @@ log = logging.getLogger("shiftproxy.http")
 
 class HttpUpstream(asyncio.Protocol):
     __slots__ = ("transport", "downstream", "decoder", "pool", "metrics", "requests", "idle_deadline",
-                 "tunnel", "_open", "_read_paused")
+                 "tunnel", "is_open", "_read_paused")
 
     def __init__(self, pool: EndpointPool[Any] | None, metrics: Metrics) -> None:
         self.transport: asyncio.Transport | None = None
@@ -40,17 +40,13 @@ class HttpUpstream(asyncio.Protocol):
         self.requests = 0  # requests sent on this connection, for max_requests_per_connection
         self.idle_deadline = 0.0
         self.tunnel = False
-        self._open = False
+        self.is_open = False
         self._read_paused = False
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
 
     @property
     def keep_alive(self) -> bool:
         """Whether another request may follow the response just completed."""
-        return self._open and self.decoder.keep_alive and not self.tunnel
+        return self.is_open and self.decoder.keep_alive and not self.tunnel
 
     # used by HttpDownstream
 
@@ -65,21 +61,21 @@ class HttpUpstream(asyncio.Protocol):
             self.resume_reading()
 
     def pause_reading(self) -> None:
-        if not self._read_paused and self._open:
+        if not self._read_paused and self.is_open:
             self._read_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
 
     def resume_reading(self) -> None:
         if self._read_paused:
             self._read_paused = False
-            if self._open:
+            if self.is_open:
                 self.transport.resume_reading()  # type: ignore[union-attr]
 
     def close(self, abort: bool = False) -> None:
         """Close for good (not back to the pool). `abort` drops unsent bytes, as for a reset stream."""
         self.downstream = None
-        if self._open:
-            self._open = False
+        if self.is_open:
+            self.is_open = False
             transport = self.transport
             assert transport is not None
             if abort:
@@ -91,11 +87,11 @@ class HttpUpstream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._open = True
+        self.is_open = True
         self.metrics.upstream_active += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._open = False
+        self.is_open = False
         self.metrics.upstream_active -= 1
         downstream = self.downstream
         if downstream is not None:
@@ -143,7 +139,7 @@ class HttpUpstream(asyncio.Protocol):
                 return None
         elif self.pool is not None:
             self.pool.remove(self)
-        self._open = False
+        self.is_open = False
         return None  # close; connection_lost reports a reset to a bound downstream
 
     def pause_writing(self) -> None:

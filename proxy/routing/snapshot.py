@@ -39,10 +39,11 @@ class Endpoint:
     workload: str = "unknown"
     canonical_service: str = "unknown"
     canonical_revision: str = "latest"
+    # (address, port): pools and active-request counts are keyed by it; built once, read per request
+    key: tuple[str, int] = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.address, self.port)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.address, self.port))
 
 
 @dataclass(frozen=True, slots=True)
