@@ -264,11 +264,11 @@ def log(access_log: AccessLog, ex: Exchange, code: int, flags: str, duration_ms:
     endpoint = ex.endpoint
     request_id = ex.request_id or (head.request_id if head is not None else None) or b""
     access_log.http(
-        head.method.decode("latin-1") if head is not None else "-",
-        (ex.path or (head.target if head is not None else b"")).decode("latin-1") or "-",
-        "HTTP/1.0" if head is not None and head.http10 else "HTTP/1.1",
+        head.method if head is not None else b"-",
+        ex.path or (head.target if head is not None else b"") or b"-",
+        b"HTTP/1.0" if head is not None and head.http10 else b"HTTP/1.1",
         code, flags, ex.request_bytes, ex.response_bytes, duration_ms,
         f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "",
-        ex.cluster_name, ex.authority.decode("latin-1"), request_id.decode("latin-1"),
+        ex.cluster_name, ex.authority, request_id,
         ex.route.name if ex.route is not None else "",
     )

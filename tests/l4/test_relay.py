@@ -156,6 +156,7 @@ async def test_upstream_refused_closes_the_downstream_with_UF(start_proxy: Proxy
     (stats,) = metrics.tcp.values()
     assert stats.cluster is dead and stats.endpoint is dead.endpoints[0]
     assert (metrics.downstream_active, metrics.upstream_active) == (0, 0)
+    proxy.state.access_log.flush()
     entry = json.loads(log.getvalue())
     assert (entry["response_flags"], entry["upstream_cluster"]) == ("UF", dead.name)
 
@@ -203,6 +204,7 @@ async def test_unroutable_connections_are_closed_with_their_flag(
     await proxy.settled()
     assert {key[2]: counts[:2] for key, counts in series(proxy.state.metrics).items()} == {flag: (1, 1)}
     assert echo.upstream.transports == set()  # nothing reached an upstream
+    proxy.state.access_log.flush()
     assert log.getvalue().count("\n") == 1 and f" {flag} " in log.getvalue()
 
 
@@ -226,6 +228,7 @@ async def test_metrics_gauges_and_access_log(echo: Echo, start_proxy: ProxyFacto
     assert list(series(metrics)) == [(v1.name, "v1", "-")]
     # received = from the downstream ("hello\n" + "world!\n"), sent = to it ("one hello\n" + "one world!\n")
     assert (stats.opened, stats.closed, stats.received, stats.sent) == (1, 1, 13, 21)
+    proxy.state.access_log.flush()
     entry = json.loads(log.getvalue())
     assert entry["response_flags"] == "-"
     assert (entry["bytes_received"], entry["bytes_sent"]) == (13, 21)

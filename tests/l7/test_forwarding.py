@@ -322,6 +322,7 @@ async def test_istio_metrics_and_access_log(start_proxy: StartProxy, upstreams: 
     assert 'destination_version="v1"' in served[0] and 'response_flags="-"' in served[0]
     assert 'destination_service="reviews.default.svc.cluster.local"' in served[0]
     assert any('response_code="404"' in line and 'response_flags="NR"' in line for line in text.splitlines())
+    proxy.state.access_log.flush()
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["method"] == "POST" and first["path"] == "/a?b=c" and first["response_code"] == 200
     assert first["bytes_received"] == 5 and first["request_id"] == "rid-1"
