@@ -127,15 +127,15 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         elif target != b"*":
             return errors.protocol_error(400), ()
     ex.path = path
-    ex.authority = host or b""
+    authority = ex.authority = host or b""
     if listener is None:
         return errors.NO_ROUTE, ()
-    authority_text = host.decode("latin-1") if host else ""
-    vhost = listener.route_table.find(authority_text)
+    vhost = listener.route_table.find_host(authority)
     if vhost is None:
         return errors.NO_ROUTE, ()
     view = None
     if vhost.needs_request_view:
+        authority_text = authority.decode("latin-1")
         # a sidecar listener serves every service port: match.port is the port the client addressed
         port = listener.match_port(split_authority(authority_text)[1])
         view = request_view(head.method, path, authority_text, head.headers, port,
@@ -152,7 +152,7 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if type(action) is not WeightedDestinations:
         if type(action) is Redirect:
             block = chosen.match(view) if chosen.matches else True  # type: ignore[arg-type]
-            location = redirect_location(action, block, authority_text, path, listener.port)
+            location = redirect_location(action, block, authority.decode("latin-1"), path, listener.port)
             return LocalReply(action.code, b"", "-"), ((b"location", location),)
         return LocalReply(action.status, action.body, "-"), ()  # type: ignore[union-attr]
     destinations = action.destinations
@@ -162,7 +162,8 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if cluster is None:
         return errors.NO_CLUSTER, ()
     ex.cluster = cluster
-    endpoint = state.cluster_manager.choose_endpoint(cluster)
+    endpoints = cluster.endpoints  # a subset of one endpoint (the usual case) needs no balancer
+    endpoint = endpoints[0] if len(endpoints) == 1 else state.cluster_manager.choose_endpoint(cluster)
     if endpoint is None:
         return errors.NO_HEALTHY_UPSTREAM, ()
     ex.endpoint = endpoint

@@ -2,7 +2,8 @@
 
 A Snapshot is built off to the side by `proxy.config.compile` and swapped in with one reference
 assignment. Requests and connections hold on to the snapshot (and the objects in it) they started
-with, so nothing here may ever be mutated. No I/O, no asyncio.
+with, so nothing here may ever be mutated (the one exception is a memo of a pure lookup,
+`RouteTable.find_host`). No I/O, no asyncio.
 
 Vocabulary (Envoy's): a *listener* accepts downstream connections; an HTTP listener has a *route table*
 of *virtual hosts* (one per VirtualService host set, or a default one per service) holding ordered
@@ -12,12 +13,15 @@ of *virtual hosts* (one per VirtualService host set, or a default one per servic
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from proxy.routing.match import HttpMatch, RequestView, TcpMatch
-from proxy.routing.weighted import pick_index
+
+HOST_MEMO_SIZE = 1024
+_MISSING = object()
 
 LbPolicy = Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"]
 
@@ -98,7 +102,8 @@ class WeightedDestinations:
     def pick(self, random_value: int) -> Destination:
         if len(self.destinations) == 1:
             return self.destinations[0]
-        return self.destinations[pick_index(self.cumulative, random_value)]
+        cumulative = self.cumulative  # pick_index, inlined: this runs once per request
+        return self.destinations[bisect_right(cumulative, random_value % cumulative[-1])]
 
     def shares(self) -> list[tuple[Destination, float]]:
         """Each destination with its probability (for `explain` and config dumps)."""
@@ -202,6 +207,19 @@ class RouteTable:
     exact: Mapping[str, VirtualHost]
     suffixes: tuple[tuple[str, VirtualHost], ...] = ()  # (".example.com", vh), longest first
     catch_all: VirtualHost | None = None
+    # Host header bytes → find(...) result, for the first HOST_MEMO_SIZE distinct values: clients send
+    # the same few hosts again and again, and a bound keeps a client inventing hosts from growing it
+    _by_host: dict[bytes, VirtualHost | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def find_host(self, host: bytes) -> VirtualHost | None:
+        """`find` for a Host header as received, remembered."""
+        memo = self._by_host
+        vh = memo.get(host, _MISSING)
+        if vh is _MISSING:
+            vh = self.find(host.decode("latin-1"))
+            if len(memo) < HOST_MEMO_SIZE:
+                memo[host] = vh
+        return vh  # type: ignore[return-value]
 
     def find(self, authority: str) -> VirtualHost | None:
         """`authority` is the Host header as sent (any case, with or without `:port`)."""

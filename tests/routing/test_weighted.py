@@ -41,3 +41,13 @@ def test_every_value_lands_in_proportion() -> None:
     for r in range(sum(weights)):
         counts[pick_index(cum, r)] += 1
     assert counts == weights
+
+
+def test_weighted_destinations_pick_agrees_with_pick_index() -> None:
+    from proxy.routing.snapshot import Destination, WeightedDestinations
+
+    weights = [550, 0, 500, 1]
+    dests = tuple(Destination(f"c{i}", None, w) for i, w in enumerate(weights) if w)
+    action = WeightedDestinations(dests, cumulative([d.weight for d in dests]))
+    for value in (0, 549, 550, 1049, 1050, 1051, 2**32 - 1):
+        assert action.pick(value) is dests[pick_index(action.cumulative, value)]
