@@ -16,6 +16,7 @@ from typing import IO, Any
 
 _BATCH = 256  # lines kept before a write
 _TEXT_HTTP = b'[%s] "%s %s %s" %d %s %d %d %.0f "%s" "%s" "%s" %s %s\n'
+_time = time.time
 _TEXT_TCP = b'[%s] "- - TCP" 0 %s %d %d %.0f "%s" "%s" %s\n'
 
 
@@ -48,19 +49,23 @@ class AccessLog:
         if not self.enabled:
             return
         if self.mode == "json":
-            line = json.dumps({
+            self._add(json.dumps({
                 "start_time": _text(self._now()), "method": _text(method), "path": _text(path),
                 "protocol": _text(protocol), "response_code": code, "response_flags": flags,
                 "bytes_received": request_bytes, "bytes_sent": response_bytes, "duration": round(duration_ms, 3),
                 "upstream_host": upstream_host or None, "upstream_cluster": upstream_cluster or None,
                 "authority": _text(authority), "request_id": _text(request_id), "route_name": route_name or None,
-            }).encode() + b"\n"
-        else:
-            line = _TEXT_HTTP % (
-                self._now(), method, path, protocol, code, flags.encode(), request_bytes, response_bytes,
-                duration_ms, authority, request_id, (upstream_host or "-").encode(),
-                (upstream_cluster or "-").encode(), (route_name or "-").encode())
-        self._add(line)
+            }).encode() + b"\n")
+            return
+        # once per request: the clock read and the batching are inlined rather than called
+        stamp = self._stamp if int(_time()) == self._second else self._now()
+        lines = self._lines
+        lines.append(_TEXT_HTTP % (
+            stamp, method, path, protocol, code, flags.encode(), request_bytes, response_bytes, duration_ms,
+            authority, request_id, (upstream_host or "-").encode(), (upstream_cluster or "-").encode(),
+            (route_name or "-").encode()))
+        if len(lines) >= _BATCH:
+            self.flush()
 
     def tcp(self, flags: str, received: int, sent: int, duration_ms: float, downstream: str,
             upstream_host: str, upstream_cluster: str) -> None:

@@ -72,7 +72,8 @@ class Server:
         self._version = 1
         metrics = Metrics()
         metrics.config_version = 1
-        self.state = ServerState(snapshot, metrics, ClusterManager(), AccessLog(self.options.access_log))
+        self.state = ServerState(snapshot, metrics, ClusterManager(), AccessLog(self.options.access_log),
+                                 loop=asyncio.get_running_loop())
         self._remember(loaded)
         for notice in (*loaded.notices, *snapshot.notices):
             log.info("%s", notice)

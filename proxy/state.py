@@ -6,6 +6,7 @@ request reads it once when its headers arrive, a TCP connection once when it is 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,3 +30,6 @@ class ServerState:
     # open downstream protocol objects, so shutdown can ask each one to finish
     connections: set[Any] = field(default_factory=set)
     draining: bool = False
+    # the event loop serving it, once known: asyncio.get_running_loop() costs a getpid() system call,
+    # too much to pay per accepted connection
+    loop: asyncio.AbstractEventLoop | None = None

@@ -57,7 +57,7 @@ class TcpDownstream(asyncio.Protocol):
     def __init__(self, listener_name: str, state: ServerState) -> None:
         self.listener_name = listener_name
         self.state = state
-        self.loop = asyncio.get_running_loop()
+        self.loop = state.loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         # chosen once at connect time and kept for the connection's life
         self.version = 0

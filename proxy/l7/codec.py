@@ -12,7 +12,8 @@ Content-Length and Transfer-Encoding, and duplicate Content-Length headers (iden
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,7 +75,6 @@ class ResponseHead:
 
 
 class RequestHandler(Protocol):
-    def on_request_begin(self) -> None: ...
     def on_request_head(self, head: RequestHead) -> None: ...
     def on_request_body(self, data: bytes) -> None: ...
     def on_request_complete(self) -> None: ...
@@ -119,11 +119,15 @@ def _is_chunked(value: bytes) -> bool:
 class RequestDecoder:
     """Feeds downstream bytes to llhttp and reports each request to the handler, in order."""
 
-    __slots__ = ("on_body", "on_message_complete", "in_head", "_handler", "_parser", "_limit", "_wire", "_size",
-                 "_url", "_headers", "_host", "_cl", "_te", "_conn", "_upgrade", "_expect", "_xff", "_rid")
+    __slots__ = ("on_body", "on_message_complete", "in_head", "started", "_handler", "_clock", "_parser", "_limit",
+                 "_wire", "_size", "_url", "_headers", "_host", "_cl", "_te", "_conn", "_upgrade", "_expect", "_xff",
+                 "_rid")
 
-    def __init__(self, handler: RequestHandler, max_head: int = MAX_REQUEST_HEAD) -> None:
+    def __init__(self, handler: RequestHandler, max_head: int = MAX_REQUEST_HEAD,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._handler = handler
+        self._clock = clock
+        self.started = 0.0  # clock() at the first byte of the latest request
         # llhttp calls these directly: no hop through the decoder for body bytes
         self.on_body = handler.on_request_body
         self.on_message_complete = handler.on_request_complete
@@ -183,7 +187,7 @@ class RequestDecoder:
         self._headers = []
         self._host = self._cl = self._te = self._conn = self._upgrade = self._xff = self._rid = None
         self._expect = False
-        self._handler.on_request_begin()
+        self.started = self._clock()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -217,7 +221,6 @@ class RequestDecoder:
             self._rid = value
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
         if self._size + len(self._url) > self._limit:
             raise CodecError(431, "request head too large")
         parser = self._parser
@@ -241,6 +244,7 @@ class RequestDecoder:
             headers = _drop_named(headers, self._conn)
             if self._upgrade is not None and b"upgrade" in connection_tokens(self._conn):
                 upgrade = self._upgrade
+        self.in_head = False  # only now: a head rejected above still counts from `started`
         self._handler.on_request_head(RequestHead(
             parser.get_method(), url, http10, headers, self._host,
             None if self._cl is None else int(self._cl),  # llhttp has checked it is digits only
@@ -375,7 +379,9 @@ class ResponseDecoder:
         if self._interim:  # 1xx: the final response follows on the same connection
             self._interim = False
             return
-        self._message_complete()
+        self.complete = True  # _message_complete(), inlined: this runs once per response
+        self.until_eof = False
+        self._handler.on_response_complete()
 
     def _message_complete(self) -> None:
         self.complete = True

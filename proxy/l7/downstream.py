@@ -81,20 +81,20 @@ class HttpDownstream(asyncio.Protocol):
         "idle_timeout", "headers_timeout",
         "exchange", "receiving", "queue", "keep_alive", "closing",
         "_upgrading", "_read_paused", "_write_paused", "_starting", "_peer_eof", "_tunnel_eofs",
-        "_feeding", "_up_out", "_out",
-        "_head_started", "_idle_since", "_watchdog",
+        "_feeding", "_up_out", "out",
+        "_idle_since", "_watchdog",
     )
 
     def __init__(self, listener_name: str, state: ServerState, idle_timeout: float = IDLE_TIMEOUT,
                  request_headers_timeout: float = REQUEST_HEADERS_TIMEOUT) -> None:
         self.listener_name = listener_name
         self.state = state
-        self.loop = asyncio.get_running_loop()
+        self.loop = state.loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         # kept so a connection whose listener vanished in a reload still serves its requests
         self.listener: HttpListener | None = state.snapshot.http_listeners.get(listener_name)
         self.client_ip = b""
-        self.decoder = RequestDecoder(self)
+        self.decoder = RequestDecoder(self, clock=self.loop.time)
         self.idle_timeout = idle_timeout
         self.headers_timeout = request_headers_timeout
         # per-connection state
@@ -113,8 +113,8 @@ class HttpDownstream(asyncio.Protocol):
         # request or response costs one send instead of two or three (head, body, last chunk).
         self._feeding = False
         self._up_out: list[bytes] | None = None  # for the request's upstream, while a downstream read
-        self._out: list[bytes] | None = None  # for the client, from a response head to the end of a read
-        self._head_started: float | None = None
+        # for the client, from a response head to the end of the upstream read (HttpUpstream flushes it)
+        self.out: list[bytes] | None = None
         self._idle_since = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -221,15 +221,10 @@ class HttpDownstream(asyncio.Protocol):
 
     # RequestDecoder handler interface
 
-    def on_request_begin(self) -> None:
-        self._head_started = self.loop.time()
-
     def on_request_head(self, head: RequestHead) -> None:
         if self.closing:
             return
-        start = self._head_started
-        self._head_started = None
-        ex = Exchange(head, start if start is not None else self.loop.time())
+        ex = Exchange(head, self.decoder.started)
         self.receiving = ex
         if self.exchange is None and not self.queue:
             self.exchange = ex
@@ -520,14 +515,14 @@ class HttpDownstream(asyncio.Protocol):
         ex.response_started = True
         ex.replay = None
         close = not (ex.keep_alive and self.keep_alive) or self.state.draining
-        self._out = [exchange.response_head(ex, head, close)]  # sent with the body read with it
+        self.out = [exchange.response_head(ex, head, close)]  # sent with the body read with it
 
     def on_upstream_body(self, data: bytes) -> None:
         ex = self.exchange
         if ex is None:
             return
         ex.response_bytes += len(data)
-        out = self._out
+        out = self.out
         if ex.response_chunked:
             if out is not None:
                 out += (chunk_size_line(len(data)), data, CRLF)
@@ -540,11 +535,10 @@ class HttpDownstream(asyncio.Protocol):
 
     def on_upstream_read_done(self) -> None:
         """The upstream read that produced response bytes is processed: send what it gave."""
-        if self._out is not None:
-            self._flush()
+        self._flush()
 
     def _flush(self) -> None:
-        out, self._out = self._out, None
+        out, self.out = self.out, None
         if out and not self.closing:
             if len(out) == 1:
                 self.transport.write(out[0])  # type: ignore[union-attr]
@@ -556,11 +550,11 @@ class HttpDownstream(asyncio.Protocol):
         if ex is None or ex.upstream is not conn or ex.tunnel:
             return
         if ex.response_chunked:
-            if self._out is not None:
-                self._out.append(LAST_CHUNK)
+            if self.out is not None:
+                self.out.append(LAST_CHUNK)
             else:
                 self.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
-        if self._out is not None:
+        if self.out is not None:
             self._flush()
         self._release(ex, conn)
         self._finish(ex, ex.status, "-")
@@ -660,7 +654,7 @@ class HttpDownstream(asyncio.Protocol):
     def _finish(self, ex: Exchange, code: int, flags: str) -> None:
         """Account for a request that ended, then start the next one or close."""
         ex.done = True
-        if self._out is not None:
+        if self.out is not None:
             self._flush()
         if ex.timer is not None:
             ex.timer.cancel()
@@ -728,7 +722,8 @@ class HttpDownstream(asyncio.Protocol):
                     self._reply(receiving, reply)
                 return
             self.queue.remove(receiving)
-        failed = Exchange(None, self._head_started or self.loop.time())
+        decoder = self.decoder
+        failed = Exchange(None, decoder.started if decoder.in_head else self.loop.time())
         failed.failure = reply  # answered with `connection: close` once the requests before it are
         if self.exchange is None and not self.queue:
             self.exchange = failed
@@ -804,7 +799,7 @@ class HttpDownstream(asyncio.Protocol):
         now = self.loop.time()
         delay = min(self.idle_timeout, self.headers_timeout)
         if self.exchange is None and not self.queue:
-            started = self._head_started
+            started = self.decoder.started if self.decoder.in_head else None
             if started is not None:
                 if now - started >= self.headers_timeout:
                     self._request_header_timeout()
@@ -820,7 +815,7 @@ class HttpDownstream(asyncio.Protocol):
     def _request_header_timeout(self) -> None:
         self.keep_alive = False
         self._pause_reading(_PAUSE_BROKEN)
-        ex = Exchange(None, self._head_started or self.loop.time())
+        ex = Exchange(None, self.decoder.started)
         ex.failure = errors.REQUEST_HEADER_TIMEOUT
         self.exchange = ex
         self._start(ex)

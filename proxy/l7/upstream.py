@@ -126,7 +126,8 @@ class HttpUpstream(asyncio.Protocol):
             self.close(abort=True)
             downstream.on_internal_error()
             return
-        downstream.on_upstream_read_done()
+        if downstream.out is not None:  # the response bytes this read gave go out in one send
+            downstream.on_upstream_read_done()
         if offset is not None and self.downstream is downstream:
             downstream.on_upstream_upgraded(self, data[offset:])
 

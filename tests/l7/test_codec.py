@@ -25,9 +25,6 @@ class Recorder:
 
     events: list[object] = field(default_factory=list)
 
-    def on_request_begin(self) -> None:
-        self.events.append("begin")
-
     def on_request_head(self, head: RequestHead) -> None:
         self.events.append(head)
 
@@ -87,7 +84,17 @@ def test_chunked_request_body_is_decoded_and_pipelining_reported_in_order() -> N
     assert isinstance(first, RequestHead) and first.chunked and first.content_length is None
     assert isinstance(second, RequestHead) and second.target == b"/b"
     assert [e for e in recorder.events if not isinstance(e, RequestHead)] == [
-        "begin", b"abc", b"de", "complete", "begin", "complete"]
+        b"abc", b"de", "complete", "complete"]
+
+
+def test_request_start_is_read_from_the_clock_at_the_first_byte_of_each_request() -> None:
+    recorder = Recorder()
+    ticks = iter([10.0, 20.0])
+    decoder = RequestDecoder(recorder, clock=lambda: next(ticks))
+    decoder.feed(b"GET /a HTTP/1.1\r\nHo")
+    assert (decoder.in_head, decoder.started) == (True, 10.0)
+    decoder.feed(b"st: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (decoder.in_head, decoder.started, len(recorder.heads())) == (False, 20.0, 2)
 
 
 def test_http10_and_keep_alive() -> None:
