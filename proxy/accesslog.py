@@ -44,8 +44,8 @@ class AccessLog:
         return self._stamp
 
     def http(self, method: bytes, path: bytes, protocol: bytes, code: int, flags: str, request_bytes: int,
-             response_bytes: int, duration_ms: float, upstream_host: str, upstream_cluster: str,
-             authority: bytes, request_id: bytes, route_name: str) -> None:
+             response_bytes: int, duration_ms: float, upstream_host: bytes, upstream_cluster: bytes,
+             authority: bytes, request_id: bytes, route_name: bytes) -> None:
         if not self.enabled:
             return
         if self.mode == "json":
@@ -53,8 +53,8 @@ class AccessLog:
                 "start_time": _text(self._now()), "method": _text(method), "path": _text(path),
                 "protocol": _text(protocol), "response_code": code, "response_flags": flags,
                 "bytes_received": request_bytes, "bytes_sent": response_bytes, "duration": round(duration_ms, 3),
-                "upstream_host": upstream_host or None, "upstream_cluster": upstream_cluster or None,
-                "authority": _text(authority), "request_id": _text(request_id), "route_name": route_name or None,
+                "upstream_host": _text(upstream_host) or None, "upstream_cluster": _text(upstream_cluster) or None,
+                "authority": _text(authority), "request_id": _text(request_id), "route_name": _text(route_name) or None,
             }).encode() + b"\n")
             return
         # once per request: the clock read and the batching are inlined rather than called
@@ -62,8 +62,7 @@ class AccessLog:
         lines = self._lines
         lines.append(_TEXT_HTTP % (
             stamp, method, path, protocol, code, flags.encode(), request_bytes, response_bytes, duration_ms,
-            authority, request_id, (upstream_host or "-").encode(), (upstream_cluster or "-").encode(),
-            (route_name or "-").encode()))
+            authority, request_id, upstream_host or b"-", upstream_cluster or b"-", route_name or b"-"))
         if len(lines) >= _BATCH:
             self.flush()
 

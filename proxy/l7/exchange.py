@@ -263,13 +263,15 @@ def switching_protocols_head(ex: Exchange, head: ResponseHead) -> bytes:
 def log(access_log: AccessLog, ex: Exchange, code: int, flags: str, duration_ms: float) -> None:
     head = ex.head
     endpoint = ex.endpoint
+    cluster = ex.cluster
     request_id = ex.request_id or (head.request_id if head is not None else None) or b""
     access_log.http(
         head.method if head is not None else b"-",
         ex.path or (head.target if head is not None else b"") or b"-",
         b"HTTP/1.0" if head is not None and head.http10 else b"HTTP/1.1",
         code, flags, ex.request_bytes, ex.response_bytes, duration_ms,
-        f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "",
-        ex.cluster_name, ex.authority, request_id,
-        ex.route.name if ex.route is not None else "",
+        endpoint.host_bytes if endpoint is not None else b"",
+        cluster.name_bytes if cluster is not None else ex.cluster_name.encode(),
+        ex.authority, request_id,
+        ex.route.name_bytes if ex.route is not None else b"",
     )

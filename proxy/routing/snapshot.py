@@ -43,11 +43,14 @@ class Endpoint:
     workload: str = "unknown"
     canonical_service: str = "unknown"
     canonical_revision: str = "latest"
-    # (address, port): pools and active-request counts are keyed by it; built once, read per request
+    # (address, port): pools and active-request counts are keyed by it; b"address:port" for access logs.
+    # Built once here rather than per request.
     key: tuple[str, int] = field(init=False, compare=False, repr=False)
+    host_bytes: bytes = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", (self.address, self.port))
+        object.__setattr__(self, "host_bytes", f"{self.address}:{self.port}".encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,10 @@ class Cluster:
     tcp_idle_timeout: float | None = 3600.0  # seconds; None = disabled (idleTimeout: 0s)
     http_idle_timeout: float = 3600.0  # upstream keep-alive idle timeout, seconds
     max_requests_per_connection: int = 0  # 0 = unlimited; 1 = no keep-alive
+    name_bytes: bytes = field(init=False, compare=False, repr=False)  # for access logs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name_bytes", self.name.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +174,10 @@ class HttpRoute:
     # policy retries connect-failure twice; VirtualService `retries` sets it (attempts: 0 disables)
     connect_retries: int = 2
     fault: Fault | None = None  # None: no fault injection (the usual case, one check per request)
+    name_bytes: bytes = field(init=False, compare=False, repr=False)  # for access logs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name_bytes", self.name.encode())
 
     def match(self, req: RequestView) -> HttpMatch | None | bool:
         """The matching block, True when the route has no blocks, or None when nothing matches."""

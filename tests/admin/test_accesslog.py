@@ -12,8 +12,8 @@ from proxy.accesslog import AccessLog
 def http_line(mode: str) -> str:
     out = io.StringIO()
     log = AccessLog(mode, out)
-    log.http(b"GET", b"/reviews/0", b"HTTP/1.1", 503, "UH", 0, 19, 1.4, "", "outbound|9080|v3|r",
-             b"reviews:9080", b"rid-1", "default/reviews#0")
+    log.http(b"GET", b"/reviews/0", b"HTTP/1.1", 503, "UH", 0, 19, 1.4, b"", b"outbound|9080|v3|r",
+             b"reviews:9080", b"rid-1", b"default/reviews#0")
     log.flush()
     return out.getvalue()
 
@@ -42,7 +42,7 @@ def test_lines_are_batched_and_reach_a_binary_stream_in_order() -> None:
     out = io.BytesIO()
     log = AccessLog("text", out)
     for i in range(300):  # more than one batch
-        log.http(b"GET", b"/%d" % i, b"HTTP/1.1", 200, "-", 0, 3, 0.2, "127.0.0.1:1", "c", b"h", b"r", "")
+        log.http(b"GET", b"/%d" % i, b"HTTP/1.1", 200, "-", 0, 3, 0.2, b"127.0.0.1:1", b"c", b"h", b"r", b"")
     assert out.getvalue().count(b"\n") == 256  # the first batch went out on its own
     log.flush()
     lines = out.getvalue().splitlines()
@@ -54,7 +54,7 @@ def test_text_stream_with_a_buffer_gets_bytes_after_earlier_text() -> None:
     text = io.TextIOWrapper(raw, encoding="utf-8")
     text.write("started\n")
     log = AccessLog("text", text)
-    log.http(b"GET", b"/caf\xc3\xa9", b"HTTP/1.1", 200, "-", 0, 3, 0.2, "", "", b"h", b"r", "")
+    log.http(b"GET", b"/caf\xc3\xa9", b"HTTP/1.1", 200, "-", 0, 3, 0.2, b"", b"", b"h", b"r", b"")
     log.flush()
     first, second = raw.getvalue().decode().splitlines()
     assert first == "started" and '"GET /café HTTP/1.1" 200' in second
