@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.admin.metrics import Metrics
+from proxy.l7.watchdog import Watchdog
 from proxy.routing.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -33,3 +34,5 @@ class ServerState:
     # the event loop serving it, once known: asyncio.get_running_loop() costs a getpid() system call,
     # too much to pay per accepted connection
     loop: asyncio.AbstractEventLoop | None = None
+    # the idle and request-header timeouts of every downstream HTTP connection, on one timer
+    http_watchdog: Watchdog = field(default_factory=Watchdog)

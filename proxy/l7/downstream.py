@@ -22,8 +22,9 @@ Theory of operation:
 - Nothing a peer sends raises out of a callback: a malformed request gets Envoy's 4xx/5xx (flag DPE)
   and the connection closes once the requests before it are answered.
 - Timeouts: an idle keep-alive connection closes after `idle_timeout`; a request head that takes longer
-  than `request_headers_timeout` gets 408. Both are checked by one timer per connection that requests
-  never touch; the route timeout (Istio `timeout`) runs from the end of the request, as in Envoy.
+  than `request_headers_timeout` gets 408. Both are checked by the shared `Watchdog` (one timer for
+  every connection, see watchdog.py); the route timeout (Istio `timeout`) runs from the end of the
+  request, as in Envoy.
 - Fault injection (the route's `fault`): an abort is a local reply (flag FI); a delay is a timer in
   `ex.timer` (no task), during which request bytes are held as for a connect. A client that leaves
   during the delay ends the request with DC and nothing is sent upstream. A delayed request's flags get DI.
@@ -82,7 +83,7 @@ class HttpDownstream(asyncio.Protocol):
         "exchange", "receiving", "queue", "keep_alive", "closing",
         "_upgrading", "_read_paused", "_write_paused", "_starting", "_peer_eof", "_tunnel_eofs",
         "_feeding", "_up_out", "out",
-        "_idle_since", "_watchdog",
+        "_idle_since",
     )
 
     def __init__(self, listener_name: str, state: ServerState, idle_timeout: float = IDLE_TIMEOUT,
@@ -116,7 +117,6 @@ class HttpDownstream(asyncio.Protocol):
         # for the client, from a response head to the end of the upstream read (HttpUpstream flushes it)
         self.out: list[bytes] | None = None
         self._idle_since = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
 
     def shutdown(self) -> None:
         """Graceful drain: close now if idle, else after the response in flight (`connection: close`)."""
@@ -137,16 +137,14 @@ class HttpDownstream(asyncio.Protocol):
         if state.draining:
             self.keep_alive = False
         self._idle_since = self.loop.time()
-        self._watchdog = self.loop.call_later(min(self.idle_timeout, self.headers_timeout), self._on_watchdog)
+        state.http_watchdog.watch(self, self.loop, min(self.idle_timeout, self.headers_timeout))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         state = self.state
         state.connections.discard(self)
         state.metrics.downstream_active -= 1
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        state.http_watchdog.unwatch(self)
         self.queue.clear()
         ex = self.exchange
         if ex is not None and not ex.done:
@@ -791,26 +789,17 @@ class HttpDownstream(asyncio.Protocol):
         else:
             self._reply(ex, errors.UPSTREAM_TIMEOUT)
 
-    def _on_watchdog(self) -> None:
-        """Close an idle keep-alive connection; answer 408 to a head that takes too long."""
-        self._watchdog = None
-        if self.closing:
-            return
-        now = self.loop.time()
-        delay = min(self.idle_timeout, self.headers_timeout)
-        if self.exchange is None and not self.queue:
-            started = self.decoder.started if self.decoder.in_head else None
-            if started is not None:
-                if now - started >= self.headers_timeout:
-                    self._request_header_timeout()
-                    return
-                delay = started + self.headers_timeout - now
-            elif now - self._idle_since >= self.idle_timeout:
-                self._close()
-                return
-            else:
-                delay = min(delay, self._idle_since + self.idle_timeout - now)
-        self._watchdog = self.loop.call_later(delay, self._on_watchdog)
+    def check_timeouts(self, now: float) -> None:
+        """Called by the shared watchdog: close an idle keep-alive connection; answer 408 to a request
+        head that takes too long."""
+        if self.closing or self.exchange is not None or self.queue:
+            return  # a request in flight has its route timeout instead
+        decoder = self.decoder
+        if decoder.in_head:
+            if now - decoder.started >= self.headers_timeout:
+                self._request_header_timeout()
+        elif now - self._idle_since >= self.idle_timeout:
+            self._close()
 
     def _request_header_timeout(self) -> None:
         self.keep_alive = False
