@@ -30,6 +30,7 @@ class AccessLog:
             raise ValueError(f"access log mode must be text, json or off, not {mode!r}")
         self.mode = mode
         self.enabled = mode != "off"
+        self._json = mode == "json"
         self.stream = stream or sys.stdout
         self._lines: list[bytes] = []
         self._second = -1
@@ -48,7 +49,7 @@ class AccessLog:
              authority: bytes, request_id: bytes, route_name: bytes) -> None:
         if not self.enabled:
             return
-        if self.mode == "json":
+        if self._json:
             self._add(json.dumps({
                 "start_time": _text(self._now()), "method": _text(method), "path": _text(path),
                 "protocol": _text(protocol), "response_code": code, "response_flags": flags,

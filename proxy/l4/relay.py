@@ -47,7 +47,7 @@ class TcpDownstream(asyncio.Protocol):
     __slots__ = (
         "listener_name", "state", "loop", "transport",
         "version", "route", "cluster_name", "cluster", "endpoint", "destination_ip", "downstream_address",
-        "flags", "on_old_config",
+        "flags", "on_old_config", "counted",
         "_up", "_connect_task", "_connecting", "_early",
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
@@ -64,6 +64,7 @@ class TcpDownstream(asyncio.Protocol):
         self.route: TcpRoute | None = None
         self.cluster_name = ""
         self.cluster: Cluster | None = None
+        self.counted = False  # in the cluster's active counts (LEAST_REQUEST among several endpoints)
         self.endpoint: Endpoint | None = None
         self.destination_ip = ""
         self.downstream_address = ""
@@ -131,7 +132,9 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("UH", cluster, None)
             return
         self.endpoint = endpoint
-        state.cluster_manager.request_started(endpoint)
+        self.counted = state.cluster_manager.counts(cluster)
+        if self.counted:
+            state.cluster_manager.request_started(cluster, endpoint)
         transport.pause_reading()
         self._connecting = True
         self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))
@@ -365,8 +368,9 @@ class TcpDownstream(asyncio.Protocol):
             self._stats.opened += 1
         self._report()
         self._stats.closed += 1
-        if self.endpoint is not None:
-            state.cluster_manager.request_finished(self.endpoint)
+        if self.counted:
+            self.counted = False
+            state.cluster_manager.request_finished(self.cluster, self.endpoint)  # type: ignore[arg-type]
         state.connections.discard(self)
         if self.on_old_config:
             self.on_old_config = False

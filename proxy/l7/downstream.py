@@ -302,12 +302,15 @@ class HttpDownstream(asyncio.Protocol):
         assert endpoint is not None
         state = self.state
         manager = state.cluster_manager
-        manager.request_started(endpoint)
-        ex.counted = True
+        cluster = ex.cluster
+        assert cluster is not None
+        if manager.counts(cluster):
+            manager.request_started(cluster, endpoint)
+            ex.counted = True
         head = ex.head
         if head.expect_continue and not ex.request_complete and not head.http10:  # type: ignore[union-attr]
             self.transport.write(CONTINUE)  # type: ignore[union-attr]
-        if ex.request_complete:
+        if ex.request_complete and ex.route.timeout is not None:  # type: ignore[union-attr]
             self._arm_route_timeout(ex)
         pool = manager.pool_for(endpoint)
         conn = pool.acquire()
@@ -383,8 +386,9 @@ class HttpDownstream(asyncio.Protocol):
                 chosen = candidate
                 break
         if chosen is not previous:
-            manager.request_finished(previous)
-            manager.request_started(chosen)
+            if ex.counted:
+                manager.request_finished(cluster, previous)
+                manager.request_started(cluster, chosen)
             ex.endpoint = chosen
         return chosen
 
@@ -663,7 +667,7 @@ class HttpDownstream(asyncio.Protocol):
         state = self.state
         if ex.counted:
             ex.counted = False
-            state.cluster_manager.request_finished(ex.endpoint)  # type: ignore[arg-type]
+            state.cluster_manager.request_finished(ex.cluster, ex.endpoint)  # type: ignore[arg-type]
         if ex.delay is not None:
             flags = errors.with_delay(flags)
         now = self.loop.time()

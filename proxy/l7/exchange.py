@@ -140,7 +140,7 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         port = listener.match_port(split_authority(authority_text)[1])
         view = request_view(head.method, path, authority_text, head.headers, port,
                             head.forwarded_for, head.request_id)
-    chosen = vhost.route(view)
+    chosen = vhost.unconditional or vhost.route(view)
     if chosen is None:
         return errors.NO_ROUTE, ()
     ex.route = chosen

@@ -198,6 +198,12 @@ class VirtualHost:
     routes: tuple[HttpRoute, ...]
     # True when some route inspects the request (so the listener must build a RequestView)
     needs_request_view: bool = True
+    # the first route when it matches every request (the usual traffic-shifting rule): no loop per request
+    unconditional: HttpRoute | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        first = self.routes[0] if self.routes and not self.routes[0].matches else None
+        object.__setattr__(self, "unconditional", first)
 
     def route(self, req: RequestView | None) -> HttpRoute | None:
         """First matching route (Istio: first match wins), or None (→ 404 NR)."""

@@ -12,17 +12,17 @@ from proxy.routing.snapshot import Cluster, Endpoint
 
 
 class Balancer:
-    """Chooses an endpoint of one cluster. Active-request counts are shared per endpoint across clusters."""
+    """Chooses an endpoint of one cluster; `active` counts its requests in flight per endpoint address."""
 
-    __slots__ = ("cluster", "endpoints", "policy", "_next", "_rng", "_active")
+    __slots__ = ("cluster", "endpoints", "policy", "active", "_next", "_rng")
 
-    def __init__(self, cluster: Cluster, active: dict[tuple[str, int], int], rng: random.Random) -> None:
+    def __init__(self, cluster: Cluster, rng: random.Random) -> None:
         self.cluster = cluster
         self.endpoints = cluster.endpoints
         self.policy = cluster.lb_policy
+        self.active: dict[tuple[str, int], int] = {}
         self._next = 0
         self._rng = rng
-        self._active = active
 
     def choose(self) -> Endpoint | None:
         endpoints = self.endpoints
@@ -42,5 +42,5 @@ class Balancer:
         if j >= i:
             j += 1
         a, b = endpoints[i], endpoints[j]
-        active = self._active
+        active = self.active
         return a if active.get(a.key, 0) <= active.get(b.key, 0) else b

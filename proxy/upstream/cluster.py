@@ -1,11 +1,13 @@
-"""Runtime state of upstream clusters that outlives snapshots: balancers, active-request counts and
-keep-alive connection pools.
+"""Runtime state of upstream clusters that outlives snapshots: balancers with their active-request
+counts, and keep-alive connection pools.
 
 A Balancer is kept per cluster *object*, so a reload that changes a cluster's endpoints gets a fresh
-balancer while requests still on the old snapshot keep using theirs. Active counts are per endpoint
-address, so LEAST_REQUEST sees all traffic to an endpoint whichever cluster sent it. Connection pools are
-per endpoint address too: clusters (subsets) sharing an endpoint share its idle connections, and a reload
-that keeps an endpoint keeps its warm connections.
+balancer while requests still on the old snapshot keep using theirs. Active-request counts belong to the
+balancer, as in Envoy, where each Istio subset is a cluster of its own with its own host statistics:
+LEAST_REQUEST in `outbound|9080||reviews` does not see requests sent through `outbound|9080|v1|reviews`.
+A cluster with one endpoint has nothing to balance, so its requests are not counted at all (callers
+check `counts(cluster)`). Connection pools are per endpoint address: clusters (subsets) sharing an
+endpoint share its idle connections, and a reload that keeps an endpoint keeps its warm connections.
 """
 
 from __future__ import annotations
@@ -22,27 +24,43 @@ class ClusterManager:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
         self._balancers: dict[int, Balancer] = {}  # id(cluster) → balancer
-        self.active: dict[tuple[str, int], int] = {}
         self.pools: dict[tuple[str, int], EndpointPool[Any]] = {}
+
+    def _balancer(self, cluster: Cluster) -> Balancer:
+        balancer = self._balancers.get(id(cluster))
+        if balancer is None or balancer.cluster is not cluster:
+            balancer = self._balancers[id(cluster)] = Balancer(cluster, self._rng)
+        return balancer
 
     def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
         """An endpoint of `cluster`, or None when it has none (→ 503 UH)."""
+        return self._balancer(cluster).choose()
+
+    @staticmethod
+    def counts(cluster: Cluster) -> bool:
+        """Whether requests to `cluster` are counted (request_started/finished): only a choice needs them."""
+        return len(cluster.endpoints) > 1
+
+    def request_started(self, cluster: Cluster, endpoint: Endpoint) -> None:
+        active = self._balancer(cluster).active
+        key = endpoint.key
+        active[key] = active.get(key, 0) + 1
+
+    def request_finished(self, cluster: Cluster, endpoint: Endpoint) -> None:
         balancer = self._balancers.get(id(cluster))
         if balancer is None or balancer.cluster is not cluster:
-            balancer = self._balancers[id(cluster)] = Balancer(cluster, self.active, self._rng)
-        return balancer.choose()
-
-    def request_started(self, endpoint: Endpoint) -> None:
+            return  # the cluster left the config since: its counts went with it
+        active = balancer.active
         key = endpoint.key
-        self.active[key] = self.active.get(key, 0) + 1
-
-    def request_finished(self, endpoint: Endpoint) -> None:
-        key = endpoint.key
-        n = self.active.get(key, 0) - 1
+        n = active.get(key, 0) - 1
         if n > 0:
-            self.active[key] = n
+            active[key] = n
         else:
-            self.active.pop(key, None)
+            active.pop(key, None)
+
+    def active_requests(self) -> int:
+        """Requests counted and not finished, over every cluster (0 when nothing is in flight)."""
+        return sum(sum(b.active.values()) for b in self._balancers.values())
 
     def pool_for(self, endpoint: Endpoint) -> EndpointPool[Any]:
         """The keep-alive pool of `endpoint`'s address, created on first use."""

@@ -105,7 +105,7 @@ async def test_client_leaving_during_a_delay_is_dc(start_proxy: StartProxy, upst
     await asyncio.sleep(0.4)  # past the end of the delay: the cancelled request must not be sent
     assert v1.accepted == 0 and v1.requests == []
     assert sum(s.count for s in proxy.state.metrics.http.values()) == 1
-    assert proxy.state.cluster_manager.active == {}
+    assert proxy.state.cluster_manager.active_requests() == 0
 
 
 async def test_no_percentage_injects_nothing(start_proxy: StartProxy, upstreams: StartUpstream) -> None:
