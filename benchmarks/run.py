@@ -86,7 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma list of {','.join(GROUPS)}")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma list of {','.join(TARGETS)}")
     parser.add_argument("--idle-conns", type=int, default=10_000, help="idle connections for the RSS check")
-    parser.add_argument("--access-log", action="store_true", help="turn access logs on in every proxy")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                        help="access logs in every proxy (default on: shiftproxy ships with them on; "
+                             "--no-access-log turns them off everywhere)")
     parser.add_argument("--profile", action="store_true",
                         help="after the rounds, record a py-spy flame graph of shiftproxy under HTTP load")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the report")
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     weight_checks: dict[tuple[str, str], WeightCheck] = {}
     meta: list[tuple[str, str]] = []
     targets: list[Target] = []
-    stem = f"{datetime.date.today().isoformat()}-{socket.gethostname()}" + ("-quick" if args.quick else "")
+    stem = (f"{datetime.date.today().isoformat()}-{socket.gethostname()}" + ("-quick" if args.quick else "")
+            + ("" if args.access_log else "-no-access-log"))
 
     with tempfile.TemporaryDirectory(prefix="shiftproxy-bench-") as tmp:
         workdir = Path(tmp)
