@@ -118,7 +118,8 @@ class WeightCheck:
 
 def render(title: str, meta: Sequence[tuple[str, str]], metrics: Sequence[Metric], targets: Sequence[str],
            samples: Mapping[tuple[str, str], Sequence[float]], *, baseline: str = "envoy",
-           reference: str = "direct", weights: Mapping[tuple[str, str], WeightCheck] | None = None,
+           reference: str = "direct", extra_pairs: Sequence[tuple[str, str]] = (),
+           weights: Mapping[tuple[str, str], WeightCheck] | None = None,
            weight_routes: Sequence[tuple[str, str]] = (), notes: Sequence[str] = ()) -> str:
     """The whole report. `samples[(metric key, target)]` holds one value per run; missing = not measured."""
     summaries = {key: Summary.of(values) for key, values in samples.items()}
@@ -135,6 +136,7 @@ def render(title: str, meta: Sequence[tuple[str, str]], metrics: Sequence[Metric
 
     pairs = [(t, baseline) for t in targets if t not in (baseline, reference) and baseline in targets]
     pairs += [(t, reference) for t in targets if t != reference and reference in targets]
+    pairs += [(a, b) for a, b in extra_pairs if a in targets and b in targets]
     if pairs:
         lines += ["", "Ratios of medians (for \"lower is better\" rows, below 1× is better).", ""]
         header = ["load", *(f"{a} ÷ {b}" for a, b in pairs)]

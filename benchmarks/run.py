@@ -46,6 +46,7 @@ from benchmarks.targets import (
     Backends,
     DirectTarget,
     EnvoyTarget,
+    FloorTarget,
     NginxTarget,
     ShiftProxyTarget,
     Target,
@@ -54,7 +55,7 @@ from benchmarks.targets import (
 )
 
 GROUPS = ("http", "tcp", "bulk", "idle", "weights")
-TARGETS = ("direct", "shiftproxy", "envoy", "nginx")
+TARGETS = ("direct", "floor", "shiftproxy", "envoy", "nginx")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             for target in targets:
                 if target.is_proxy:
                     ctx.record(target, {"rss_after_load": rss_bytes(target.pids()) / MIB})
-            proxies = [t for t in targets if t.is_proxy]
+            proxies = [t for t in targets if t.is_proxy and t.routes]
             if "weights" in groups:
                 for target in proxies:
                     _guard(ctx, "weights", target, lambda t=target: measure_weights(
@@ -208,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [t.name for t in targets]
     notes += _fixed_notes(use_iperf3, names)
     text = render("shiftproxy benchmark", meta, build_metrics(idle_http, idle_tcp, use_iperf3), names, ctx.samples,
-                  weights=weight_checks, weight_routes=[("HTTP 50/50", "50%"), ("TCP 80/20", "80%")], notes=notes)
+                  extra_pairs=[("shiftproxy", "floor")], weights=weight_checks,
+                  weight_routes=[("HTTP 50/50", "50%"), ("TCP 80/20", "80%")], notes=notes)
     md_path = _write(args.out, stem, text, meta, ctx, weight_checks, notes)
     print(text)
     print(f"written: {md_path} (+ .json with every sample); took {time.monotonic() - started:.0f} s", file=sys.stderr)
@@ -235,6 +237,9 @@ def _make_targets(args: argparse.Namespace, ports: Iterator[int], backend_ports:
     for name in args.targets:
         if name == "direct":
             targets.append(DirectTarget(backend_ports))
+            continue
+        if name == "floor":
+            targets.append(FloorTarget(next(ports), backend_ports.http_v1, workdir, pinning))
             continue
         listeners = ListenerPorts(next(ports), next(ports), next(ports))
         config_dir = workdir / f"istio-{name}"
@@ -277,7 +282,10 @@ def _run_rounds(args: argparse.Namespace, groups: list[str], targets: list[Targe
         plan.append(("bulk", bulk_load, True))
     if not plan:
         return
-    per_round = sum(len([t for t in targets if t.serves_tcp or not tcp]) for _, _, tcp in plan)
+    def runs(target: Target, name: str, needs_tcp: bool) -> bool:
+        return (target.serves_tcp or not needs_tcp) and (target.loads is None or name in target.loads)
+
+    per_round = sum(len([t for t in targets if runs(t, name, tcp)]) for name, _, tcp in plan)
     print(f"{args.runs} round(s) × {per_round} runs × {args.duration:g} s ≈ "
           f"{args.runs * per_round * (args.duration + 0.7) / 60:.1f} min of load", file=sys.stderr)
     if "http" in groups:
@@ -288,7 +296,7 @@ def _run_rounds(args: argparse.Namespace, groups: list[str], targets: list[Targe
         order = targets[shift:] + targets[:shift]
         for name, fn, needs_tcp in plan:
             for target in order:
-                if needs_tcp and not target.serves_tcp:
+                if not runs(target, name, needs_tcp):
                     continue
                 values = _guard(ctx, name, target, lambda t=target, f=fn: f(t, ctx))
                 if values:
@@ -366,6 +374,11 @@ def _fixed_notes(use_iperf3: bool, names: list[str]) -> list[str]:
     if "direct" in names:
         notes += ["direct = the load generator talks to the v1 backend itself: the ceiling of this machine and"
                   " client. The load generator shares its CPU with the backends, so direct is bounded by that too."]
+    if "floor" in names:
+        notes += ["floor = `benchmarks/floor.py`, bytes relayed to the v1 backend through httptools with empty"
+                  " callbacks and pooled upstream connections: about the least any Python proxy on uvloop + httptools"
+                  " does per request. shiftproxy ÷ floor is the cost of routing, header rewriting, metrics and logs."
+                  " Keep-alive loads only."]
     if "envoy" in names:
         notes += ["Envoy runs a bootstrap translated from the same Istio YAML (`benchmarks/envoy_config.py`):"
                   " weighted_clusters and tcp_proxy weighted_clusters, `--concurrency 1`, no Istio telemetry filters"

@@ -139,6 +139,8 @@ class Target:
     bulk_port: int
     is_proxy = True
     serves_tcp = True
+    routes = True  # configured from the Istio YAML: weights and idle connections are measured too
+    loads: frozenset[str] | None = None  # the loads it runs; None: all that apply
 
     def __init__(self) -> None:
         self.processes: list[Process] = []
@@ -200,6 +202,32 @@ class ShiftProxyTarget(Target):
         if not wait_http_ok(f"http://127.0.0.1:{self.admin_port}/ready", READY_TIMEOUT, process):
             return f"admin /ready never returned 200; log tail:\n{process.log_tail()}"
         return self._ports_up(self.http_port, self.tcp_port, self.bulk_port)
+
+
+class FloorTarget(Target):
+    """`benchmarks/floor.py`: bytes relayed to the v1 backend through httptools with empty callbacks.
+
+    What any HTTP proxy on uvloop + httptools pays per request, so `shiftproxy ÷ floor` is the cost of
+    everything shiftproxy does on top (routing, header rewriting, metrics, logs). Keep-alive loads only:
+    it forwards `Connection: close` to the backend, which would then close the pooled connection.
+    """
+
+    name = "floor"
+    serves_tcp = False
+    routes = False
+    loads = frozenset({"http_c50", "http_c1"})
+
+    def __init__(self, http_port: int, backend_port: int, workdir: Path, pinning: Pinning) -> None:
+        super().__init__()
+        self.http_port = http_port
+        self.tcp_port = self.bulk_port = 0
+        cwd = str(Path(__file__).resolve().parents[1])
+        argv = [sys.executable, "-m", "benchmarks.floor", "--listen", f"127.0.0.1:{http_port}",
+                "--upstream", f"127.0.0.1:{backend_port}"]
+        self.processes.append(Process("floor", argv, workdir, pinning.proxy_cpus, cwd=cwd))
+
+    def wait_ready(self) -> str | None:
+        return self._ports_up(self.http_port)
 
 
 class EnvoyTarget(Target):

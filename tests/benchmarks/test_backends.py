@@ -94,3 +94,35 @@ async def test_bulk_sender_fails_fast_when_the_peer_resets(serve) -> None:  # no
             await client.wait()
     assert client.returncode != 0
     assert b"ConnectionError" in stderr or b"ConnectionResetError" in stderr
+
+
+async def test_floor_relays_keep_alive_requests_over_one_pooled_upstream(serve) -> None:  # noqa: ANN001
+    from benchmarks.floor import Downstream, Relay
+
+    upstream_connections: list[HttpBackend] = []
+
+    def backend() -> HttpBackend:
+        upstream_connections.append(HttpBackend("v1"))
+        return upstream_connections[-1]
+
+    relay = Relay("127.0.0.1", await serve(backend))
+    port = await serve(lambda: Downstream(relay))
+    for _ in range(2):  # the second client gets the first one's upstream connection back from the pool
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(3):
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert await asyncio.wait_for(reader.readexactly(3), 5) == b"v1\n"
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):  # connection_lost runs on a later loop turn
+            if relay.idle:
+                break
+            await asyncio.sleep(0.01)
+    assert len(upstream_connections) == 1 and len(relay.idle) == 1
+    relay.idle.pop().transport.close()  # type: ignore[union-attr]
+    for _ in range(100):  # and the backend's side of it
+        if upstream_connections[0].transport.is_closing():
+            break
+        await asyncio.sleep(0.01)

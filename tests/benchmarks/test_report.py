@@ -74,6 +74,15 @@ def test_render_cells_and_ratios() -> None:
     assert "- **host**: h" in text
 
 
+def test_render_extra_ratio_pairs_only_for_present_columns() -> None:
+    samples = {("rps", "floor"): [400.0], ("rps", "shiftproxy"): [100.0], ("rps", "envoy"): [50.0]}
+    text = render("bench", [], [RPS], ["floor", "shiftproxy", "envoy"], samples,
+                  extra_pairs=[("shiftproxy", "floor"), ("shiftproxy", "nginx")])
+    ratios = table(text.split("Ratios of medians")[1], "load")
+    assert ratios["load"] == ["floor ÷ envoy", "shiftproxy ÷ envoy", "shiftproxy ÷ floor"]
+    assert ratios["HTTP keep-alive"] == ["8.00×", "2.00×", "0.25×"]
+
+
 def test_render_without_envoy_column_has_no_envoy_ratio() -> None:
     text = render("bench", [], [RPS], ["direct", "nginx"], {("rps", "direct"): [4.0], ("rps", "nginx"): [3.0]},
                   notes=["envoy column skipped: not installed"])
