@@ -134,24 +134,10 @@ class RequestDecoder:
         self._limit = max_head
         self.in_head = False
         self._wire = 0
-        self._reset()
         self._parser = httptools.HttpRequestParser(self)
         # bytes after a `Connection: close` request are ignored (the connection closes after its
         # response) rather than answered with a 400 behind it
         self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
-
-    def _reset(self) -> None:
-        self._size = 0
-        self._url = b""
-        self._headers: list[Header] = []
-        self._host: bytes | None = None
-        self._cl: bytes | None = None
-        self._te: bytes | None = None
-        self._conn: bytes | None = None
-        self._upgrade: bytes | None = None
-        self._expect = False
-        self._xff: bytes | None = None
-        self._rid: bytes | None = None
 
     def feed(self, data: bytes) -> int | None:
         """Parse `data`; the offset where raw tunnel bytes start after an Upgrade/CONNECT head, else None.
@@ -181,7 +167,7 @@ class RequestDecoder:
     def on_message_begin(self) -> None:
         self.in_head = True
         self._wire = 0
-        # _reset(), inlined: this runs once per request
+        # the per-request fields, set here only (llhttp calls nothing else before this)
         self._size = 0
         self._url = b""
         self._headers = []

@@ -129,8 +129,8 @@ class HttpDownstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and peer:
-            self.client_ip = str(peer[0]).encode()
+        if peer:  # (host, port[, flowinfo, scope_id]); None for a socket already reset
+            self.client_ip = peer[0].encode()
         state = self.state
         state.connections.add(self)
         state.metrics.downstream_active += 1
