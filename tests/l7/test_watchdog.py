@@ -38,7 +38,7 @@ async def test_every_watched_connection_is_checked_each_tick_and_the_tick_stops_
     dog.watch(b, loop, 0.2)
     await asyncio.sleep(0.15)
     assert 3 <= len(a.checks) <= 8 and len(b.checks) == len(a.checks)
-    assert all(now >= start + 0.02 for now in a.checks)
+    assert all(now >= start + 0.015 for now in a.checks)  # not at once (uvloop clocks in whole ms)
     dog.unwatch(a)
     await asyncio.sleep(0.05)
     assert len(b.checks) > len(a.checks)
