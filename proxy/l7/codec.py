@@ -66,8 +66,8 @@ class RequestHead:
 
 @dataclass(slots=True)
 class ResponseHead:
+    # the reason phrase is not kept: the client gets the standard one for the status, as from Envoy
     status: int
-    reason: bytes
     headers: list[Header]  # lower-case names; without hop-by-hop and framing headers
     content_length: int | None
     chunked: bool
@@ -248,7 +248,7 @@ class ResponseDecoder:
     """
 
     __slots__ = ("on_body", "head_request", "keep_alive", "complete", "until_eof", "_handler", "_parser",
-                 "_limit", "_wire", "in_head", "_interim", "_size", "_status", "_headers", "_cl", "_te",
+                 "_limit", "_wire", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
                  "_conn", "_upgrade")
 
     def __init__(self, handler: ResponseHandler, max_head: int = MAX_RESPONSE_HEAD) -> None:
@@ -267,7 +267,6 @@ class ResponseDecoder:
 
     def _reset(self) -> None:
         self._size = 0
-        self._status = b""
         self._headers: list[Header] = []
         self._cl: bytes | None = None
         self._te: bytes | None = None
@@ -318,12 +317,8 @@ class ResponseDecoder:
         self._wire = 0
         # _reset(), inlined: this runs once per response
         self._size = 0
-        self._status = b""
         self._headers = []
         self._cl = self._te = self._conn = self._upgrade = None
-
-    def on_status(self, status: bytes) -> None:
-        self._status += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._size += len(name) + len(value)
@@ -356,7 +351,7 @@ class ResponseDecoder:
         self._interim = status < 200
         no_body = status < 200 or status == 204 or status == 304 or self.head_request
         self.until_eof = not (no_body or chunked or content_length is not None)
-        self._handler.on_response_head(ResponseHead(status, self._status, headers, content_length, chunked,
+        self._handler.on_response_head(ResponseHead(status, headers, content_length, chunked,
                                                     self._upgrade))
         if self.head_request and not self._interim:
             raise _SkipBody

@@ -250,7 +250,7 @@ def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
     elif request.http10:
         tail.append(_KEEP_ALIVE)
     ex.close = close
-    line = STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, head.reason)
+    line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status  # 600-999: llhttp lets them through
     return serialize_response_head(line, headers, tail)
 
 

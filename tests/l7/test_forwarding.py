@@ -329,3 +329,11 @@ async def test_istio_metrics_and_access_log(start_proxy: StartProxy, upstreams: 
     assert first["upstream_host"] == f"127.0.0.1:{v1.port}"
     assert first["upstream_cluster"] == "outbound|9080|v1|reviews.default.svc.cluster.local"
     assert (second["response_code"], second["response_flags"], second["authority"]) == (404, "NR", "nowhere")
+
+
+async def test_status_line_has_the_standard_reason_phrase(start_proxy: StartProxy, upstreams: StartUpstream) -> None:
+    v1 = await upstreams("v1")  # answers /status/<code> with the reason phrase "Whatever"
+    proxy = await start_proxy(simple_snapshot((cluster("v1", v1), 100)))
+    client = await proxy.connect()
+    await client.send(b"GET /status/202 HTTP/1.1\r\nHost: reviews\r\n\r\n")
+    assert await asyncio.wait_for(client.reader.readline(), 5) == b"HTTP/1.1 202 Accepted\r\n"
