@@ -109,6 +109,10 @@ def _drop_named(headers: list[Header], connection: bytes) -> list[Header]:
     return [h for h in headers if h[0] not in named] if named else headers
 
 
+def _list_size(headers: list[Header]) -> int:
+    return sum(len(name) + len(value) for name, value in headers)
+
+
 def _is_chunked(value: bytes) -> bool:
     """Only `chunked` alone is accepted: other codings would be silently dropped when re-framing."""
     if value.strip().lower() != b"chunked":
@@ -120,7 +124,8 @@ class RequestDecoder:
     """Feeds downstream bytes to llhttp and reports each request to the handler, in order."""
 
     __slots__ = ("on_body", "on_message_complete", "in_head", "started", "_handler", "_clock", "_parser", "_limit",
-                 "_wire", "_size", "_url", "_headers", "_host", "_cl", "_te", "_conn", "_upgrade", "_expect", "_xff",
+                 "_wire", "_span", "_bound", "_size", "_url", "_headers", "_host", "_cl", "_te", "_conn", "_upgrade",
+                 "_expect", "_xff",
                  "_rid")
 
     def __init__(self, handler: RequestHandler, max_head: int = MAX_REQUEST_HEAD,
@@ -134,6 +139,7 @@ class RequestDecoder:
         self._limit = max_head
         self.in_head = False
         self._wire = 0
+        self._span = 0
         self._parser = httptools.HttpRequestParser(self)
         # bytes after a `Connection: close` request are ignored (the connection closes after its
         # response) rather than answered with a 400 behind it
@@ -145,6 +151,9 @@ class RequestDecoder:
         Raises CodecError for malformed input; an exception raised by the handler propagates as is.
         """
         was_in_head = self.in_head
+        # no head completed in this chunk is longer than the chunks it spans: the exact size of a head
+        # is only computed when this bound passes the limit
+        self._bound = self._span + len(data) if was_in_head else len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -155,6 +164,8 @@ class RequestDecoder:
             raise CodecError(400, str(exc)) from None
         except httptools.HttpParserError as exc:
             raise CodecError(400, str(exc) or "malformed request") from None
+        if self.in_head:
+            self._span = self._bound
         if was_in_head and self.in_head:
             # the whole chunk belonged to an unfinished head: bound what llhttp accumulates for us
             self._wire += len(data)
@@ -179,12 +190,13 @@ class RequestDecoder:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._size += len(name) + len(value)
         name = name.lower()
         kind = _REQUEST_HEADERS.get(name)
         if kind is None:
-            self._headers.append((name, value))
-        elif kind == _HOST:
+            self._headers.append((name, value))  # counted at the end, and only if the head may be too big
+            return
+        self._size += len(name) + len(value)  # headers not kept in the list are counted as they come
+        if kind == _HOST:
             if self._host is not None:
                 raise CodecError(400, "multiple host headers")
             self._host = value
@@ -200,6 +212,7 @@ class RequestDecoder:
             if value.strip().lower() == b"100-continue":
                 self._expect = True
             else:
+                self._size -= len(name) + len(value)  # kept in the list: counted there
                 self._headers.append((name, value))
         elif kind == _XFF:
             self._xff = value if self._xff is None else self._xff + b", " + value
@@ -207,7 +220,7 @@ class RequestDecoder:
             self._rid = value
 
     def on_headers_complete(self) -> None:
-        if self._size + len(self._url) > self._limit:
+        if self._bound > self._limit and self._size + len(self._url) + _list_size(self._headers) > self._limit:
             raise CodecError(431, "request head too large")
         parser = self._parser
         keep_alive = parser.should_keep_alive()
@@ -248,7 +261,7 @@ class ResponseDecoder:
     """
 
     __slots__ = ("on_body", "head_request", "keep_alive", "complete", "until_eof", "_handler", "_parser",
-                 "_limit", "_wire", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
+                 "_limit", "_wire", "_span", "_bound", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
                  "_conn", "_upgrade")
 
     def __init__(self, handler: ResponseHandler, max_head: int = MAX_RESPONSE_HEAD) -> None:
@@ -262,6 +275,7 @@ class ResponseDecoder:
         self.in_head = False
         self._interim = False
         self._wire = 0
+        self._span = 0
         self._reset()
         self._parser = httptools.HttpResponseParser(self)
 
@@ -276,6 +290,9 @@ class ResponseDecoder:
     def feed(self, data: bytes) -> int | None:
         """Parse `data`; the offset where tunnel bytes start after a 101 head, else None."""
         was_in_head = self.in_head
+        # no head completed in this chunk is longer than the chunks it spans: the exact size of a head
+        # is only computed when this bound passes the limit
+        self._bound = self._span + len(data) if was_in_head else len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -294,6 +311,8 @@ class ResponseDecoder:
             raise CodecError(502, str(exc)) from None
         except httptools.HttpParserError as exc:
             raise CodecError(502, str(exc) or "malformed response") from None
+        if self.in_head:
+            self._span = self._bound
         if was_in_head and self.in_head:
             self._wire += len(data)
             if self._wire > self._limit + _WIRE_SLACK:
@@ -321,12 +340,13 @@ class ResponseDecoder:
         self._cl = self._te = self._conn = self._upgrade = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._size += len(name) + len(value)
         name = name.lower()
         kind = _HOP_BY_HOP.get(name)
         if kind is None:
-            self._headers.append((name, value))
-        elif kind == _CL:
+            self._headers.append((name, value))  # counted at the end, and only if the head may be too big
+            return
+        self._size += len(name) + len(value)
+        if kind == _CL:
             self._cl = value
         elif kind == _TE:
             self._te = value if self._te is None else self._te + b", " + value
@@ -337,7 +357,7 @@ class ResponseDecoder:
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        if self._size > self._limit:
+        if self._bound > self._limit and self._size + _list_size(self._headers) > self._limit:
             raise CodecError(502, "response head too large")
         parser = self._parser
         status = parser.get_status_code()

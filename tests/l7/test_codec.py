@@ -147,6 +147,39 @@ def test_unfinished_head_is_bounded_across_reads() -> None:
     assert caught.value.status == 431
 
 
+KIB = 1024
+
+
+def test_head_size_limit_is_exact_wherever_the_head_starts_and_ends() -> None:
+    # a pipelined head that starts after a body in one read and ends in the next, 64 KiB in all: under the
+    # incremental guard (60 KiB + slack) but over the 60 KiB limit
+    recorder = Recorder()
+    decoder = RequestDecoder(recorder)
+    decoder.feed(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+                 b"GET /b HTTP/1.1\r\nHost: h\r\nX-A: " + b"a" * (40 * KIB))
+    with pytest.raises(CodecError) as caught:
+        decoder.feed(b"a" * (24 * KIB) + b"\r\n\r\n")
+    assert caught.value.status == 431
+    # the same sizes across many headers, with a small head in a big read: only the head counts
+    small_head_big_body = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (200 * KIB)
+    recorder, _ = decode_request(small_head_big_body + b"x" * (200 * KIB))
+    assert len(recorder.heads()) == 1
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(58))  # 57 KiB of names and values
+    recorder, _ = decode_request(b"GET / HTTP/1.1\r\nHost: h\r\n" + many + b"\r\n")
+    assert len(recorder.heads()) == 1
+    with pytest.raises(CodecError):
+        decode_request(b"GET / HTTP/1.1\r\nHost: h\r\n" + many + b"X-Last: " + b"v" * (4 * KIB) + b"\r\n\r\n")
+
+
+def test_response_head_size_limit_counts_a_head_spanning_reads() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Big: " + b"a" * (62 * KIB) + b"\r\n\r\n"
+    with pytest.raises(CodecError) as caught:
+        decode_response(head[:30 * KIB], head[30 * KIB:])
+    assert caught.value.status == 502
+    recorder, _ = decode_response(head.replace(b"a" * (62 * KIB), b"a" * (50 * KIB)))
+    assert len(recorder.heads()) == 1
+
+
 def test_absolute_form_without_host_is_accepted() -> None:
     recorder, _ = decode_request(b"GET http://reviews:9080/r HTTP/1.1\r\n\r\n")
     (head,) = recorder.heads()
