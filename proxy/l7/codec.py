@@ -125,8 +125,7 @@ class RequestDecoder:
 
     __slots__ = ("on_body", "on_message_complete", "in_head", "started", "_handler", "_clock", "_parser", "_limit",
                  "_wire", "_span", "_bound", "_size", "_url", "_headers", "_host", "_cl", "_te", "_conn", "_upgrade",
-                 "_expect", "_xff",
-                 "_rid")
+                 "_expect", "_xff", "_rid")
 
     def __init__(self, handler: RequestHandler, max_head: int = MAX_REQUEST_HEAD,
                  clock: Callable[[], float] = time.monotonic) -> None:
