@@ -275,16 +275,7 @@ class ResponseDecoder:
         self._interim = False
         self._wire = 0
         self._span = 0
-        self._reset()
         self._parser = httptools.HttpResponseParser(self)
-
-    def _reset(self) -> None:
-        self._size = 0
-        self._headers: list[Header] = []
-        self._cl: bytes | None = None
-        self._te: bytes | None = None
-        self._conn: bytes | None = None
-        self._upgrade: bytes | None = None
 
     def feed(self, data: bytes) -> int | None:
         """Parse `data`; the offset where tunnel bytes start after a 101 head, else None."""
@@ -333,7 +324,7 @@ class ResponseDecoder:
         self.complete = False
         self.until_eof = False
         self._wire = 0
-        # _reset(), inlined: this runs once per response
+        # the per-response fields, set here only (llhttp calls nothing else before this)
         self._size = 0
         self._headers = []
         self._cl = self._te = self._conn = self._upgrade = None
