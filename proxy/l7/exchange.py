@@ -56,6 +56,18 @@ _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE = b"connection: keep-alive\r\n"
 
+_CONTENT_LENGTH_LINES: dict[int, bytes] = {}
+
+
+def _content_length_line(length: int) -> bytes:
+    """`content-length: N` with its CRLF; messages repeat a few sizes, so the first 4096 are remembered."""
+    line = _CONTENT_LENGTH_LINES.get(length)
+    if line is None:
+        line = b"content-length: %d\r\n" % length
+        if len(_CONTENT_LENGTH_LINES) < 4096:
+            _CONTENT_LENGTH_LINES[length] = line
+    return line
+
 
 class Exchange:
     """One request and its response: what it was routed to and how far each direction got."""
@@ -211,7 +223,7 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
     if forwarded_for is not None:
         tail += (b"x-forwarded-for: ", forwarded_for, CRLF)
     if head.content_length is not None:
-        tail.append(b"content-length: %d\r\n" % head.content_length)
+        tail.append(_content_length_line(head.content_length))
     elif head.chunked:
         tail.append(_CHUNKED)
     if head.upgrade is not None:
@@ -235,7 +247,7 @@ def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
     tail: list[bytes] = []
     if ex.head_only or status == 204 or status == 304:
         if head.content_length is not None and status != 204:
-            tail.append(b"content-length: %d\r\n" % head.content_length)
+            tail.append(_content_length_line(head.content_length))
         elif head.chunked and status != 204 and not request.http10:
             tail.append(_CHUNKED)
     elif head.content_length is not None:
@@ -254,19 +266,6 @@ def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
     return serialize_response_head(line, headers, tail)
 
 
-_CONTENT_LENGTH_LINES: dict[int, bytes] = {}
-
-
-def _content_length_line(length: int) -> bytes:
-    """`content-length: N` with its CRLF; responses repeat a few sizes, so the first 4096 are remembered."""
-    line = _CONTENT_LENGTH_LINES.get(length)
-    if line is None:
-        line = b"content-length: %d\r\n" % length
-        if len(_CONTENT_LENGTH_LINES) < 4096:
-            _CONTENT_LENGTH_LINES[length] = line
-    return line
-
-
 def switching_protocols_head(ex: Exchange, head: ResponseHead) -> bytes:
     upgrade = head.upgrade or ex.head.upgrade  # type: ignore[union-attr]
     tail = (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF)
@@ -276,19 +275,14 @@ def switching_protocols_head(ex: Exchange, head: ResponseHead) -> bytes:
 def log(access_log: AccessLog, ex: Exchange, code: int, flags: str, duration_ms: float) -> None:
     head = ex.head
     endpoint = ex.endpoint
-    if head is not None and endpoint is not None:  # a routed request: cluster and route are set
-        access_log.http(head.method, ex.path, b"HTTP/1.0" if head.http10 else b"HTTP/1.1", code, flags,
-                        ex.request_bytes, ex.response_bytes, duration_ms, endpoint.host_bytes,
-                        ex.cluster.name_bytes, ex.authority, ex.request_id or b"",  # type: ignore[union-attr]
-                        ex.route.name_bytes)  # type: ignore[union-attr]
-        return
     cluster = ex.cluster
     request_id = ex.request_id or (head.request_id if head is not None else None) or b""
     access_log.http(
         head.method if head is not None else b"-",
         ex.path or (head.target if head is not None else b"") or b"-",
         b"HTTP/1.0" if head is not None and head.http10 else b"HTTP/1.1",
-        code, flags, ex.request_bytes, ex.response_bytes, duration_ms, b"",
+        code, flags, ex.request_bytes, ex.response_bytes, duration_ms,
+        endpoint.host_bytes if endpoint is not None else b"",
         cluster.name_bytes if cluster is not None else ex.cluster_name.encode(),
         ex.authority, request_id,
         ex.route.name_bytes if ex.route is not None else b"",
