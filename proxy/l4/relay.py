@@ -132,9 +132,7 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("UH", cluster, None)
             return
         self.endpoint = endpoint
-        self.counted = state.cluster_manager.counts(cluster)
-        if self.counted:
-            state.cluster_manager.request_started(cluster, endpoint)
+        self.counted = state.cluster_manager.request_started(cluster, endpoint)
         transport.pause_reading()
         self._connecting = True
         self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))

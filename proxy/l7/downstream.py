@@ -302,11 +302,8 @@ class HttpDownstream(asyncio.Protocol):
         assert endpoint is not None
         state = self.state
         manager = state.cluster_manager
-        cluster = ex.cluster
-        assert cluster is not None
-        if manager.counts(cluster):
-            manager.request_started(cluster, endpoint)
-            ex.counted = True
+        assert ex.cluster is not None
+        ex.counted = manager.request_started(ex.cluster, endpoint)
         head = ex.head
         if head.expect_continue and not ex.request_complete and not head.http10:  # type: ignore[union-attr]
             self.transport.write(CONTINUE)  # type: ignore[union-attr]

@@ -5,8 +5,8 @@ A Balancer is kept per cluster *object*, so a reload that changes a cluster's en
 balancer while requests still on the old snapshot keep using theirs. Active-request counts belong to the
 balancer, as in Envoy, where each Istio subset is a cluster of its own with its own host statistics:
 LEAST_REQUEST in `outbound|9080||reviews` does not see requests sent through `outbound|9080|v1|reviews`.
-A cluster with one endpoint has nothing to balance, so its requests are not counted at all (callers
-check `counts(cluster)`). Connection pools are per endpoint address: clusters (subsets) sharing an
+A cluster with one endpoint has nothing to balance, so its requests are not counted at all
+(`request_started` says whether it counted). Connection pools are per endpoint address: clusters (subsets) sharing an
 endpoint share its idle connections, and a reload that keeps an endpoint keeps its warm connections.
 """
 
@@ -36,15 +36,15 @@ class ClusterManager:
         """An endpoint of `cluster`, or None when it has none (→ 503 UH)."""
         return self._balancer(cluster).choose()
 
-    @staticmethod
-    def counts(cluster: Cluster) -> bool:
-        """Whether requests to `cluster` are counted (request_started/finished): only a choice needs them."""
-        return len(cluster.endpoints) > 1
-
-    def request_started(self, cluster: Cluster, endpoint: Endpoint) -> None:
+    def request_started(self, cluster: Cluster, endpoint: Endpoint) -> bool:
+        """Count a request to `endpoint`; False when it is not counted (the cluster has nothing to choose
+        between), and then `request_finished` is not owed."""
+        if len(cluster.endpoints) < 2:
+            return False
         active = self._balancer(cluster).active
         key = endpoint.key
         active[key] = active.get(key, 0) + 1
+        return True
 
     def request_finished(self, cluster: Cluster, endpoint: Endpoint) -> None:
         balancer = self._balancers.get(id(cluster))

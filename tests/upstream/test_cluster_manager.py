@@ -19,8 +19,7 @@ def cluster(subset: str, *endpoints: Endpoint, policy: LbPolicy = "LEAST_REQUEST
 def test_least_request_avoids_the_endpoint_with_requests_in_flight() -> None:
     manager = ClusterManager(random.Random(1))
     both = cluster("", A, B)
-    assert manager.counts(both)
-    manager.request_started(both, A)
+    assert manager.request_started(both, A)
     # two endpoints: the two random candidates are always A and B, and B has fewer requests
     assert {manager.choose_endpoint(both) for _ in range(50)} == {B}
     manager.request_finished(both, A)
@@ -31,7 +30,8 @@ def test_least_request_avoids_the_endpoint_with_requests_in_flight() -> None:
 def test_counts_are_per_cluster_and_one_endpoint_clusters_are_not_counted() -> None:
     manager = ClusterManager(random.Random(2))
     all_versions, v1 = cluster("", A, B), cluster("v1", A)
-    assert not manager.counts(v1)  # nothing to choose between
+    assert not manager.request_started(v1, A)  # nothing to choose between: not counted
+    assert manager.active_requests() == 0
     other = cluster("canary", A, B)
     for _ in range(3):
         manager.request_started(other, A)  # busy in another cluster (an Istio subset is an Envoy cluster)
