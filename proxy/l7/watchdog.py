@@ -21,25 +21,26 @@ class Watched(Protocol):
 
 
 class Watchdog:
-    __slots__ = ("connections", "interval", "_shortest", "_loop", "_timer")
+    __slots__ = ("connections", "_shortest", "_loop", "_timer")
 
     def __init__(self) -> None:
         self.connections: set[Watched] = set()
-        self.interval = MAX_INTERVAL
-        self._shortest = float("inf")  # the shortest timeout seen
+        self._shortest = float("inf")  # the shortest timeout watched so far
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def interval(self) -> float:
+        return min(MAX_INTERVAL, max(MIN_INTERVAL, self._shortest / 10))
 
     def watch(self, conn: Watched, loop: asyncio.AbstractEventLoop, shortest_timeout: float) -> None:
         self.connections.add(conn)
         if shortest_timeout < self._shortest:
+            before = self.interval
             self._shortest = shortest_timeout
-            interval = min(MAX_INTERVAL, max(MIN_INTERVAL, shortest_timeout / 10))
-            if interval < self.interval:
-                self.interval = interval
-                if self._timer is not None:  # a tick further away than this connection allows
-                    self._timer.cancel()
-                    self._timer = None
+            if self._timer is not None and self.interval < before:  # the next tick is further away than allowed
+                self._timer.cancel()
+                self._timer = None
         if self._timer is None:
             self._loop = loop
             self._timer = loop.call_later(self.interval, self._tick)
