@@ -16,8 +16,10 @@ from typing import IO, Any
 
 _BATCH = 256  # lines kept before a write
 _TEXT_HTTP = b'[%s] "%s %s %s" %d %s %d %d %.0f "%s" "%s" "%s" %s %s\n'
-_time = time.time
 _TEXT_TCP = b'[%s] "- - TCP" 0 %s %d %d %.0f "%s" "%s" %s\n'
+
+
+_time = time.time
 
 
 def _text(value: bytes) -> str:
@@ -71,7 +73,7 @@ class AccessLog:
             upstream_host: str, upstream_cluster: str) -> None:
         if not self.enabled:
             return
-        if self.mode == "json":
+        if self._json:
             line = json.dumps({
                 "start_time": _text(self._now()), "protocol": "tcp", "response_flags": flags,
                 "bytes_received": received, "bytes_sent": sent, "duration": round(duration_ms, 3),

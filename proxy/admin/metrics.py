@@ -43,10 +43,6 @@ class _Histogram:
         if not self.counts:
             self.counts = [0] * (len(self.buckets) + 1)
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.buckets, value)] += 1
-        self.total += value
-
     def cumulative(self) -> list[tuple[str, float]]:
         out, running = [], 0
         counts = self.counts
