@@ -12,6 +12,7 @@ Backends are ServiceEntries with STATIC resolution and one 127.0.0.1 endpoint pe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 HTTP_HOST = "http-backend.bench.local"
@@ -55,12 +56,12 @@ spec:
   - port: {{number: {listeners.bulk}, name: tcp-bulk, protocol: TCP}}
     hosts: ["*"]
 ---
-{_service_entry("http-backend", HTTP_HOST, 80, "http", "HTTP",
+{service_entry("http-backend", HTTP_HOST, 80, "http", "HTTP",
                 [("v1", backends.http_v1), ("v2", backends.http_v2)])}
 ---
-{_service_entry("tcp-echo", TCP_HOST, 9000, "tcp", "TCP", [("v1", backends.tcp_v1), ("v2", backends.tcp_v2)])}
+{service_entry("tcp-echo", TCP_HOST, 9000, "tcp", "TCP", [("v1", backends.tcp_v1), ("v2", backends.tcp_v2)])}
 ---
-{_service_entry("bulk", BULK_HOST, 5201, "tcp", "TCP", [("v1", backends.bulk)])}
+{service_entry("bulk", BULK_HOST, 5201, "tcp", "TCP", [("v1", backends.bulk)])}
 ---
 {_destination_rule("http-backend", HTTP_HOST)}
 ---
@@ -94,8 +95,9 @@ spec:
 """
 
 
-def _service_entry(name: str, host: str, port: int, port_name: str, protocol: str,
-                   endpoints: list[tuple[str, int]]) -> str:
+def service_entry(name: str, host: str, port: int, port_name: str, protocol: str,
+                  endpoints: Iterable[tuple[str, int]]) -> str:
+    """A STATIC ServiceEntry with one 127.0.0.1 endpoint per (version label, port)."""
     lines = "\n".join(
         f"  - {{address: 127.0.0.1, ports: {{{port_name}: {target}}}, labels: {{version: {version}}}}}"
         for version, target in endpoints)

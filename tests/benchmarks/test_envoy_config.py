@@ -9,41 +9,22 @@ import pytest
 import yaml
 
 from benchmarks.envoy_config import istio_to_envoy, load_objects
-from benchmarks.istio_config import BackendPorts, ListenerPorts, bench_istio_yaml
+from benchmarks.istio_config import BackendPorts, ListenerPorts, bench_istio_yaml, service_entry
 from tests.paths import BOOKINFO_NET, TCP_ECHO
 
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 HCM = "envoy.filters.network.http_connection_manager"
 
 
-def service_entry(name: str, port: int, port_name: str, protocol: str, endpoints: dict[str, int]) -> str:
-    """The registry the samples get from Kubernetes, as a ServiceEntry with one endpoint per version."""
-    lines = "\n".join(f"  - {{address: 127.0.0.1, ports: {{{port_name}: {target}}}, labels: {{version: {version}}}}}"
-                      for version, target in endpoints.items())
-    return f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {name}
-spec:
-  hosts: [{name}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-  - {{number: {port}, name: {port_name}, protocol: {protocol}}}
-  endpoints:
-{lines}
-"""
-
-
 @pytest.fixture
 def registry(tmp_path: Path) -> Path:
     path = tmp_path / "registry.yaml"
-    path.write_text("---\n".join([
-        service_entry("tcp-echo", 9000, "tcp", "TCP", {"v1": 19001, "v2": 19002}),
-        service_entry("reviews", 9080, "http", "HTTP", {"v1": 19081, "v2": 19082, "v3": 19083}),
-        service_entry("productpage", 9080, "http", "HTTP", {"v1": 19090}),
-    ]))
+    # the registry the samples get from Kubernetes, as ServiceEntries with one endpoint per version
+    path.write_text("\n---\n".join([
+        service_entry("tcp-echo", "tcp-echo", 9000, "tcp", "TCP", [("v1", 19001), ("v2", 19002)]),
+        service_entry("reviews", "reviews", 9080, "http", "HTTP", [("v1", 19081), ("v2", 19082), ("v3", 19083)]),
+        service_entry("productpage", "productpage", 9080, "http", "HTTP", [("v1", 19090)]),
+    ]) + "\n")
     return path
 
 
