@@ -12,8 +12,9 @@ from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths, load_text
 from proxy.routing.explain import explain_http, explain_tcp, find_listener
 from proxy.routing.snapshot import HttpListener, TcpListener
-from tests.admin.test_explain import REVIEWS_SE, TCP_ECHO_CONFIG
+from tests.admin.test_explain import TCP_ECHO_CONFIG
 from tests.paths import BOOKINFO_NET, TCP_ECHO
+from tests.registry import REVIEWS_SE
 
 
 @pytest.mark.parametrize(("name", "kind"), [

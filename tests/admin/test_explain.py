@@ -11,20 +11,7 @@ from proxy.config.load import load_paths, load_text
 from proxy.routing.explain import ExplainError, explain_http, explain_tcp, find_listener
 from proxy.routing.snapshot import HttpListener, Snapshot, TcpListener, WeightedDestinations
 from tests.paths import BOOKINFO_NET, TCP_ECHO
-
-REVIEWS_SE = """
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: 9091}, labels: {app: reviews, version: v1}}
-  - {address: 127.0.0.1, ports: {http: 9092}, labels: {app: reviews, version: v2}}
-  - {address: 127.0.0.1, ports: {http: 9093}, labels: {app: reviews, version: v3}}
-"""
+from tests.registry import REVIEWS_SE
 
 TCP_ECHO_CONFIG = """
 apiVersion: networking.istio.io/v1

@@ -8,31 +8,10 @@ from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths, load_text
 from proxy.routing.match import RequestView
 from proxy.routing.snapshot import Fault, Snapshot, WeightedDestinations
+from tests import registry
 from tests.paths import BOOKINFO_NET, TCP_ECHO
 
-REVIEWS_SE = """
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: 9091}, labels: {app: reviews, version: v1}}
-  - {address: 127.0.0.1, ports: {http: 9092}, labels: {app: reviews, version: v2}}
-  - {address: 127.0.0.1, ports: {http: 9093}, labels: {app: reviews, version: v3}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: productpage}
-spec:
-  hosts: [productpage]
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: 9080}, labels: {app: productpage, version: v1}}
-"""
+REVIEWS_SE = registry.REVIEWS_SE + "---" + registry.http_service_entry("productpage", {"v1": 9080})
 
 TCP_SE = """
 apiVersion: networking.istio.io/v1
@@ -221,17 +200,7 @@ spec:
     assert not compile_files(extra=REVIEWS_SE).notices  # the same services without `mirror`: nothing to say
 
 
-RATINGS_SE = """
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ratings}
-spec:
-  hosts: [ratings]
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: 9094}, labels: {app: ratings, version: v1}}
-"""
+RATINGS_SE = registry.http_service_entry("ratings", {"v1": 9094})
 
 
 @pytest.mark.parametrize(("sample", "expected"), [
