@@ -60,7 +60,8 @@ def _names(listeners: list[HttpListener | TcpListener]) -> str:
 
 def request_view(listener: HttpListener, authority: str, path: str, method: str,
                  headers: Mapping[str, str], scheme: str = "http") -> RequestView:
-    """The RequestView the listener would build: path without query, host without port, lower-case names.
+    """The RequestView the listener would build: path without query, authority as sent (port included,
+    as Istio matches it), lower-case names.
 
     On a gateway the port is the listener's; on the sidecar it is the one the client addressed (the
     service port in the authority, 80 when absent), since a sidecar listener serves every service port.
@@ -69,8 +70,8 @@ def request_view(listener: HttpListener, authority: str, path: str, method: str,
     query: dict[str, str] = {}
     for key, value in parse_qsl(query_string.partition("#")[0], keep_blank_values=True):
         query.setdefault(key, value)  # the first occurrence wins, as in Envoy
-    host, port = split_authority(authority)
-    return RequestView(method.upper(), raw_path.partition("#")[0] or "/", query, host.lower(), scheme,
+    port = split_authority(authority)[1]
+    return RequestView(method.upper(), raw_path.partition("#")[0] or "/", query, authority.lower(), scheme,
                        {k.lower(): v for k, v in headers.items()}, listener.match_port(port))
 
 

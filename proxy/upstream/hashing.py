@@ -1,0 +1,168 @@
+"""Consistent hashing of requests to endpoints: Envoy's ring hash and Maglev tables, and the hash key of
+a request (DestinationRule `consistentHash`).
+
+A table depends only on the endpoints (address, port, weight) and its size, so it is built once per
+endpoint set and remembered: a reload that keeps the endpoints keeps every key on its endpoint, even
+across processes (the hash is a fixed function, not Python's per-process `hash`). Adding or removing
+one of N endpoints moves about 1/N of the keys. No I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left
+from collections.abc import Sequence
+from functools import lru_cache
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qsl
+
+from proxy.routing.snapshot import Endpoint, HashPolicy
+
+Header = tuple[bytes, bytes]
+
+MAX_RING_SIZE = 8 * 1024 * 1024  # Envoy's maximum_ring_size
+DEFAULT_MAGLEV_SIZE = 65537  # Envoy's default table size
+_MASK64 = (1 << 64) - 1
+
+
+def hash64(data: bytes) -> int:
+    """A stable 64-bit hash (the same in every process and version)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+EndpointKeys = tuple[tuple[str, int, int], ...]  # (address, port, weight) in endpoint order
+
+
+def endpoint_keys(endpoints: Sequence[Endpoint]) -> EndpointKeys:
+    return tuple((e.address, e.port, max(e.weight, 1)) for e in endpoints)
+
+
+@lru_cache(maxsize=64)
+def ring(keys: EndpointKeys, minimum_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Envoy's ring hash: each endpoint gets points in proportion to its weight, at least
+    `minimum_size` in all. Returns (sorted point hashes, endpoint index of each point)."""
+    total = sum(w for _, _, w in keys)
+    smallest = min(w for _, _, w in keys) / total
+    # Envoy's scale: enough points that the lightest endpoint gets at least one per 1/minimum of the ring
+    size = min(max(minimum_size, 1), MAX_RING_SIZE)
+    scale = min(-(-size * smallest // 1) / smallest, MAX_RING_SIZE)
+    points: list[tuple[int, int]] = []
+    for index, (address, port, weight) in enumerate(keys):
+        count = max(int(scale * weight / total + 0.5), 1)
+        prefix = f"{address}:{port}_".encode()
+        points += ((hash64(prefix + str(i).encode()), index) for i in range(count))
+    points.sort()
+    return tuple(h for h, _ in points), tuple(i for _, i in points)
+
+
+@lru_cache(maxsize=16)
+def maglev(keys: EndpointKeys, size: int) -> tuple[int, ...]:
+    """Maglev's lookup table (Eisenbud et al., NSDI 2016, as Envoy builds it, weighted): entry → endpoint
+    index. `size` should be prime (validation insists)."""
+    n = len(keys)
+    offsets, skips = [], []
+    for address, port, _ in keys:
+        name = f"{address}:{port}".encode()
+        offsets.append(hash64(name) % size)
+        skips.append(hash64(name + b"#skip") % (size - 1) + 1 if size > 1 else 1)
+    weights = [w for _, _, w in keys]
+    heaviest = max(weights)
+    table = [-1] * size
+    nexts = [0] * n
+    progress = [0.0] * n
+    filled = 0
+    while True:
+        for i in range(n):
+            progress[i] += weights[i]
+            if progress[i] < heaviest:  # lighter endpoints take a turn less often
+                continue
+            progress[i] -= heaviest
+            offset, skip, j = offsets[i], skips[i], nexts[i]
+            slot = (offset + j * skip) % size
+            while table[slot] >= 0:
+                j += 1
+                slot = (offset + j * skip) % size
+            table[slot] = i
+            nexts[i] = j + 1
+            filled += 1
+            if filled == size:
+                return tuple(table)
+
+
+class HashTable:
+    """The lookup structure of one cluster (built lazily by its balancer)."""
+
+    __slots__ = ("endpoints", "_points", "_owners", "_maglev")
+
+    def __init__(self, endpoints: Sequence[Endpoint], policy: HashPolicy) -> None:
+        self.endpoints = tuple(endpoints)
+        keys = endpoint_keys(endpoints)
+        self._maglev: tuple[int, ...] | None = None
+        self._points: tuple[int, ...] = ()
+        self._owners: tuple[int, ...] = ()
+        if policy.table == "maglev":
+            self._maglev = maglev(keys, policy.table_size or DEFAULT_MAGLEV_SIZE)
+        else:
+            self._points, self._owners = ring(keys, policy.table_size)
+
+    def pick(self, key_hash: int) -> Endpoint:
+        table = self._maglev
+        if table is not None:
+            return self.endpoints[table[key_hash % len(table)]]
+        points = self._points
+        i = bisect_left(points, key_hash)
+        return self.endpoints[self._owners[i if i < len(points) else 0]]
+
+
+# the request's key ---------------------------------------------------------------------------------
+
+
+def cookie_value(headers: Sequence[Header], name: str) -> str | None:
+    for header_name, value in headers:
+        if header_name != b"cookie":
+            continue
+        try:
+            jar = SimpleCookie(value.decode("latin-1"))
+        except CookieError:
+            continue
+        morsel = jar.get(name)
+        if morsel is not None:
+            return morsel.value
+    return None
+
+
+def request_key(policy: HashPolicy, headers: Sequence[Header], path: bytes, client_ip: bytes) -> bytes | None:
+    """The bytes hashed for this request, or None when its source is absent (a cookie the proxy may
+    generate is handled by the caller)."""
+    if policy.header is not None:
+        wanted = policy.header.encode("latin-1")
+        if wanted in (b":authority", b"host"):
+            wanted = b"host"
+        values = [v for n, v in headers if n == wanted]
+        return b",".join(values) if values else None
+    if policy.cookie is not None:
+        value = cookie_value(headers, policy.cookie)
+        return value.encode("latin-1") if value is not None else None
+    if policy.source_ip:
+        return client_ip or None
+    if policy.query_parameter is not None:
+        _, sep, query = path.partition(b"?")
+        if not sep:
+            return None
+        for key, value in parse_qsl(query.decode("latin-1").partition("#")[0], keep_blank_values=True):
+            if key == policy.query_parameter:
+                return value.encode("latin-1")
+    return None
+
+
+def generated_cookie(policy: HashPolicy, peer: str, local: str) -> tuple[bytes, bytes]:
+    """(value, Set-Cookie header value) for a request without the hash cookie, as Envoy makes it: the
+    value is a hash of the connection's addresses (stable for the connection), quoted, HttpOnly."""
+    value = b"%016x" % hash64(f"{peer}{local}".encode())
+    parts = [policy.cookie.encode("latin-1") + b'="' + value + b'"']  # type: ignore[union-attr]
+    if policy.cookie_ttl:
+        parts.append(b"Max-Age=%d" % int(policy.cookie_ttl))
+    if policy.cookie_path:
+        parts.append(b"Path=" + policy.cookie_path.encode("latin-1"))
+    parts.append(b"HttpOnly")
+    return value, b"; ".join(parts)
