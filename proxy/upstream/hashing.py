@@ -39,16 +39,18 @@ def endpoint_keys(endpoints: Sequence[Endpoint]) -> EndpointKeys:
 
 @lru_cache(maxsize=64)
 def ring(keys: EndpointKeys, minimum_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Envoy's ring hash: each endpoint gets points in proportion to its weight, at least
-    `minimum_size` in all. Returns (sorted point hashes, endpoint index of each point)."""
-    total = sum(w for _, _, w in keys)
-    smallest = min(w for _, _, w in keys) / total
-    # Envoy's scale: enough points that the lightest endpoint gets at least one per 1/minimum of the ring
-    size = min(max(minimum_size, 1), MAX_RING_SIZE)
-    scale = min(-(-size * smallest // 1) / smallest, MAX_RING_SIZE)
+    """A ring hash: each endpoint gets `minimum_size` points scaled by its weight relative to the
+    heaviest (so the ring has at least `minimum_size`, Envoy's `minimum_ring_size`). Unlike Envoy, an
+    endpoint's points do not depend on how many others there are: adding one moves keys only to it,
+    removing one moves only its keys. Returns (sorted point hashes, endpoint index of each point)."""
+    heaviest = max(w for _, _, w in keys)
+    per_heaviest = max(minimum_size, 1)
+    total = sum(max(round(per_heaviest * w / heaviest), 1) for _, _, w in keys)
+    if total > MAX_RING_SIZE:  # Envoy's maximum_ring_size bounds memory
+        per_heaviest = max(per_heaviest * MAX_RING_SIZE // total, 1)
     points: list[tuple[int, int]] = []
     for index, (address, port, weight) in enumerate(keys):
-        count = max(int(scale * weight / total + 0.5), 1)
+        count = max(round(per_heaviest * weight / heaviest), 1)
         prefix = f"{address}:{port}_".encode()
         points += ((hash64(prefix + str(i).encode()), index) for i in range(count))
     points.sort()
