@@ -216,7 +216,7 @@ def _hashed_endpoint(ex: Exchange, cluster: Cluster, policy: HashPolicy, state: 
     generated and set on the response (Envoy); any other missing key gets an endpoint at random."""
     head = ex.head
     assert head is not None
-    key = request_key(policy, head.headers, ex.path, client_ip)
+    key = request_key(policy, head.headers, ex.path, client_ip, ex.authority, head.request_id, head.forwarded_for)
     if key is None and policy.cookie is not None and policy.cookie_ttl is not None:
         peer = transport.get_extra_info("peername") if transport is not None else None
         local = transport.get_extra_info("sockname") if transport is not None else None

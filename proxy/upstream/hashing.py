@@ -133,13 +133,22 @@ def cookie_value(headers: Sequence[Header], name: str) -> str | None:
     return None
 
 
-def request_key(policy: HashPolicy, headers: Sequence[Header], path: bytes, client_ip: bytes) -> bytes | None:
+# headers the codec keeps out of the header list (see codec.RequestHead)
+_KEPT_APART = {b":authority": "authority", b"host": "authority", b"x-request-id": "request_id",
+               b"x-forwarded-for": "forwarded_for"}
+
+
+def request_key(policy: HashPolicy, headers: Sequence[Header], path: bytes, client_ip: bytes,
+                authority: bytes | None = None, request_id: bytes | None = None,
+                forwarded_for: bytes | None = None) -> bytes | None:
     """The bytes hashed for this request, or None when its source is absent (a cookie the proxy may
     generate is handled by the caller)."""
     if policy.header is not None:
         wanted = policy.header.encode("latin-1")
-        if wanted in (b":authority", b"host"):
-            wanted = b"host"
+        apart = _KEPT_APART.get(wanted)
+        if apart is not None:
+            value = {"authority": authority, "request_id": request_id, "forwarded_for": forwarded_for}[apart]
+            return value or None
         values = [v for n, v in headers if n == wanted]
         return b",".join(values) if values else None
     if policy.cookie is not None:

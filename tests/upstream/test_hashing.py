@@ -99,13 +99,16 @@ def test_hash_is_stable() -> None:
     assert hash64(b"") == int.from_bytes(__import__("hashlib").blake2b(b"", digest_size=8).digest(), "little")
 
 
-HEADERS = [(b"x-user", b"alice"), (b"cookie", b'a=1; session="abc"'), (b"host", b"reviews:9080")]
+HEADERS = [(b"x-user", b"alice"), (b"cookie", b'a=1; session="abc"')]
 
 
 @pytest.mark.parametrize(("policy", "path", "expected"), [
     (HashPolicy(header="x-user"), b"/", b"alice"),
     (HashPolicy(header="x-missing"), b"/", None),
-    (HashPolicy(header=":authority"), b"/", b"reviews:9080"),
+    (HashPolicy(header=":authority"), b"/", b"reviews:9080"),  # the codec keeps these three apart
+    (HashPolicy(header="host"), b"/", b"reviews:9080"),
+    (HashPolicy(header="x-request-id"), b"/", b"rid-1"),
+    (HashPolicy(header="x-forwarded-for"), b"/", None),
     (HashPolicy(cookie="session"), b"/", b"abc"),
     (HashPolicy(cookie="other"), b"/", None),
     (HashPolicy(source_ip=True), b"/", b"10.1.2.3"),
@@ -113,7 +116,7 @@ HEADERS = [(b"x-user", b"alice"), (b"cookie", b'a=1; session="abc"'), (b"host", 
     (HashPolicy(query_parameter="id"), b"/p", None),
 ])
 def test_request_key(policy: HashPolicy, path: bytes, expected: bytes | None) -> None:
-    assert request_key(policy, HEADERS, path, b"10.1.2.3") == expected
+    assert request_key(policy, HEADERS, path, b"10.1.2.3", b"reviews:9080", b"rid-1", None) == expected
 
 
 def test_generated_cookie_is_envoys() -> None:
