@@ -5,7 +5,8 @@ answered by the proxy: 200 with `access-control-allow-origin` (the origin itself
 `-allow-headers`, `-max-age` and `-allow-credentials` as configured; it never reaches the upstream. A
 preflight from another origin goes upstream (`unmatchedPreflights: FORWARD`, the default) or gets a
 200 without CORS headers (IGNORE). An actual request from an allowed origin is forwarded and its
-response gets `access-control-allow-origin`, `-allow-credentials` and `-expose-headers`. An allowed
+response (or the proxy's own reply: 503, 504, a redirect...) gets `access-control-allow-origin`,
+`-allow-credentials` and `-expose-headers`. An allowed
 origin is one an `allowOrigins` matcher accepts, or any origin when a matcher accepts `*` (Envoy).
 """
 

@@ -647,6 +647,8 @@ class HttpDownstream(asyncio.Protocol):
         http10 = head is not None and head.http10
         close = not (ex.keep_alive and self.keep_alive and ex.request_complete) or self.state.draining
         body = reply.body
+        if ex.extra_response is not None:  # a CORS request: Envoy's CORS filter marks local replies too
+            headers = headers + exchange.local_reply_headers(ex)
         self.transport.write(errors.render(  # type: ignore[union-attr]
             reply.status, body, close=close, http10_keep_alive=http10 and not close, head_only=ex.head_only,
             headers=headers))

@@ -353,6 +353,12 @@ def _with_extra(headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, byt
     return [*headers, *extra]
 
 
+def local_reply_headers(ex: Exchange) -> tuple[tuple[bytes, bytes], ...]:
+    """The CORS headers of an actual CORS request, for a response the proxy writes itself (a hash
+    Set-Cookie only goes with an upstream's response, as in Envoy)."""
+    return tuple(h for h in ex.extra_response or () if h[0] in cors_filter.RESPONSE_NAMES)
+
+
 def switching_protocols_head(ex: Exchange, head: ResponseHead) -> bytes:
     upgrade = head.upgrade or ex.head.upgrade  # type: ignore[union-attr]
     tail = (b"connection: upgrade\r\nupgrade: ", upgrade or b"", CRLF)

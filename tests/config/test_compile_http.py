@@ -186,3 +186,41 @@ spec:
     assert len(notices) == 2, snap.notices
     assert any("spec.http[0].headers.request.set.x-bad: unknown operator %NOPE%" in n for n in notices)
     assert any("spec.http[0].route[0].headers.response.add.x-pct" in n for n in notices)
+
+
+TCP_VS = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo]
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {tcp: 19001}, labels: {app: tcp-echo, version: v1}}
+  - {address: 127.0.0.1, ports: {tcp: 19002}, labels: {app: tcp-echo, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo}
+spec:
+  host: tcp-echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{sourceLabels: {app: canary-client}}]
+    route: [{destination: {host: tcp-echo, subset: v2}}]
+  - route: [{destination: {host: tcp-echo, subset: v1}}]
+"""
+
+
+@pytest.mark.parametrize(("labels", "subset"), [({"app": "canary-client"}, "v2"), ({"app": "other"}, "v1")])
+def test_tcp_source_labels(labels: dict[str, str], subset: str) -> None:
+    snap = compile_yaml(TCP_VS, gateway_labels=labels)
+    route = snap.tcp_listeners["mesh_tcp_9000"].route("127.0.0.1")
+    assert route is not None and route.destinations.destinations[0].cluster_name.split("|")[2] == subset

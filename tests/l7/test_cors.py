@@ -106,3 +106,17 @@ def test_deprecated_allow_origin_is_exact() -> None:
     assert cors_policy({"allowOrigins": [{"exact": "x"}], "unmatchedPreflights": "IGNORE"}) == CorsPolicy(
         allow_origins=policy.allow_origins[:0] + (policy.allow_origins[0].build("exact", "x"),),
         forward_unmatched_preflights=False)
+
+
+async def test_local_replies_to_an_allowed_origin_carry_the_headers(start_proxy: StartProxy,
+                                                                    upstreams: StartUpstream) -> None:
+    """A 503 from the proxy (here: the upstream refuses connections) is readable by the browser too."""
+    gone = await upstreams("gone")
+    await gone.close()
+    proxy = await start_proxy(with_cors(gone, POLICY))
+    got = await proxy.request("GET", "/api", headers=(("origin", "https://app.example.com"),))
+    assert got.status == 503
+    assert got.header("access-control-allow-origin") == "https://app.example.com"
+    assert got.header("access-control-expose-headers") == "x-version"
+    other = await proxy.request("GET", "/api", headers=(("origin", "https://evil.example"),))
+    assert other.status == 503 and other.header("access-control-allow-origin") is None
