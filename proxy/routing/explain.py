@@ -140,9 +140,15 @@ def _action(route: HttpRoute) -> dict[str, Any]:
         fields = (("uri", rw.uri), ("authority", rw.authority), ("regex_match", rw.regex_match),
                   ("regex_rewrite", rw.regex_rewrite))
         out["rewrite"] = {k: v for k, v in fields if v is not None}
+    if route.mirrors:
+        out["mirrors"] = [{"cluster": m.cluster_name, "percent": m.percent} for m in route.mirrors]
+    if route.cors is not None:
+        out["cors"] = {"allow_origins": [m.describe() for m in route.cors.allow_origins],
+                       "unmatched_preflights": "FORWARD" if route.cors.forward_unmatched_preflights else "IGNORE"}
     if isinstance(action, Redirect):
         out["redirect"] = {"code": action.code, "uri": action.uri, "authority": action.authority,
-                           "scheme": action.scheme, "port": action.port}
+                           "scheme": action.scheme, "port": action.port, "prefix_rewrite": action.prefix_rewrite,
+                           "derive_port": action.derive_port}
     elif isinstance(action, DirectResponse):
         out["direct_response"] = {"status": action.status, "body_bytes": len(action.body)}
     else:
@@ -186,6 +192,12 @@ def _cluster(dest: Destination) -> dict[str, Any]:
     info["endpoints"] = [{"address": e.address, "port": e.port, "version": e.version, "workload": e.workload,
                           "labels": dict(e.labels)} for e in cluster.endpoints]
     info["lb_policy"] = cluster.lb_policy
+    hashing = cluster.hash_policy
+    if hashing is not None:
+        key = (f"header {hashing.header}" if hashing.header else f"cookie {hashing.cookie}" if hashing.cookie
+               else "source IP" if hashing.source_ip else f"query parameter {hashing.query_parameter}")
+        info["lb_policy"] = "MAGLEV" if hashing.table == "maglev" else "RING_HASH"
+        info["hash_key"] = key
     if not cluster.endpoints:
         info["problem"] = "no endpoint has the subset's labels: requests get 503 UH"
     return info

@@ -224,3 +224,28 @@ def test_tcp_source_labels(labels: dict[str, str], subset: str) -> None:
     snap = compile_yaml(TCP_VS, gateway_labels=labels)
     route = snap.tcp_listeners["mesh_tcp_9000"].route("127.0.0.1")
     assert route is not None and route.destinations.destinations[0].cluster_name.split("|")[2] == subset
+
+
+def test_explain_shows_mirrors_cors_and_the_hash_key() -> None:
+    from proxy.routing.explain import explain_http
+
+    snap = compile_yaml(DR + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{authority: {exact: "reviews:9080"}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+    mirrors: [{destination: {host: productpage}, percentage: {value: 10}}]
+    corsPolicy: {allowOrigins: [{prefix: "https://"}], unmatchedPreflights: IGNORE}
+""")
+    listener = snap.http_listeners["mesh_http"]
+    assert explain_http(snap, listener, "reviews")["result"]["status"] == 404  # no port: the exact match fails
+    out = explain_http(snap, listener, "reviews:9080")
+    action = out["route"]
+    assert action["mirrors"] == [{"cluster": "outbound|9080||productpage.default.svc.cluster.local", "percent": 10.0}]
+    assert action["cors"] == {"allow_origins": ["prefix 'https://'"], "unmatched_preflights": "IGNORE"}
+    assert action["destinations"][0]["lb_policy"] == "MAGLEV"
+    assert action["destinations"][0]["hash_key"] == "header x-user"
