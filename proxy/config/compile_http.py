@@ -40,6 +40,8 @@ def hash_policy(load_balancer: Mapping[str, Any] | None) -> HashPolicy | None:
         query_parameter=str(ch["httpQueryParameterName"]) if ch.get("httpQueryParameterName") else None,
         table=table,  # type: ignore[arg-type]
         table_size=size,
+        cookie_attributes=tuple((str(a.get("name") or ""), str(a.get("value") or ""))
+                                for a in cookie.get("attributes") or [] if (a or {}).get("name")),
     )
 
 

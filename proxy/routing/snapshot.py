@@ -76,6 +76,7 @@ class HashPolicy:
     query_parameter: str | None = None
     table: Literal["ring", "maglev"] = "ring"
     table_size: int = 1024  # ring: minimum ring size; maglev: table size (a prime)
+    cookie_attributes: tuple[tuple[str, str], ...] = ()  # extra Set-Cookie attributes (SameSite=Lax, Secure)
 
 
 @dataclass(frozen=True, slots=True)

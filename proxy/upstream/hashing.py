@@ -175,5 +175,7 @@ def generated_cookie(policy: HashPolicy, peer: str, local: str) -> tuple[bytes, 
         parts.append(b"Max-Age=%d" % int(policy.cookie_ttl))
     if policy.cookie_path:
         parts.append(b"Path=" + policy.cookie_path.encode("latin-1"))
+    for name, attribute in policy.cookie_attributes:
+        parts.append(f"{name}={attribute}".encode("latin-1") if attribute else name.encode("latin-1"))
     parts.append(b"HttpOnly")
     return value, b"; ".join(parts)

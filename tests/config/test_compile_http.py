@@ -52,6 +52,9 @@ def mesh_routes(snap: Snapshot, host: str = "reviews") -> tuple[HttpRoute, ...]:
                                                                              table_size=65537)),
     ({"consistentHash": {"httpCookie": {"name": "c", "ttl": "10s"}}}, HashPolicy(cookie="c", cookie_ttl=10.0)),
     ({"consistentHash": {"httpCookie": {"name": "c"}}}, HashPolicy(cookie="c", cookie_ttl=None)),
+    ({"consistentHash": {"httpCookie": {"name": "c", "ttl": "0s", "attributes": [{"name": "SameSite", "value": "Lax"},
+                                                                               {"name": "Secure"}]}}},
+     HashPolicy(cookie="c", cookie_ttl=0.0, cookie_attributes=(("SameSite", "Lax"), ("Secure", "")))),
 ])
 def test_hash_policy(spec: dict[str, Any], expected: HashPolicy | None) -> None:
     assert hash_policy(spec) == expected

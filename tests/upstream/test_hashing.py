@@ -128,3 +128,6 @@ def test_generated_cookie_is_envoys() -> None:
     assert generated_cookie(policy, "('127.0.0.1', 5000)", "('127.0.0.1', 80)")[0] == value
     _, session = generated_cookie(HashPolicy(cookie="s", cookie_ttl=0.0), "p", "l")
     assert b"Max-Age" not in session and session.endswith(b"; HttpOnly")
+    _, attributed = generated_cookie(HashPolicy(cookie="s", cookie_ttl=0.0,
+                                                cookie_attributes=(("SameSite", "Lax"), ("Secure", ""))), "p", "l")
+    assert attributed.endswith(b"; SameSite=Lax; Secure; HttpOnly")
