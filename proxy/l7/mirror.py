@@ -7,8 +7,9 @@ inject the draw). A copy carries the upstream request's head with the authority 
 held up to BODY_LIMIT bytes: a longer body is not mirrored. The copy is sent once the request is
 complete, on a connection of its own (the primary's pools and balancer counts are never touched),
 and its response is read and discarded. A slow, hanging or failing mirror costs the primary nothing:
-the copy runs in its own task with a timeout (the route's, else TIMEOUT), and at most MAX_IN_FLIGHT
-copies are outstanding; beyond that a copy is dropped (counted with flag `UO`). Outcomes are counted
+the copy runs in its own task with a timeout (the route's, else TIMEOUT), on keep-alive connections
+of the mirror's own, and at most MAX_IN_FLIGHT copies are outstanding; beyond that a copy is dropped
+(counted with flag `UO`). Outcomes are counted
 per mirror cluster in `shiftproxy_mirror_requests_total`.
 """
 
@@ -135,27 +136,32 @@ def send(state: ServerState, cluster: Cluster, head: bytes, body: list[bytes], t
         return
     _in_flight += 1
     loop = state.loop or asyncio.get_running_loop()
-    task = loop.create_task(_copy(state, cluster, endpoint.address, endpoint.port, [head, *body], timeout))
+    task = loop.create_task(_copy(state, cluster, endpoint.key, [head, *body], timeout))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
 
-async def _copy(state: ServerState, cluster: Cluster, address: str, port: int, data: list[bytes],
+# idle keep-alive connections to mirror endpoints, apart from the primaries' pools
+_idle: dict[tuple[str, int], list[_MirrorUpstream]] = {}
+MAX_IDLE_PER_ENDPOINT = 16
+
+
+async def _copy(state: ServerState, cluster: Cluster, key: tuple[str, int], data: list[bytes],
                 timeout: float) -> None:
     global _in_flight
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[int] = loop.create_future()
-    transport: asyncio.BaseTransport | None = None
+    conn: _MirrorUpstream | None = None
     code, flags = 0, "-"
     try:
         async with asyncio.timeout(timeout):
-            try:
-                transport, _ = await loop.create_connection(lambda: _MirrorUpstream(done), address, port)
-            except OSError:
-                code, flags = 0, "UF"
-            else:
-                transport.writelines(data)  # type: ignore[attr-defined]
-                code = await done
+            conn = _acquire(key, loop)
+            if conn is None:
+                try:
+                    _, conn = await loop.create_connection(lambda: _MirrorUpstream(key), key[0], key[1])
+                except OSError:
+                    code, flags = 0, "UF"
+            if conn is not None:
+                code = await conn.send(data, loop.create_future())
                 flags = "-" if code else "UC"
     except TimeoutError:
         code, flags = 0, "UT"
@@ -164,32 +170,86 @@ async def _copy(state: ServerState, cluster: Cluster, address: str, port: int, d
         code, flags = 0, "-"
     finally:
         _in_flight -= 1
-        if transport is not None:
-            transport.close()
+        if conn is not None:
+            conn.release()
         state.metrics.mirror_request(cluster.name, code, flags)
 
 
-class _MirrorUpstream(asyncio.Protocol):
-    """Reads one response to the end (so the mirror sees a complete exchange) and reports its status."""
+def _acquire(key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> _MirrorUpstream | None:
+    idle = _idle.get(key)
+    while idle:
+        conn = idle.pop()
+        if conn.loop is loop and conn.transport is not None and not conn.transport.is_closing():
+            return conn
+    return None
 
-    def __init__(self, done: asyncio.Future[int]) -> None:
-        self.done = done
+
+class _MirrorUpstream(asyncio.Protocol):
+    """A connection to a mirror endpoint: reads each response to its end (so the mirror sees complete
+    exchanges), reports its status, and goes back to the idle list if it can carry another request."""
+
+    def __init__(self, key: tuple[str, int]) -> None:
+        self.key = key
+        self.loop = asyncio.get_running_loop()  # an idle connection is only reused on its own loop
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[int] | None = None
         self.status = 0
         self.decoder = ResponseDecoder(self)
 
+    def send(self, data: list[bytes], done: asyncio.Future[int]) -> asyncio.Future[int]:
+        self.done = done
+        self.status = 0
+        self.decoder.head_request = data[0].startswith(b"HEAD ")
+        if self.transport is None or self.transport.is_closing():
+            self._finish(0)
+        else:
+            self.transport.writelines(data)
+        return done
+
+    def release(self) -> None:
+        """The copy is over: keep the connection if its response ended cleanly, else close it."""
+        done, self.done = self.done, None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        idle = _idle.setdefault(self.key, [])
+        if (done is not None and done.done() and not done.cancelled() and done.result()
+                and self.decoder.keep_alive and self.decoder.complete and len(idle) < MAX_IDLE_PER_ENDPOINT):
+            idle.append(self)
+        else:
+            transport.close()
+
+    def _forget(self) -> None:
+        idle = _idle.get(self.key)
+        if idle is not None and self in idle:
+            idle.remove(self)
+            if not idle:
+                del _idle[self.key]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
     def data_received(self, data: bytes) -> None:
+        if self.done is None:  # bytes on an idle connection: nothing after them can be trusted
+            self._forget()
+            self.transport.close()  # type: ignore[union-attr]
+            return
         try:
             self.decoder.feed(data)
         except CodecError:
+            self.decoder.keep_alive = False
             self._finish(0)
 
     def eof_received(self) -> bool | None:
         self.decoder.finish()
+        self.decoder.keep_alive = False
         self._finish(0)
+        self._forget()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish(0)
+        self._forget()
 
     def on_response_head(self, head: ResponseHead) -> None:
         if head.status >= 200:
@@ -203,5 +263,6 @@ class _MirrorUpstream(asyncio.Protocol):
             self._finish(self.status)
 
     def _finish(self, status: int) -> None:
-        if not self.done.done():
-            self.done.set_result(status)
+        done = self.done
+        if done is not None and not done.done():
+            done.set_result(status)

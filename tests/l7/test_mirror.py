@@ -189,3 +189,19 @@ async def test_pipelined_bodies_are_mirrored_whole(start_proxy: StartProxy, upst
 ])
 def test_shadow_host(host: bytes, expected: bytes) -> None:
     assert mirror.shadow_host(host) == expected
+
+
+async def test_copies_reuse_keep_alive_connections(start_proxy: StartProxy, upstreams: StartUpstream) -> None:
+    primary, shadow = await upstreams("v1"), await upstreams("shadow")
+    proxy = await start_proxy(mirrored(primary, (shadow, 100.0)))
+    client = await proxy.connect()
+    for i in range(1, 6):
+        assert (await client.request(path=f"/r{i}")).status == 200
+        await eventually(lambda n=i: mirror_count(proxy, 200) == n)  # type: ignore[misc]
+    assert shadow.accepted == 1 and [r.sequence for r in shadow.requests] == [1, 2, 3, 4, 5]
+    # a mirror that closes its connection after answering: the next copy opens a new one
+    assert (await client.request(path="/close")).status == 200
+    await eventually(lambda: mirror_count(proxy, 200) == 6 and shadow.closed >= 1)
+    assert (await client.request(path="/r7")).status == 200
+    await eventually(lambda: mirror_count(proxy, 200) == 7)
+    assert shadow.accepted == 2
