@@ -24,6 +24,7 @@ Header = tuple[bytes, bytes]
 # points already spread keys as evenly as any request mix can show
 MAX_RING_SIZE = 256 * 1024
 DEFAULT_MAGLEV_SIZE = 65537  # Envoy's default table size
+MAX_MAGLEV_SIZE = 262139  # a prime; Envoy allows up to 5000011, seconds to build in Python for no gain
 _MASK64 = (1 << 64) - 1
 
 
@@ -108,7 +109,7 @@ class HashTable:
         self._points: tuple[int, ...] = ()
         self._owners: tuple[int, ...] = ()
         if policy.table == "maglev":
-            self._maglev = maglev(keys, policy.table_size or DEFAULT_MAGLEV_SIZE)
+            self._maglev = maglev(keys, min(policy.table_size or DEFAULT_MAGLEV_SIZE, MAX_MAGLEV_SIZE))
         else:
             self._points, self._owners = ring(keys, policy.table_size)
 
