@@ -206,7 +206,7 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip, transport, state)
     if chosen.mirrors and head.upgrade is None:  # an upgrade (WebSocket) is not copied
         ex.mirror = mirror.start(state, chosen.mirrors, ex.out_head, head.chunked, ex.request_complete,
-                                 chosen.timeout, ex.pending, ex.pending_size)
+                                 chosen.timeout, ex.pending, ex.pending_size, ex.delay)
     return None
 
 

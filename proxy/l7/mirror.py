@@ -57,7 +57,7 @@ class MirrorCopies:
     """The copies of one request: their heads, and the request body as it arrives (framed as the
     primary's: chunked bodies are re-chunked)."""
 
-    __slots__ = ("state", "targets", "chunked", "parts", "size", "timeout", "sent")
+    __slots__ = ("state", "targets", "chunked", "parts", "size", "timeout", "sent", "held", "ready")
 
     def __init__(self, state: ServerState, targets: list[tuple[Cluster, bytes]], chunked: bool,
                  timeout: float | None, pending: list[bytes] | None, pending_size: int) -> None:
@@ -69,6 +69,8 @@ class MirrorCopies:
         self.size = pending_size
         self.timeout = timeout or TIMEOUT
         self.sent = False
+        self.held = False  # a fault delay holds the request: the copies wait for it too
+        self.ready = False
         if self.size > BODY_LIMIT:
             self._overflow()
 
@@ -87,6 +89,9 @@ class MirrorCopies:
 
     def complete(self) -> None:
         """The request is complete: send every copy."""
+        if self.held:
+            self.ready = True
+            return
         if self.parts is None or self.sent:
             return
         self.sent = True
@@ -102,9 +107,18 @@ class MirrorCopies:
             self.state.metrics.mirror_request(cluster.name, 0, "UO")  # too big to hold: not mirrored
 
 
+    def release(self) -> None:
+        """The fault delay is over (Envoy's fault filter runs before the router, which mirrors)."""
+        self.held = False
+        if self.ready:
+            self.complete()
+
+
 def start(state: ServerState, mirrors: tuple[Mirror, ...], out_head: bytes, chunked: bool, complete: bool,
-          timeout: float | None, pending: list[bytes] | None, pending_size: int) -> MirrorCopies | None:
-    """Draw which mirrors copy this request; None when none does. Sent at once when `complete`."""
+          timeout: float | None, pending: list[bytes] | None, pending_size: int,
+          delay: float | None = None) -> MirrorCopies | None:
+    """Draw which mirrors copy this request; None when none does. Sent when the request is complete
+    (at once when `complete`), and not before a fault `delay`."""
     targets: list[tuple[Cluster, bytes]] = []
     head = b""
     rng = state.rng
@@ -120,6 +134,9 @@ def start(state: ServerState, mirrors: tuple[Mirror, ...], out_head: bytes, chun
     if not targets:
         return None
     copies = MirrorCopies(state, targets, chunked, timeout, pending, pending_size)
+    if delay is not None:
+        copies.held = True
+        (state.loop or asyncio.get_running_loop()).call_later(delay, copies.release)
     if complete:
         copies.complete()
     return copies

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from proxy.l7 import mirror
-from proxy.routing.snapshot import Mirror, Snapshot
+from proxy.routing.snapshot import Fault, Mirror, Snapshot
 from tests.l7.conftest import (
     Proxy,
     UpstreamServer,
@@ -68,11 +68,11 @@ class HangingServer:
 
 
 def mirrored(primary: UpstreamServer, *mirrors: tuple[UpstreamServer | HangingServer | int, float],
-             timeout: float | None = None) -> Snapshot:
+             timeout: float | None = None, fault: Fault | None = None) -> Snapshot:
     copies = tuple(
         Mirror(c.name, c, percent) for c, percent in
         ((cluster(f"m{i}", s if isinstance(s, int) else s.port), p) for i, (s, p) in enumerate(mirrors)))
-    rule = replace(route(weighted((cluster("v1", primary), 100)), timeout=timeout), mirrors=copies)
+    rule = replace(route(weighted((cluster("v1", primary), 100)), timeout=timeout, fault=fault), mirrors=copies)
     return snapshot(vhost(("reviews", "reviews:9080"), rule))
 
 
@@ -205,3 +205,19 @@ async def test_copies_reuse_keep_alive_connections(start_proxy: StartProxy, upst
     assert (await client.request(path="/r7")).status == 200
     await eventually(lambda: mirror_count(proxy, 200) == 7)
     assert shadow.accepted == 2
+
+
+async def test_a_fault_delay_holds_the_copy_and_an_abort_sends_none(start_proxy: StartProxy,
+                                                                    upstreams: StartUpstream) -> None:
+    """Envoy's fault filter runs before the router, which sends the copies."""
+    primary, shadow = await upstreams("v1"), await upstreams("shadow")
+    proxy = await start_proxy(mirrored(primary, (shadow, 100.0), fault=Fault(1.0, 100.0, None, 0.0)))
+    client = await proxy.connect()
+    await client.send(build_request("GET", "/delayed"))
+    await asyncio.sleep(0.05)  # well inside the delay: neither the primary nor the mirror has it
+    assert primary.requests == [] and shadow.requests == []
+    assert (await client.response()).status == 200
+    await eventually(lambda: len(shadow.requests) == 1)
+    aborting = await start_proxy(mirrored(primary, (shadow, 100.0), fault=Fault(None, 0.0, 503, 100.0)))
+    assert (await aborting.request()).status == 503
+    assert len(shadow.requests) == 1 and aborting.state.metrics.mirror == {}
