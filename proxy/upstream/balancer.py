@@ -32,7 +32,9 @@ class Balancer:
         if not self.endpoints or self.cluster.hash_policy is None:
             return self.choose()
         table = self._table
-        if table is None:
+        # rebuilt when the choosable endpoints change (e.g. an ejection replaces the tuple), as Envoy
+        # rebuilds its ring from the healthy hosts; tables are remembered per endpoint set
+        if table is None or table.endpoints is not self.endpoints:
             table = self._table = HashTable(self.endpoints, self.cluster.hash_policy)
         return table.pick(key_hash)
 

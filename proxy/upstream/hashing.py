@@ -103,7 +103,7 @@ class HashTable:
     __slots__ = ("endpoints", "_points", "_owners", "_maglev")
 
     def __init__(self, endpoints: Sequence[Endpoint], policy: HashPolicy) -> None:
-        self.endpoints = tuple(endpoints)
+        self.endpoints = endpoints if isinstance(endpoints, tuple) else tuple(endpoints)
         keys = endpoint_keys(endpoints)
         self._maglev: tuple[int, ...] | None = None
         self._points: tuple[int, ...] = ()

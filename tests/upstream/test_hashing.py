@@ -131,3 +131,18 @@ def test_generated_cookie_is_envoys() -> None:
     _, attributed = generated_cookie(HashPolicy(cookie="s", cookie_ttl=0.0,
                                                 cookie_attributes=(("SameSite", "Lax"), ("Secure", ""))), "p", "l")
     assert attributed.endswith(b"; SameSite=Lax; Secure; HttpOnly")
+
+
+def test_the_table_follows_the_choosable_endpoints() -> None:
+    """When the balancer's endpoints shrink (an endpoint taken out of rotation), keys of the others stay
+    and the missing endpoint's keys spread over the rest; when it comes back, every key is home again."""
+    manager = ClusterManager()
+    cluster = make_cluster([9001, 9002, 9003], POLICIES["ring"])
+    before = mapping(manager, cluster)
+    balancer = manager._balancer(cluster)
+    balancer.endpoints = tuple(e for e in cluster.endpoints if e.port != 9002)
+    during = mapping(manager, cluster)
+    assert 9002 not in during.values()
+    assert all(during[k] == before[k] for k in KEYS if before[k] != 9002)
+    balancer.endpoints = cluster.endpoints
+    assert mapping(manager, cluster) == before
