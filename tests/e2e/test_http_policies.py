@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.upstream import hashing
 from tests.e2e.harness import Client, ProxyProcess, Upstream, service_entry, write_atomic
 from tests.stats import binomial_interval
 
@@ -89,6 +90,15 @@ async def mapping(port: int, keys: range, authority: str = "reviews:9080") -> di
     return out
 
 
+def ring_share(ports: list[int], port: int) -> float:
+    """The fraction of the hash space the endpoint on `port` owns in the ring of these endpoints."""
+    points, owners = hashing.ring(tuple(("127.0.0.1", p, 1) for p in ports), 1024)
+    wanted = ports.index(port)
+    owned = sum(h - (points[i - 1] if i else points[-1] - (1 << 64)) for i, h in enumerate(points)
+                if owners[i] == wanted)
+    return owned / (1 << 64)
+
+
 @pytest.fixture
 async def four() -> AsyncIterator[dict[str, Upstream]]:
     ups = {v: await Upstream(v).start() for v in ("v1", "v2", "v3", "v4")}
@@ -120,10 +130,12 @@ async def test_consistent_hash_keeps_keys_across_reload_and_moves_a_quarter_to_a
         proxy.wait_version(version)
         after = await mapping(proxy.mesh_port, keys)
         moved = [k for k in keys if after[k] != first[k]]
-        # the new endpoint owns 1/4 of the ring: a Binomial(500, 1/4) count, bounded at 1e-6
-        lo, hi = binomial_interval(KEYS, 0.25)
-        assert 0.15 * KEYS <= lo and hi <= 0.35 * KEYS
-        assert lo <= len(moved) <= hi, len(moved)
+        # the keys that move are those landing on the new endpoint's share of the ring (about 1/4, known
+        # exactly from its points): a Binomial(500, share) count, bounded at 1e-6
+        share = ring_share([u.port for u in four.values()], four["v4"].port)
+        lo, hi = binomial_interval(KEYS, share)
+        assert 0.15 * KEYS <= lo and hi <= 0.35 * KEYS, (share, lo, hi)
+        assert lo <= len(moved) <= hi, (len(moved), share)
         assert {after[k] for k in moved} == {"v4"}
     finally:
         proxy.stop()
