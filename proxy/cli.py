@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", action="append", required=True, metavar="PATH",
                      help="file or directory of Istio YAML (repeatable); watched for changes")
     run.add_argument("--labels", type=parse_labels, default={"istio": "ingressgateway"},
-                     help="this gateway's labels, matched by Gateway selectors (default istio=ingressgateway)")
+                     help="this proxy's labels, matched by Gateway selectors and by VirtualService match "
+                          "sourceLabels (default istio=ingressgateway)")
+    run.add_argument("--namespace", default="default",
+                     help="this proxy's namespace, matched by VirtualService match sourceNamespace (default default)")
     run.add_argument("--role", default="gateway,mesh",
                      help="comma list of roles: gateway (Gateway listeners), mesh (sidecar outbound listeners)")
     run.add_argument("--bind", default="0.0.0.0", help="address of gateway listeners (default 0.0.0.0)")
@@ -62,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH")
     validate.add_argument("-o", "--output", choices=("text", "json"), default="text")
     validate.add_argument("--labels", type=parse_labels, default={"istio": "ingressgateway"})
+    validate.add_argument("--namespace", default="default")
 
     from proxy import cli_ops, demo
 
@@ -113,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config_paths=args.config,
         compile=CompileOptions(gateway_labels=args.labels, gateway="gateway" in roles, mesh="mesh" in roles,
                                bind=args.bind, mesh_bind=args.mesh_bind, mesh_port=args.mesh_port,
-                               mesh_tcp_port_offset=args.mesh_tcp_port_offset),
+                               mesh_tcp_port_offset=args.mesh_tcp_port_offset, namespace=args.namespace),
         admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
         drain_timeout=args.drain_timeout, watch=not args.no_watch,
     )
@@ -133,7 +137,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors = loaded.errors + errors
     kinds = Counter(o.kind for o in loaded.objects)
     if not errors:
-        compile_snapshot(loaded.objects, CompileOptions(gateway_labels=args.labels))  # must not raise when valid
+        # must not raise when valid
+        compile_snapshot(loaded.objects, CompileOptions(gateway_labels=args.labels, namespace=args.namespace))
     if args.output == "json":
         print(json.dumps({
             "valid": not errors, "objects": dict(kinds), "files": loaded.files,

@@ -95,6 +95,8 @@ class Metrics:
         self.pool_hits = 0
         self.pool_misses = 0
         self.connections_on_old_config = 0
+        # mirrored copies by (mirror cluster, response code, flags); code 0 when no response came
+        self.mirror: dict[tuple[str, int, str], int] = {}
 
     # hot path -----------------------------------------------------------------------------------
 
@@ -118,6 +120,10 @@ class Metrics:
         h = stats.response_bytes
         h.counts[bisect_left(BYTES_BUCKETS, response_bytes)] += 1
         h.total += response_bytes
+
+    def mirror_request(self, cluster_name: str, code: int, flags: str) -> None:
+        key = (cluster_name, code, flags)
+        self.mirror[key] = self.mirror.get(key, 0) + 1
 
     def tcp_stats(self, cluster: Cluster | None, endpoint: Endpoint | None, flags: str = "-") -> _TcpStats:
         """The counters for one TCP destination; a connection keeps it and bumps fields directly."""
@@ -172,6 +178,13 @@ class Metrics:
             sent.add_metric(labels, t.sent)
             received.add_metric(labels, t.received)
         yield from (opened, closed, sent, received)
+
+        mirror = CounterMetricFamily("shiftproxy_mirror_requests", "Mirrored request copies by mirror cluster and "
+                                     "outcome (response_code 0: no response; flags UF, UT, UC, UO, UH, NC)",
+                                     labels=["cluster_name", "response_code", "response_flags"])
+        for (name, code, flags), n in list(self.mirror.items()):
+            mirror.add_metric([name, str(code), flags], n)
+        yield mirror
 
         yield GaugeMetricFamily("shiftproxy_config_version", "Version of the serving config snapshot",
                                 value=self.config_version)

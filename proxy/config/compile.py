@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.config import compile_http
 from proxy.config.diagnostics import ConfigError
 from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
@@ -48,8 +49,7 @@ DRAIN_ANNOTATION = "shiftproxy.io/tcp-drain-on-shift"
 HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 TCP_SERVER_PROTOCOLS = frozenset({"TCP", "MONGO", "TLS"})
 # HTTPRoute fields accepted as valid Istio but not applied by this proxy yet: said once per reload
-NOT_ENFORCED_HTTP = ("mirror", "mirrors", "mirrorPercentage", "mirror_percent",
-                     "mirrorPercent", "corsPolicy", "delegate")
+NOT_ENFORCED_HTTP = ("delegate",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,7 @@ class CompileOptions:
     mesh_bind: str = "127.0.0.1"
     mesh_port: int = 15001  # outbound HTTP listener
     mesh_tcp_port_offset: int = 0  # sidecar TCP listener = service port + offset
+    namespace: str = "default"  # this proxy's namespace, for match.sourceNamespace (its labels: gateway_labels)
 
 
 def build_snapshot(paths: Iterable[str], options: CompileOptions, version: int = 1,
@@ -152,7 +153,16 @@ class _Compiler:
                      selector: dict[str, str] | None, policy: dict[str, Any]) -> None:
         policy = _port_policy(policy, port.number)
         lb = (policy.get("loadBalancer") or {}).get("simple") or "LEAST_REQUEST"
-        if lb not in ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"):
+        hashing = compile_http.hash_policy(policy.get("loadBalancer"))
+        if hashing is not None:
+            lb = "RANDOM"  # Envoy's ring hash and Maglev pick at random for a request without a key
+        elif lb in ("LEAST_CONN", "UNSPECIFIED"):  # Istio's alias and default
+            lb = "LEAST_REQUEST"
+        elif lb == "PASSTHROUGH":
+            self.notices.append(f"loadBalancer PASSTHROUGH for {info.fqdn} needs transparent capture (the original "
+                                "destination), which this proxy does not have; using LEAST_REQUEST")
+            lb = "LEAST_REQUEST"
+        elif lb not in ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"):
             self.notices.append(f"loadBalancer {lb} for {info.fqdn} is not supported; using LEAST_REQUEST")
             lb = "LEAST_REQUEST"
         pool = policy.get("connectionPool") or {}
@@ -167,6 +177,7 @@ class _Compiler:
             tcp_idle_timeout=tcp_idle,
             http_idle_timeout=parse_duration(str(http_pool.get("idleTimeout", "1h"))),
             max_requests_per_connection=int(http_pool.get("maxRequestsPerConnection") or 0),
+            hash_policy=hashing,
         )
 
     # destinations ---------------------------------------------------------------------------------
@@ -214,6 +225,8 @@ class _Compiler:
                     else top_gateways
                 if (gateway or "mesh") not in gws:
                     continue
+                if not compile_http.source_matches(block, self.options.gateway_labels, self.options.namespace):
+                    continue  # istiod drops blocks whose sourceLabels/sourceNamespace are not this proxy's
                 port = int(block.get("port") or 0)
                 if port and listener_port is not None and port != listener_port:
                     continue
@@ -230,6 +243,8 @@ class _Compiler:
                 if key in abort:
                     self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
                                         f"spec.http[{index}].fault.abort.{key} is valid Istio but not enforced yet")
+            where = f"{vs.file}: VirtualService {vs.namespace}/{vs.name} spec.http[{index}]"
+            self.notices.extend(compile_http.format_problems(rule, where))
             connect_retries = _connect_retries(rule.get("retries"))
             if rule.get("retries") and _retry_on(rule["retries"]) - {"connect-failure", "5xx", "gateway-error",
                                                                       "reset", "reset-before-request"}:
@@ -246,14 +261,22 @@ class _Compiler:
                 request_headers=_header_ops((rule.get("headers") or {}).get("request")),
                 response_headers=_header_ops((rule.get("headers") or {}).get("response")),
                 fault=_fault(fault),
+                mirrors=compile_http.mirrors(rule, lambda d: self._mirror_cluster(vs, d, listener_port)),
+                cors=compile_http.cors_policy(rule.get("corsPolicy")),
             ))
         return out
+
+    def _mirror_cluster(self, vs: RawObject, destination: dict[str, Any],
+                        listener_port: int | None) -> tuple[str, Cluster | None]:
+        """The cluster a mirror destination names, its port chosen as for a route destination."""
+        d = self._destinations(vs, [{"destination": destination}], listener_port, http=True).destinations[0]
+        return d.cluster_name, d.cluster
 
     def _http_action(self, vs: RawObject, rule: dict[str, Any],
                      listener_port: int | None) -> WeightedDestinations | Redirect | DirectResponse:
         if rule.get("redirect"):
             r = rule["redirect"]
-            return Redirect(uri=r.get("uri"), prefix_rewrite=None, authority=r.get("authority"),
+            return Redirect(uri=r.get("uri"), prefix_rewrite=r.get("prefixRewrite"), authority=r.get("authority"),
                             scheme=r.get("scheme"), port=int(r["port"]) if r.get("port") else None,
                             derive_port=r.get("derivePort"), code=int(r.get("redirectCode") or 301))
         if rule.get("directResponse"):
@@ -410,6 +433,8 @@ class _Compiler:
             for block in blocks:
                 gws = [_gateway_ref(g, vs.namespace) for g in block["gateways"]] if block.get("gateways") else top
                 if (gateway or "mesh") not in gws:
+                    continue
+                if not compile_http.source_matches(block, self.options.gateway_labels, self.options.namespace):
                     continue
                 if block.get("port") and int(block["port"]) != port:
                     continue  # istiod drops blocks for other ports when it builds this listener
@@ -584,13 +609,7 @@ def _any_catch_all(matches: list[HttpMatch]) -> bool:
 
 
 def _header_ops(spec: dict[str, Any] | None) -> HeaderOps | None:
-    if not spec:
-        return None
-    return HeaderOps(
-        set=tuple((str(k).lower(), str(v)) for k, v in (spec.get("set") or {}).items()),
-        add=tuple((str(k).lower(), str(v)) for k, v in (spec.get("add") or {}).items()),
-        remove=tuple(str(k).lower() for k in spec.get("remove") or []),
-    )
+    return compile_http.header_ops(spec)
 
 
 def _rewrite(spec: dict[str, Any] | None) -> Rewrite | None:

@@ -27,6 +27,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+from proxy.upstream.hashing import hash64
 
 if TYPE_CHECKING:
     from proxy.admin.metrics import _TcpStats
@@ -127,7 +128,9 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("NC", None, None)
             return
         self.cluster = cluster
-        endpoint = state.cluster_manager.choose_endpoint(cluster)
+        hashing = cluster.hash_policy  # consistentHash.useSourceIp applies to TCP too (Envoy's tcp_proxy)
+        key = hash64(peer[0].encode()) if hashing is not None and hashing.source_ip and peer else None
+        endpoint = state.cluster_manager.choose_endpoint(cluster, key)
         if endpoint is None:
             self._fail("UH", cluster, None)
             return

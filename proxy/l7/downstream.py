@@ -237,6 +237,8 @@ class HttpDownstream(asyncio.Protocol):
             return
         size = len(data)
         ex.request_bytes += size
+        if ex.mirror is not None:  # the route mirrors requests: the copies get the body too
+            ex.mirror.body(data)
         if not ex.head.chunked:  # type: ignore[union-attr]
             self._forward(ex, data)
             return
@@ -259,6 +261,8 @@ class HttpDownstream(asyncio.Protocol):
         if ex is None or ex.request_complete:
             return
         ex.request_complete = True
+        if ex.mirror is not None:
+            ex.mirror.complete()
         if ex.head.chunked:  # type: ignore[union-attr]
             self._forward(ex, LAST_CHUNK)
         if ex is self.exchange and not ex.done and ex.endpoint is not None:
@@ -277,7 +281,7 @@ class HttpDownstream(asyncio.Protocol):
             listener = self.listener
         else:
             self.listener = listener
-        answer = exchange.route(ex, listener, state, self.client_ip)
+        answer = exchange.route(ex, listener, state, self.client_ip, self.transport)
         if ex.delay is not None:  # the route's fault delays it: the rest runs when the delay is over
             ex.timer = self.loop.call_later(ex.delay, self._end_delay, ex, answer)
             return
@@ -643,6 +647,8 @@ class HttpDownstream(asyncio.Protocol):
         http10 = head is not None and head.http10
         close = not (ex.keep_alive and self.keep_alive and ex.request_complete) or self.state.draining
         body = reply.body
+        if ex.extra_response is not None:  # a CORS request: Envoy's CORS filter marks local replies too
+            headers = headers + exchange.local_reply_headers(ex)
         self.transport.write(errors.render(  # type: ignore[union-attr]
             reply.status, body, close=close, http10_keep_alive=http10 and not close, head_only=ex.head_only,
             headers=headers))

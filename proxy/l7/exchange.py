@@ -15,9 +15,11 @@ or generated; the body keeps its framing (Content-Length, or chunked re-encoded 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
-from proxy.l7 import errors
+from proxy.l7 import cors as cors_filter
+from proxy.l7 import errors, mirror
 from proxy.l7.codec import CRLF, RequestHead, ResponseHead, request_head
 from proxy.l7.codec import response_head as serialize_response_head
 from proxy.l7.errors import STATUS_LINES, LocalReply
@@ -30,18 +32,21 @@ from proxy.l7.router import (
     rewrite_path,
     split_target,
 )
+from proxy.routing.formatters import FormatContext
 from proxy.routing.match import split_authority
 from proxy.routing.snapshot import (
     Cluster,
     Destination,
     Endpoint,
     Fault,
+    HashPolicy,
     HeaderOps,
     HttpListener,
     HttpRoute,
     Redirect,
     WeightedDestinations,
 )
+from proxy.upstream.hashing import generated_cookie, hash64, request_key
 
 if TYPE_CHECKING:
     from proxy.accesslog import AccessLog
@@ -77,7 +82,7 @@ class Exchange:
         "route", "cluster_name", "cluster", "endpoint", "counted", "response_ops", "out_head",
         "upstream", "connect_task", "pending", "pending_size", "replay", "replay_size", "reused", "retried",
         "request_complete", "request_bytes", "status", "response_started", "response_chunked",
-        "response_bytes", "timer", "tunnel", "done", "delay",
+        "response_bytes", "timer", "tunnel", "done", "delay", "mirror", "extra_response", "format_ctx",
     )
 
     def __init__(self, head: RequestHead | None, start: float) -> None:
@@ -119,11 +124,17 @@ class Exchange:
         self.tunnel = False
         self.done = False
         self.delay: float | None = None  # seconds the route's fault delays it (flag DI); None: not delayed
+        # features that cost nothing unless the route or cluster has them
+        self.mirror: mirror.MirrorCopies | None = None  # copies waiting for the request body
+        self.extra_response: list[tuple[bytes, bytes]] | None = None  # CORS headers, a hash Set-Cookie
+        self.format_ctx: FormatContext | None = None  # for header values with %VAR% operators
 
 
-def route(ex: Exchange, listener: HttpListener | None, state: ServerState, client_ip: bytes) -> Answer | None:
+def route(ex: Exchange, listener: HttpListener | None, state: ServerState, client_ip: bytes,
+          transport: Any = None) -> Answer | None:
     """Route `ex` on `listener` (from the snapshot the request reads once). None: forward it to
-    `ex.endpoint` with `ex.out_head`; otherwise the local answer to send."""
+    `ex.endpoint` with `ex.out_head`; otherwise the local answer to send. `transport` (the downstream
+    one) is read only by features that need the connection's addresses."""
     head = ex.head
     assert head is not None
     target = head.target
@@ -156,6 +167,13 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if chosen is None:
         return errors.NO_ROUTE, ()
     ex.route = chosen
+    cors = chosen.cors
+    if cors is not None:  # Envoy's CORS filter runs before fault injection and the router
+        preflight, cors_headers = cors_filter.apply(cors, head.method, head.headers)
+        if preflight is not None:
+            return preflight, cors_headers
+        if cors_headers:
+            ex.extra_response = list(cors_headers)
     if chosen.fault is not None:
         abort = _inject_fault(ex, chosen.fault, state)
         if abort is not None:
@@ -164,7 +182,9 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if type(action) is not WeightedDestinations:
         if type(action) is Redirect:
             block = chosen.match(view) if chosen.matches else True  # type: ignore[arg-type]
-            location = redirect_location(action, block, authority.decode("latin-1"), path, listener.port)
+            authority_text = authority.decode("latin-1")
+            request_port = listener.match_port(split_authority(authority_text)[1])
+            location = redirect_location(action, block, authority_text, path, request_port)
             return LocalReply(action.code, b"", "-"), ((b"location", location),)
         return LocalReply(action.status, action.body, "-"), ()  # type: ignore[union-attr]
     destinations = action.destinations
@@ -175,12 +195,40 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         return errors.NO_CLUSTER, ()
     ex.cluster = cluster
     endpoints = cluster.endpoints  # a subset of one endpoint (the usual case) needs no balancer
-    endpoint = endpoints[0] if len(endpoints) == 1 else state.cluster_manager.choose_endpoint(cluster)
+    hashing = cluster.hash_policy
+    if hashing is not None:
+        endpoint = _hashed_endpoint(ex, cluster, hashing, state, client_ip, transport)
+    else:
+        endpoint = endpoints[0] if len(endpoints) == 1 else state.cluster_manager.choose_endpoint(cluster)
     if endpoint is None:
         return errors.NO_HEALTHY_UPSTREAM, ()
     ex.endpoint = endpoint
-    ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip)
+    ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip, transport, state)
+    if chosen.mirrors and head.upgrade is None:  # an upgrade (WebSocket) is not copied
+        ex.mirror = mirror.start(state, chosen.mirrors, ex.out_head, head.chunked, ex.request_complete,
+                                 chosen.timeout, ex.pending, ex.pending_size, ex.delay)
     return None
+
+
+def _hashed_endpoint(ex: Exchange, cluster: Cluster, policy: HashPolicy, state: ServerState, client_ip: bytes,
+                     transport: Any) -> Endpoint | None:
+    """Consistent hash: the endpoint that owns the request's key. A missing hash cookie with a `ttl` is
+    generated and set on the response (Envoy); any other missing key gets an endpoint at random."""
+    head = ex.head
+    assert head is not None
+    key = request_key(policy, head.headers, ex.path, client_ip, ex.authority, head.request_id, head.forwarded_for)
+    if key is None and policy.cookie is not None and policy.cookie_ttl is not None:
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        key, set_cookie = generated_cookie(policy, str(peer), str(local))
+        if ex.extra_response is None:
+            ex.extra_response = []
+        ex.extra_response.append((b"set-cookie", set_cookie))
+    manager = state.cluster_manager
+    if key is None:
+        endpoints = cluster.endpoints
+        return endpoints[0] if len(endpoints) == 1 else manager.choose_endpoint(cluster)
+    return manager.choose_endpoint(cluster, hash64(key))
 
 
 def _inject_fault(ex: Exchange, fault: Fault, state: ServerState) -> LocalReply | None:
@@ -194,8 +242,26 @@ def _inject_fault(ex: Exchange, fault: Fault, state: ServerState) -> LocalReply 
     return None
 
 
+def _format_context(ex: Exchange, head: RequestHead, route: HttpRoute, host: bytes | None, request_id: bytes,
+                    forwarded_for: bytes | None, transport: Any, state: ServerState) -> FormatContext:
+    headers = [(b"host", host or b""), *head.headers, (b"x-request-id", request_id)]
+    if forwarded_for is not None:
+        headers.append((b"x-forwarded-for", forwarded_for))
+    loop = state.loop
+    elapsed = loop.time() - ex.start if loop is not None else 0.0
+    endpoint, cluster = ex.endpoint, ex.cluster
+    return FormatContext(transport, headers, endpoint.host_bytes.decode() if endpoint is not None else "",
+                         cluster.name if cluster is not None else "", time.time() - max(elapsed, 0.0),
+                         "HTTP/1.0" if head.http10 else "HTTP/1.1", route.name)
+
+
+def _has_formats(*ops: HeaderOps | None) -> bool:
+    return any(o is not None and (o.set_formats or o.add_formats) for o in ops)
+
+
 def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Destination,
-                   view: RequestView | None, client_ip: bytes) -> bytes:
+                   view: RequestView | None, client_ip: bytes, transport: Any = None,
+                   state: ServerState | None = None) -> bytes:
     headers = head.headers
     host = head.host if head.target[:1] == b"/" else ex.authority
     path = ex.path
@@ -205,13 +271,6 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
             path = rewrite_path(rewrite, route.match(view) if route.matches else True, path)  # type: ignore[arg-type]
         if rewrite.authority:
             host = rewrite.authority.encode("latin-1")
-    # Envoy's order: the destination's operations, then the route's (a route-level set wins)
-    if dest.request_headers is not None:
-        headers, host = apply_request_ops(headers, host, dest.request_headers)
-    if route.request_headers is not None:
-        headers, host = apply_request_ops(headers, host, route.request_headers)
-    if dest.response_headers is not None or route.response_headers is not None:
-        ex.response_ops = tuple(o for o in (dest.response_headers, route.response_headers) if o is not None)
     request_id = head.request_id
     if request_id is None:
         request_id = new_request_id()
@@ -219,6 +278,18 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
     forwarded_for = head.forwarded_for
     if client_ip:
         forwarded_for = client_ip if forwarded_for is None else forwarded_for + b", " + client_ip
+    ctx = None
+    if (dest.request_headers is not None or route.request_headers is not None or dest.response_headers is not None
+            or route.response_headers is not None) and state is not None and _has_formats(
+            dest.request_headers, route.request_headers, dest.response_headers, route.response_headers):
+        ctx = ex.format_ctx = _format_context(ex, head, route, host, request_id, forwarded_for, transport, state)
+    # Envoy's order: the destination's operations, then the route's (a route-level set wins)
+    if dest.request_headers is not None:
+        headers, host = apply_request_ops(headers, host, dest.request_headers, ctx)
+    if route.request_headers is not None:
+        headers, host = apply_request_ops(headers, host, route.request_headers, ctx)
+    if dest.response_headers is not None or route.response_headers is not None:
+        ex.response_ops = tuple(o for o in (dest.response_headers, route.response_headers) if o is not None)
     tail = [_X_FORWARDED_PROTO, b"x-request-id: ", request_id, CRLF]
     if forwarded_for is not None:
         tail += (b"x-forwarded-for: ", forwarded_for, CRLF)
@@ -242,8 +313,16 @@ def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
     request = ex.head
     assert request is not None
     headers = head.headers
-    for ops in ex.response_ops:
-        headers = apply_ops(headers, ops)
+    if ex.response_ops:
+        ctx = ex.format_ctx
+        if ctx is not None:
+            ctx.response_headers = headers
+            ctx.response_code = status
+        for ops in ex.response_ops:
+            headers = apply_ops(headers, ops, ctx)
+    extra = ex.extra_response
+    if extra is not None:
+        headers = _with_extra(headers, extra)
     tail: list[bytes] = []
     if ex.head_only or status == 204 or status == 304:
         if head.content_length is not None and status != 204:
@@ -264,6 +343,20 @@ def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
     ex.close = close
     line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status  # 600-999: llhttp lets them through
     return serialize_response_head(line, headers, tail)
+
+
+def _with_extra(headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The proxy's own response headers: CORS ones replace the upstream's (Envoy sets them), a
+    Set-Cookie is added beside the upstream's."""
+    if any(name in cors_filter.RESPONSE_NAMES for name, _ in extra):
+        headers = [h for h in headers if h[0] not in cors_filter.RESPONSE_NAMES]
+    return [*headers, *extra]
+
+
+def local_reply_headers(ex: Exchange) -> tuple[tuple[bytes, bytes], ...]:
+    """The CORS headers of an actual CORS request, for a response the proxy writes itself (a hash
+    Set-Cookie only goes with an upstream's response, as in Envoy)."""
+    return tuple(h for h in ex.extra_response or () if h[0] in cors_filter.RESPONSE_NAMES)
 
 
 def switching_protocols_head(ex: Exchange, head: ResponseHead) -> bytes:

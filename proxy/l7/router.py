@@ -3,7 +3,8 @@
 
 Header operations follow Envoy's default order: the chosen destination's operations first, then the
 route's, so a route-level `set` wins over a destination-level one. `set`/`add` of `host` or
-`:authority` on a request rewrites the authority. Values are used literally (no `%VAR%` formatters).
+`:authority` on a request rewrites the authority. Values with Envoy `%VAR%` operators were parsed at
+compile time (routing/formatters.py) and are rendered here; constant values cost nothing more.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
+from proxy.routing.formatters import FormatContext
 from proxy.routing.match import HttpMatch, RequestView, split_authority
 from proxy.routing.snapshot import HeaderOps, Redirect, Rewrite
 
@@ -63,8 +65,9 @@ def request_view(method: bytes, path: bytes, authority: str, headers: list[Heade
         view_headers["x-forwarded-for"] = forwarded_for.decode("latin-1")
     if request_id is not None:
         view_headers["x-request-id"] = request_id.decode("latin-1")
+    # Istio matches `authority` against the :authority header as sent, port included
     return RequestView(method.decode("latin-1"), bare_path.partition("#")[0], query,
-                       split_authority(authority)[0].lower(), "http", view_headers, port)
+                       authority.lower(), "http", view_headers, port)
 
 
 def _matched_prefix(block: HttpMatch | bool | None) -> str | None:
@@ -113,18 +116,33 @@ def encoded_ops(ops: HeaderOps) -> EncodedOps:
     return set_, add, drop
 
 
-def apply_ops(headers: list[Header], ops: HeaderOps) -> list[Header]:
+def apply_ops(headers: list[Header], ops: HeaderOps, ctx: FormatContext | None = None) -> list[Header]:
     set_, add, drop = encoded_ops(ops)
     out = [h for h in headers if h[0] not in drop] if drop else list(headers)
     out += set_
     out += add
+    if (ops.set_formats or ops.add_formats) and ctx is not None:
+        out = _apply_formats(out, ops, ctx)
     return out
 
 
-def apply_request_ops(headers: list[Header], host: bytes | None, ops: HeaderOps
+def _apply_formats(headers: list[Header], ops: HeaderOps, ctx: FormatContext) -> list[Header]:
+    """The operations whose values have `%VAR%` operators; as Envoy, an empty result adds nothing."""
+    names = {n.encode("latin-1") for n, _ in ops.set_formats}
+    if names:
+        headers = [h for h in headers if h[0] not in names]
+    for op in (ops.set_formats, ops.add_formats):
+        for name, fmt in op:
+            value = fmt.render(ctx)
+            if value:
+                headers.append((name.encode("latin-1"), value))
+    return headers
+
+
+def apply_request_ops(headers: list[Header], host: bytes | None, ops: HeaderOps, ctx: FormatContext | None = None
                       ) -> tuple[list[Header], bytes | None]:
     """Request header operations; `host`/`:authority` ones act on the authority."""
-    headers = apply_ops(headers, ops)
+    headers = apply_ops(headers, ops, ctx)
     if any(n in _AUTHORITY_NAMES for n, _ in headers):
         for name, value in headers:
             if name in _AUTHORITY_NAMES:
@@ -137,12 +155,14 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def redirect_location(redirect: Redirect, block: HttpMatch | bool | None, authority: str, path: bytes,
-                      listener_port: int) -> bytes:
+                      request_port: int) -> bytes:
     """The Location of an Istio HTTPRedirect, as Envoy builds it.
 
-    `authority` replaces host and port; `port` or `derivePort` set the port; a scheme change without a
-    port drops the request's port; a port that is the scheme's default is left out. `uri` replaces the
-    path, `prefixRewrite` the matched prefix; the query string is kept unless the new path has one.
+    `authority` replaces host and port; `port` or `derivePort` set the port (FROM_REQUEST_PORT: the
+    port the request was addressed to, `request_port`, as istiod writes the route's own port); a scheme
+    change without a port drops the request's port; a port that is the scheme's default is left out.
+    `uri` replaces the path, `prefixRewrite` the matched prefix; the query string is kept unless the
+    new path has one.
     """
     scheme = redirect.scheme or "http"
     host, port = split_authority(authority)
@@ -153,7 +173,7 @@ def redirect_location(redirect: Redirect, block: HttpMatch | bool | None, author
     elif redirect.derive_port == "FROM_PROTOCOL_DEFAULT":
         port = None
     elif redirect.derive_port == "FROM_REQUEST_PORT":
-        port = port or listener_port
+        port = request_port
     elif redirect.scheme and not redirect.authority:
         port = None
     if port == _DEFAULT_PORTS.get(scheme):

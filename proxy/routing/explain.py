@@ -60,7 +60,8 @@ def _names(listeners: list[HttpListener | TcpListener]) -> str:
 
 def request_view(listener: HttpListener, authority: str, path: str, method: str,
                  headers: Mapping[str, str], scheme: str = "http") -> RequestView:
-    """The RequestView the listener would build: path without query, host without port, lower-case names.
+    """The RequestView the listener would build: path without query, authority as sent (port included,
+    as Istio matches it), lower-case names.
 
     On a gateway the port is the listener's; on the sidecar it is the one the client addressed (the
     service port in the authority, 80 when absent), since a sidecar listener serves every service port.
@@ -69,8 +70,8 @@ def request_view(listener: HttpListener, authority: str, path: str, method: str,
     query: dict[str, str] = {}
     for key, value in parse_qsl(query_string.partition("#")[0], keep_blank_values=True):
         query.setdefault(key, value)  # the first occurrence wins, as in Envoy
-    host, port = split_authority(authority)
-    return RequestView(method.upper(), raw_path.partition("#")[0] or "/", query, host.lower(), scheme,
+    port = split_authority(authority)[1]
+    return RequestView(method.upper(), raw_path.partition("#")[0] or "/", query, authority.lower(), scheme,
                        {k.lower(): v for k, v in headers.items()}, listener.match_port(port))
 
 
@@ -139,9 +140,15 @@ def _action(route: HttpRoute) -> dict[str, Any]:
         fields = (("uri", rw.uri), ("authority", rw.authority), ("regex_match", rw.regex_match),
                   ("regex_rewrite", rw.regex_rewrite))
         out["rewrite"] = {k: v for k, v in fields if v is not None}
+    if route.mirrors:
+        out["mirrors"] = [{"cluster": m.cluster_name, "percent": m.percent} for m in route.mirrors]
+    if route.cors is not None:
+        out["cors"] = {"allow_origins": [m.describe() for m in route.cors.allow_origins],
+                       "unmatched_preflights": "FORWARD" if route.cors.forward_unmatched_preflights else "IGNORE"}
     if isinstance(action, Redirect):
         out["redirect"] = {"code": action.code, "uri": action.uri, "authority": action.authority,
-                           "scheme": action.scheme, "port": action.port}
+                           "scheme": action.scheme, "port": action.port, "prefix_rewrite": action.prefix_rewrite,
+                           "derive_port": action.derive_port}
     elif isinstance(action, DirectResponse):
         out["direct_response"] = {"status": action.status, "body_bytes": len(action.body)}
     else:
@@ -185,6 +192,12 @@ def _cluster(dest: Destination) -> dict[str, Any]:
     info["endpoints"] = [{"address": e.address, "port": e.port, "version": e.version, "workload": e.workload,
                           "labels": dict(e.labels)} for e in cluster.endpoints]
     info["lb_policy"] = cluster.lb_policy
+    hashing = cluster.hash_policy
+    if hashing is not None:
+        key = (f"header {hashing.header}" if hashing.header else f"cookie {hashing.cookie}" if hashing.cookie
+               else "source IP" if hashing.source_ip else f"query parameter {hashing.query_parameter}")
+        info["lb_policy"] = "MAGLEV" if hashing.table == "maglev" else "RING_HASH"
+        info["hash_key"] = key
     if not cluster.endpoints:
         info["problem"] = "no endpoint has the subset's labels: requests get 503 UH"
     return info

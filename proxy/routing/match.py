@@ -65,7 +65,7 @@ class RequestView:
     method: str
     path: str
     query: dict[str, str]
-    authority: str  # without port
+    authority: str  # lower case, with its port when the request has one (Istio matches :authority as sent)
     scheme: str
     headers: dict[str, str]  # lower-case name → value (repeated headers joined with ",")
     port: int  # listener port

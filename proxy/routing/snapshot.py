@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxy.routing.match import HttpMatch, RequestView, TcpMatch
+from proxy.routing.formatters import Format
+from proxy.routing.match import HttpMatch, RequestView, StringMatcher, TcpMatch
 
 HOST_MEMO_SIZE = 1024
 _MISSING = object()
@@ -63,6 +64,22 @@ class ServiceInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class HashPolicy:
+    """DestinationRule `loadBalancer.consistentHash`: where a request's hash key comes from (one source)
+    and the table the key is looked up in. A request without the key gets a random endpoint (Envoy)."""
+
+    header: str | None = None  # lower-case request header name
+    cookie: str | None = None
+    cookie_path: str = ""
+    cookie_ttl: float | None = None  # seconds; None: a missing cookie is not generated
+    source_ip: bool = False
+    query_parameter: str | None = None
+    table: Literal["ring", "maglev"] = "ring"
+    table_size: int = 1024  # ring: minimum ring size; maglev: table size (a prime)
+    cookie_attributes: tuple[tuple[str, str], ...] = ()  # extra Set-Cookie attributes (SameSite=Lax, Secure)
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str  # outbound|9080|v3|reviews.default.svc.cluster.local
     service: ServiceInfo
@@ -75,6 +92,7 @@ class Cluster:
     http_idle_timeout: float = 3600.0  # upstream keep-alive idle timeout, seconds
     max_requests_per_connection: int = 0  # 0 = unlimited; 1 = no keep-alive
     name_bytes: bytes = field(init=False, compare=False, repr=False)  # for access logs
+    hash_policy: HashPolicy | None = None  # consistentHash; None: the `lb_policy` balancer
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name_bytes", self.name.encode())
@@ -97,6 +115,10 @@ class HeaderOps:
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
+    # values with Envoy `%VAR%` operators, parsed at compile time and rendered per request; the
+    # constant values above cost nothing more
+    set_formats: tuple[tuple[str, Format], ...] = ()
+    add_formats: tuple[tuple[str, Format], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +180,30 @@ class Fault:
 
 
 @dataclass(frozen=True, slots=True)
+class Mirror:
+    """A copy of the route's requests sent to another cluster, its answer discarded (Istio `mirror`)."""
+
+    cluster_name: str
+    cluster: Cluster | None  # None: the subset does not exist (nothing is sent)
+    percent: float = 100.0  # share of requests copied
+
+
+@dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """Istio `corsPolicy` as Envoy's CORS filter applies it. Header values are joined already."""
+
+    allow_origins: tuple[StringMatcher, ...] = ()
+    allow_methods: str = ""
+    allow_headers: str = ""
+    expose_headers: str = ""
+    max_age: str = ""  # seconds
+    allow_credentials: bool = False
+    # a preflight whose origin is not allowed goes to the upstream (FORWARD, the default) or is
+    # answered by the proxy without CORS headers (IGNORE)
+    forward_unmatched_preflights: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class HttpRoute:
     """One Istio HTTPRoute (rule). `matches` empty = match everything."""
 
@@ -175,6 +221,8 @@ class HttpRoute:
     connect_retries: int = 2
     fault: Fault | None = None  # None: no fault injection (the usual case, one check per request)
     name_bytes: bytes = field(init=False, compare=False, repr=False)  # for access logs
+    mirrors: tuple[Mirror, ...] = ()
+    cors: CorsPolicy | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name_bytes", self.name.encode())

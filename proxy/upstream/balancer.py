@@ -1,7 +1,8 @@
 """Endpoint load balancing inside one cluster (subset), after the weighted pick chose the cluster.
 
 Policies from DestinationRule `trafficPolicy.loadBalancer.simple`: LEAST_REQUEST (Istio's default,
-power of two choices on active requests), ROUND_ROBIN, RANDOM. No I/O.
+power of two choices on active requests), ROUND_ROBIN, RANDOM; with `consistentHash`, a request's key
+picks from a ring hash or Maglev table (hashing.py), built on first use. No I/O.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import random
 
 from proxy.routing.snapshot import Cluster, Endpoint
+from proxy.upstream.hashing import HashTable
 
 
 class Balancer:
     """Chooses an endpoint of one cluster; `active` counts its requests in flight per endpoint address."""
 
-    __slots__ = ("cluster", "endpoints", "policy", "active", "_next", "_rng")
+    __slots__ = ("cluster", "endpoints", "policy", "active", "_next", "_rng", "_table")
 
     def __init__(self, cluster: Cluster, rng: random.Random) -> None:
         self.cluster = cluster
@@ -23,6 +25,18 @@ class Balancer:
         self.active: dict[tuple[str, int], int] = {}
         self._next = 0
         self._rng = rng
+        self._table: HashTable | None = None
+
+    def choose_hashed(self, key_hash: int) -> Endpoint | None:
+        """The endpoint that owns `key_hash` in the cluster's consistent-hash table."""
+        if not self.endpoints or self.cluster.hash_policy is None:
+            return self.choose()
+        table = self._table
+        # rebuilt when the choosable endpoints change (e.g. an ejection replaces the tuple), as Envoy
+        # rebuilds its ring from the healthy hosts; tables are remembered per endpoint set
+        if table is None or table.endpoints is not self.endpoints:
+            table = self._table = HashTable(self.endpoints, self.cluster.hash_policy)
+        return table.pick(key_hash)
 
     def choose(self) -> Endpoint | None:
         endpoints = self.endpoints

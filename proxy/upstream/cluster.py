@@ -32,8 +32,11 @@ class ClusterManager:
             balancer = self._balancers[id(cluster)] = Balancer(cluster, self._rng)
         return balancer
 
-    def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
-        """An endpoint of `cluster`, or None when it has none (→ 503 UH)."""
+    def choose_endpoint(self, cluster: Cluster, key_hash: int | None = None) -> Endpoint | None:
+        """An endpoint of `cluster`, or None when it has none (→ 503 UH). `key_hash`: the request's
+        consistent-hash key, for a cluster with a hash policy."""
+        if key_hash is not None:
+            return self._balancer(cluster).choose_hashed(key_hash)
         return self._balancer(cluster).choose()
 
     def request_started(self, cluster: Cluster, endpoint: Endpoint) -> bool:

@@ -191,13 +191,11 @@ metadata: {name: reviews}
 spec:
   hosts: [reviews]
   http:
-  - route:
-    - destination: {host: reviews}
-    mirror: {host: productpage}
+  - delegate: {name: reviews-v1, namespace: default}
 """
     snap = compile_files(extra=REVIEWS_SE + "---\n" + vs)
-    assert any("spec.http[0].mirror" in n and "not enforced" in n for n in snap.notices)
-    assert not compile_files(extra=REVIEWS_SE).notices  # the same services without `mirror`: nothing to say
+    assert any("spec.http[0].delegate" in n and "not enforced" in n for n in snap.notices)
+    assert not compile_files(extra=REVIEWS_SE).notices  # the same services without `delegate`: nothing to say
 
 
 RATINGS_SE = registry.http_service_entry("ratings", {"v1": 9094})
