@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.capture.compile import build_capture_table
 from proxy.config.diagnostics import ConfigError
 from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
@@ -61,6 +62,8 @@ class CompileOptions:
     mesh_bind: str = "127.0.0.1"
     mesh_port: int = 15001  # outbound HTTP listener
     mesh_tcp_port_offset: int = 0  # sidecar TCP listener = service port + offset
+    capture: bool = False  # route connections redirected to the outbound listener by original destination
+    outbound_traffic_policy: str = "ALLOW_ANY"  # redirected connections to no service: ALLOW_ANY | REGISTRY_ONLY
 
 
 def build_snapshot(paths: Iterable[str], options: CompileOptions, version: int = 1,
@@ -109,6 +112,7 @@ class _Compiler:
         self.notices: list[str] = []
         self.subsets, self.policies = self._destination_rules()
         self.virtual_services = [o for o in objects if o.kind == "VirtualService"]
+        self.mesh_vs: list[RawObject] = []
 
     def run(self, version: int, warnings: list[str], notices: list[str]) -> Snapshot:
         self._build_clusters()
@@ -119,8 +123,15 @@ class _Compiler:
         if self.options.mesh:
             self._mesh_listeners(http, tcp)
         services = {s.fqdn: ServiceInfo(s.fqdn, s.name, s.namespace) for s in self.registry.values()}
+        capture = None
+        if self.options.mesh and self.options.capture:
+            capture, capture_notices = build_capture_table(
+                self.registry, http.get("mesh_http"), self.clusters,
+                lambda service, port: self._mesh_tcp_routes(self.mesh_vs, service, port),
+                self.options.outbound_traffic_policy)  # type: ignore[arg-type]
+            self.notices += capture_notices
         return Snapshot(version, content_hash(self.objects, self.options), http, tcp, dict(self.clusters),
-                        services, tuple(warnings), tuple(notices + sorted(set(self.notices))))
+                        services, tuple(warnings), tuple(notices + sorted(set(self.notices))), capture)
 
     # DestinationRules → subsets and traffic policies --------------------------------------------
 
@@ -342,6 +353,7 @@ class _Compiler:
     def _mesh_listeners(self, http: dict[str, HttpListener], tcp: dict[str, TcpListener]) -> None:
         opts = self.options
         mesh_vs = [vs for vs in self.virtual_services if "mesh" in _gateways(vs) or self._has_mesh_block(vs)]
+        self.mesh_vs = mesh_vs
         exact: dict[str, VirtualHost] = {}
         suffixes: list[tuple[str, VirtualHost]] = []
         claimed: set[str] = set()
@@ -436,21 +448,24 @@ class _Compiler:
                 routes.extend(self._tcp_routes(vs, port, gateway))
         return routes
 
+    def _mesh_tcp_routes(self, mesh_vs: list[RawObject], service: Service, port: ServicePort) -> list[TcpRoute]:
+        routes: list[TcpRoute] = []
+        vs = next((v for v in mesh_vs if service.fqdn in
+                   [fqdn(str(h), v.namespace) for h in v.spec.get("hosts") or []] and v.spec.get("tcp")), None)
+        if vs is not None:
+            routes = self._tcp_routes(vs, port.number, None)
+        # no rule for this port → the service's default route (TCP falls through, unlike HTTP's 404)
+        routes.append(TcpRoute(f"default/{service.fqdn}:{port.number}", "", (),
+                               self._default_destinations(service, port)))
+        return routes
+
     def _mesh_tcp_listeners(self, mesh_vs: list[RawObject], tcp: dict[str, TcpListener]) -> None:
         opts = self.options
         for service in self.registry.values():
             for port in service.ports:
                 if port.is_http or port.protocol in ("HTTPS",):
                     continue
-                routes: list[TcpRoute] = []
-                vs = next((v for v in mesh_vs if service.fqdn in
-                           [fqdn(str(h), v.namespace) for h in v.spec.get("hosts") or []] and v.spec.get("tcp")),
-                          None)
-                if vs is not None:
-                    routes = self._tcp_routes(vs, port.number, None)
-                # no rule for this port → the service's default route (TCP falls through, unlike HTTP's 404)
-                routes.append(TcpRoute(f"default/{service.fqdn}:{port.number}", "", (),
-                                       self._default_destinations(service, port)))
+                routes = self._mesh_tcp_routes(mesh_vs, service, port)
                 listen_port = port.number + opts.mesh_tcp_port_offset
                 name = f"mesh_tcp_{listen_port}"
                 if name in tcp or listen_port == opts.mesh_port:

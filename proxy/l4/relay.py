@@ -114,8 +114,7 @@ class TcpDownstream(asyncio.Protocol):
 
         snapshot = state.snapshot
         self.version = snapshot.version
-        listener = snapshot.tcp_listeners.get(self.listener_name)
-        route = listener.route(self.destination_ip) if listener is not None else None
+        route = self.find_route(snapshot)
         if route is None or not route.destinations.destinations:
             self._fail("NR", None, None)
             return
@@ -127,7 +126,7 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("NC", None, None)
             return
         self.cluster = cluster
-        endpoint = state.cluster_manager.choose_endpoint(cluster)
+        endpoint = self.choose_endpoint(cluster)
         if endpoint is None:
             self._fail("UH", cluster, None)
             return
@@ -214,8 +213,7 @@ class TcpDownstream(asyncio.Protocol):
         route = self.route
         if route is None or self._closing:
             return
-        listener = snapshot.tcp_listeners.get(self.listener_name)
-        new_route = listener.route(self.destination_ip) if listener is not None else None
+        new_route = self.find_route(snapshot)
         grace = new_route.drain_on_shift if new_route is not None else route.drain_on_shift
         kept = False
         if new_route is not None:
@@ -228,6 +226,14 @@ class TcpDownstream(asyncio.Protocol):
                 self._drain_timer = None
         elif self._drain_timer is None:
             self._drain_timer = self.loop.call_later(max(grace, 0.0), self._drain_close)
+
+    def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
+        """The route of this connection in `snapshot` (a captured connection finds it by original destination)."""
+        listener = snapshot.tcp_listeners.get(self.listener_name)
+        return listener.route(self.destination_ip) if listener is not None else None
+
+    def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
+        return self.state.cluster_manager.choose_endpoint(cluster)
 
     def _drain_close(self) -> None:
         self._drain_timer = None

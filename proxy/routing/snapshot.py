@@ -16,9 +16,12 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from proxy.routing.match import HttpMatch, RequestView, TcpMatch
+
+if TYPE_CHECKING:
+    from proxy.capture.table import CaptureTable
 
 HOST_MEMO_SIZE = 1024
 _MISSING = object()
@@ -308,6 +311,8 @@ class Snapshot:
     services: Mapping[str, ServiceInfo]  # by FQDN
     warnings: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()  # fields accepted but not enforced, skipped kinds
+    # original destination → service port, for connections redirected to the outbound listener (--capture)
+    capture: CaptureTable | None = None
 
     def listener_keys(self) -> set[tuple[str, str, int]]:
         """(kind, address, port) of every listener, for diffing on reload."""

@@ -1,0 +1,184 @@
+"""The sidecar's outbound listener with capture on: decide at accept time what each connection is.
+
+A connection whose original destination is the listener's own address came to it directly
+(`HTTP_PROXY` clients) and is an ordinary `HttpDownstream`. Any other was redirected by the capture
+rules: its original destination is looked up in the snapshot's capture table and the connection is
+handed to an HTTP downstream routed per request (`CapturedHttpDownstream`) or a TCP relay routed once
+(`CapturedTcpDownstream`). A port without a declared protocol is sniffed first: the connection is
+HTTP when its first bytes start an HTTP/1 request line, TCP otherwise (or when the client says
+nothing for SNIFF_TIMEOUT: a server-first protocol). A destination in no service goes to
+PassthroughCluster (the original destination itself, ALLOW_ANY) or BlackHoleCluster (refused,
+REGISTRY_ONLY). The choice costs one getsockopt per connection; nothing per request or per byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from proxy.capture.original_dst import original_dst
+from proxy.capture.table import PASSTHROUGH
+from proxy.l4.relay import TcpDownstream
+from proxy.l7.downstream import HttpDownstream
+from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+
+if TYPE_CHECKING:
+    from proxy.l7.exchange import Exchange
+    from proxy.state import ServerState
+
+MESH_LISTENER = "mesh_http"
+SNIFF_TIMEOUT = 0.5  # seconds to wait for a client's first bytes on a port of unknown protocol
+_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"TRACE ", b"CONNECT ")
+_SNIFF_BYTES = max(map(len, _METHODS))
+
+
+def sniff(data: bytes) -> str | None:
+    """"http" or "tcp" for a connection's first bytes; None while they could still start either."""
+    for method in _METHODS:
+        if data.startswith(method):
+            return "http"
+    if len(data) < _SNIFF_BYTES and any(m.startswith(data) for m in _METHODS):
+        return None
+    return "tcp"
+
+
+class CapturedHttpDownstream(HttpDownstream):
+    """HTTP on a redirected connection: each request takes the capture table of the snapshot it reads."""
+
+    __slots__ = ("original",)
+
+    def __init__(self, listener_name: str, state: ServerState, original: tuple[str, int]) -> None:
+        super().__init__(listener_name, state)
+        self.original = original
+
+    def _start(self, ex: Exchange) -> None:
+        # the listener name is in no snapshot's http_listeners, so HttpDownstream routes on self.listener
+        table = self.state.snapshot.capture
+        target = table.lookup(*self.original) if table is not None else None
+        if target is not None and target.http is not None:
+            self.listener = target.http
+        super()._start(ex)
+
+
+class CapturedTcpDownstream(TcpDownstream):
+    """TCP on a redirected connection, routed by its original destination."""
+
+    __slots__ = ("original",)
+
+    def __init__(self, listener_name: str, state: ServerState, original: tuple[str, int]) -> None:
+        super().__init__(listener_name, state)
+        self.original = original
+
+    def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
+        table = snapshot.capture
+        if table is None:
+            return None
+        address, port = self.original
+        target = table.lookup(address, port)
+        if target is None or target.tcp is None:
+            return table.unknown_route
+        return target.tcp.route(address)
+
+    def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
+        if not cluster.endpoints and cluster.name == PASSTHROUGH:
+            return Endpoint(*self.original)
+        return super().choose_endpoint(cluster)
+
+
+class CaptureAccept(asyncio.Protocol):
+    """Chooses a connection's protocol object, then steps aside (`transport.set_protocol`)."""
+
+    __slots__ = ("listener_name", "state", "transport", "original", "buffer", "timer")
+
+    def __init__(self, listener_name: str, state: ServerState) -> None:
+        self.listener_name = listener_name
+        self.state = state
+        self.transport: asyncio.Transport | None = None
+        self.original: tuple[str, int] = ("", 0)
+        self.buffer = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.state
+        sock = transport.get_extra_info("socket")
+        original = original_dst(sock) if sock is not None else None
+        table = state.snapshot.capture
+        if original is None or table is None or original == _address(transport.get_extra_info("sockname")):
+            self._hand_over(transport, HttpDownstream(self.listener_name, state))  # came here directly
+            return
+        target = table.lookup(*original)
+        if target is None or target.protocol == "tcp":
+            self._hand_over(transport, CapturedTcpDownstream(self.listener_name, state, original))
+        elif target.protocol == "http":
+            self._hand_over(transport, CapturedHttpDownstream(self.listener_name, state, original))
+        else:  # sniff: wait for the first bytes
+            self.transport = transport  # type: ignore[assignment]
+            self.original = original
+            loop = state.loop or asyncio.get_running_loop()
+            self.timer = loop.call_later(SNIFF_TIMEOUT, self._decide, "tcp")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        kind = sniff(self.buffer)
+        if kind is not None:
+            self._decide(kind)
+
+    def eof_received(self) -> bool | None:
+        protocol = self._decide(sniff(self.buffer) or "tcp")
+        return protocol.eof_received() if protocol is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:  # the client left before saying anything we could route
+            self.timer.cancel()
+            self.timer = None
+
+    def _decide(self, kind: str) -> asyncio.Protocol | None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.transport = None
+        cls = CapturedHttpDownstream if kind == "http" else CapturedTcpDownstream
+        protocol = cls(self.listener_name, self.state, self.original)
+        self._hand_over(transport, protocol, self.buffer)
+        self.buffer = b""
+        return protocol
+
+    @staticmethod
+    def _hand_over(transport: asyncio.BaseTransport, protocol: asyncio.Protocol, data: bytes = b"") -> None:
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if data:
+            protocol.data_received(data)
+
+
+def _address(sockname: Any) -> tuple[str, int] | None:
+    return (sockname[0], sockname[1]) if sockname else None
+
+
+def ipv6_loopback() -> bool:
+    """Whether ::1 exists here (IPv6 capture redirects to it)."""
+    try:
+        with open("/proc/net/if_inet6") as f:
+            return any(line.startswith("00000000000000000000000000000001") for line in f)
+    except OSError:
+        return False
+
+
+def add_listeners(wanted: dict[tuple[str, str, int], Callable[[], asyncio.Protocol]], snapshot: Snapshot,
+                  state: ServerState) -> None:
+    """With capture on: the outbound listener accepts through `CaptureAccept`, on ::1 as well when the
+    listener is on IPv4 loopback (redirected IPv6 connections arrive there)."""
+    listener = snapshot.http_listeners.get(MESH_LISTENER)
+    if listener is None or snapshot.capture is None:
+        return
+
+    def factory(name: str = listener.name) -> asyncio.Protocol:
+        return CaptureAccept(name, state)
+
+    wanted[("http", listener.address, listener.port)] = factory
+    if listener.address == "127.0.0.1" and ipv6_loopback():
+        wanted[("http", "::1", listener.port)] = factory
