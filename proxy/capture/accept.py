@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from proxy.state import ServerState
 
 MESH_LISTENER = "mesh_http"
+# the listener name of captured HTTP connections: in no snapshot's http_listeners, so HttpDownstream
+# routes each request on the `listener` CapturedHttpDownstream sets from the capture table
+CAPTURED_HTTP = "capture_http"
 SNIFF_TIMEOUT = 0.5  # seconds to wait for a client's first bytes on a port of unknown protocol
 _METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"TRACE ", b"CONNECT ")
 _SNIFF_BYTES = max(map(len, _METHODS))
@@ -49,11 +52,10 @@ class CapturedHttpDownstream(HttpDownstream):
     __slots__ = ("original",)
 
     def __init__(self, listener_name: str, state: ServerState, original: tuple[str, int]) -> None:
-        super().__init__(listener_name, state)
+        super().__init__(CAPTURED_HTTP, state)
         self.original = original
 
     def _start(self, ex: Exchange) -> None:
-        # the listener name is in no snapshot's http_listeners, so HttpDownstream routes on self.listener
         table = self.state.snapshot.capture
         target = table.lookup(*self.original) if table is not None else None
         if target is not None and target.http is not None:
