@@ -31,6 +31,7 @@ from tests.paths import BOOKINFO_NET, ROOT, TCP_ECHO
 PROXY_UID = 1337
 REVIEWS_VIP, TCP_ECHO_VIP, LOOP_VIP, LOOP_ENDPOINT, UNREGISTERED = (
     "127.10.0.2", "127.10.0.3", "127.10.0.4", "127.10.0.5", "127.10.0.9")
+REVIEWS_VIP6 = "fd00::a02"  # a unique-local address given to this namespace's lo only
 ADMIN = "http://127.0.0.1:15000"
 APP_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 
@@ -43,7 +44,7 @@ kind: ServiceEntry
 metadata: {{name: reviews}}
 spec:
   hosts: [reviews]
-  addresses: [{REVIEWS_VIP}]
+  addresses: [{REVIEWS_VIP}, "{REVIEWS_VIP6}"]
   ports: [{{number: 9080, name: http, protocol: HTTP}}]
   resolution: STATIC
   endpoints:
@@ -207,6 +208,7 @@ class Scenario:
 
 async def run(result_path: Path) -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    ipv6 = subprocess.run(["ip", "-6", "addr", "add", f"{REVIEWS_VIP6}/128", "dev", "lo"], capture_output=True)
     reviews = {v: await Upstream(v).start() for v in ("v1", "v2", "v3")}
     one, two = await EchoServer("one").start(), await EchoServer("two").start()
     loop_upstream = Upstream("loop")
@@ -216,6 +218,7 @@ async def run(result_path: Path) -> None:
     workdir.chmod(0o755)
     s = Scenario(workdir)
     result = s.result
+    result["ipv6"] = ipv6.returncode == 0 and bool(shutil.which("ip6tables") or shutil.which("nft"))
     loop = asyncio.get_running_loop()
 
     async def app(*args: Any) -> dict[str, int]:
@@ -241,6 +244,8 @@ async def run(result_path: Path) -> None:
         await loop.run_in_executor(None, s.apply, "reviews.yaml",
                                    (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
         await app("vip-http-v3", "http", REVIEWS_VIP, 9080, 200)
+        if result["ipv6"]:
+            await app("vip6-http-v3", "http", REVIEWS_VIP6, 9080, 20)
         await app("vip-tcp-all-v1", "tcp", TCP_ECHO_VIP, 9000, 200)
         await loop.run_in_executor(None, s.apply, "tcp-echo.yaml", tcp_step("tcp-echo-20-v2.yaml"))
         await app("vip-tcp-20-v2", "tcp", TCP_ECHO_VIP, 9000, 1000)

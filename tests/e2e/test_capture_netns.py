@@ -9,9 +9,7 @@ as root, iptables is installed from apt when missing; elsewhere the test is skip
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from functools import cache
@@ -20,35 +18,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.netns import ensure_iptables
 from tests.paths import ROOT
 from tests.stats import binomial_interval
-
-
-def ensure_iptables() -> str | None:
-    """None when iptables is usable here, else why not. As root, installs the Debian package if missing."""
-    if sys.platform != "linux":
-        return "transparent capture is Linux-only (netfilter)"
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace and install netfilter rules"
-    for tool in ("unshare", "setpriv", "ip"):
-        if not shutil.which(tool):
-            return f"{tool} (util-linux / iproute2) is not installed"
-    if not shutil.which("iptables") and not shutil.which("nft"):
-        if not shutil.which("apt-get"):
-            return "neither iptables nor nft is installed, and there is no apt-get to install iptables"
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = subprocess.run(["apt-get", "install", "-y", "-q", "iptables"], capture_output=True, text=True,
-                                 env=env, timeout=600)
-        if install.returncode != 0:  # the package lists may be missing on a fresh image
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
-            install = subprocess.run(["apt-get", "install", "-y", "-q", "iptables"], capture_output=True,
-                                     text=True, env=env, timeout=600)
-        if install.returncode != 0:
-            return f"apt-get install iptables failed: {install.stderr.strip()[-300:]}"
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.strip()}"
-    return None
 
 
 @cache
@@ -87,6 +59,13 @@ def test_http_to_a_vip_follows_the_seed_http_task(observed: dict[str, Any]) -> N
     lo, hi = binomial_interval(1000, 0.5)
     assert lo <= half["v3"] <= hi, (half, (lo, hi))
     assert s["vip-http-v3"] == {"v3": 200}
+
+
+def test_ipv6_vip_is_captured_too(observed: dict[str, Any]) -> None:
+    if not observed["ipv6"]:
+        pytest.skip("no IPv6 in this kernel, or no ip6tables/nft")
+    assert "IPv6: capture installed" in observed["iptables"]
+    assert steps(observed)["vip6-http-v3"] == {"v3": 20}
 
 
 def test_the_outbound_listener_still_serves_explicit_proxy_clients(observed: dict[str, Any]) -> None:
@@ -144,5 +123,6 @@ def test_metrics_count_captured_requests_under_the_service(observed: dict[str, A
     text = observed["metrics_allow_any"]
     v3 = _metric(text, "istio_requests_total", destination_service_name="reviews", destination_version="v3",
                  response_code="200")
-    assert v3 == steps(observed)["vip-http-50-v3"]["v3"] + 200
+    s = steps(observed)
+    assert v3 == s["vip-http-50-v3"]["v3"] + s["vip-http-v3"]["v3"] + s.get("vip6-http-v3", {}).get("v3", 0)
     assert re.search(r'istio_tcp_connections_opened_total\{[^}]*destination_service_name="tcp-echo"', text)
