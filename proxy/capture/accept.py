@@ -6,7 +6,8 @@ rules: its original destination is looked up in the snapshot's capture table and
 handed to an HTTP downstream routed per request (`CapturedHttpDownstream`) or a TCP relay routed once
 (`CapturedTcpDownstream`). A port without a declared protocol is sniffed first: the connection is
 HTTP when its first bytes start an HTTP/1 request line, TCP otherwise (or when the client says
-nothing for SNIFF_TIMEOUT: a server-first protocol). A destination in no service goes to
+nothing for SNIFF_TIMEOUT: a server-first protocol). A destination in no service is HTTP-routed when
+its port has HTTP services and its first request names a mesh host; otherwise it goes to
 PassthroughCluster (the original destination itself, ALLOW_ANY) or BlackHoleCluster (refused,
 REGISTRY_ONLY). The choice costs one getsockopt per connection; nothing per request or per byte.
 """
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 from proxy.capture.original_dst import original_dst
 from proxy.capture.table import PASSTHROUGH
 from proxy.l4.relay import TcpDownstream
+from proxy.l7.codec import MAX_REQUEST_HEAD
 from proxy.l7.downstream import HttpDownstream
-from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+from proxy.l7.router import split_target
+from proxy.routing.snapshot import Cluster, Endpoint, RouteTable, Snapshot, TcpRoute
 
 if TYPE_CHECKING:
     from proxy.l7.exchange import Exchange
@@ -57,9 +60,11 @@ class CapturedHttpDownstream(HttpDownstream):
 
     def _start(self, ex: Exchange) -> None:
         table = self.state.snapshot.capture
-        target = table.lookup(*self.original) if table is not None else None
-        if target is not None and target.http is not None:
-            self.listener = target.http
+        if table is not None:
+            target = table.lookup(*self.original)
+            listener = target.http if target is not None else table.http_ports.get(self.original[1])
+            if listener is not None:
+                self.listener = listener
         super()._start(ex)
 
 
@@ -91,7 +96,7 @@ class CapturedTcpDownstream(TcpDownstream):
 class CaptureAccept(asyncio.Protocol):
     """Chooses a connection's protocol object, then steps aside (`transport.set_protocol`)."""
 
-    __slots__ = ("listener_name", "state", "transport", "original", "buffer", "timer")
+    __slots__ = ("listener_name", "state", "transport", "original", "buffer", "timer", "by_host")
 
     def __init__(self, listener_name: str, state: ServerState) -> None:
         self.listener_name = listener_name
@@ -100,6 +105,8 @@ class CaptureAccept(asyncio.Protocol):
         self.original: tuple[str, int] = ("", 0)
         self.buffer = b""
         self.timer: asyncio.TimerHandle | None = None
+        # set for a destination in no service: HTTP only if the first request's Host is in these routes
+        self.by_host: RouteTable | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         state = self.state
@@ -110,25 +117,46 @@ class CaptureAccept(asyncio.Protocol):
             self._hand_over(transport, HttpDownstream(self.listener_name, state))  # came here directly
             return
         target = table.lookup(*original)
-        if target is None or target.protocol == "tcp":
+        if target is None:
+            by_port = table.http_ports.get(original[1])
+            if by_port is None:
+                self._hand_over(transport, CapturedTcpDownstream(self.listener_name, state, original))
+                return
+            self.by_host = by_port.route_table
+        elif target.protocol == "tcp":
             self._hand_over(transport, CapturedTcpDownstream(self.listener_name, state, original))
+            return
         elif target.protocol == "http":
             self._hand_over(transport, CapturedHttpDownstream(self.listener_name, state, original))
-        else:  # sniff: wait for the first bytes
-            self.transport = transport  # type: ignore[assignment]
-            self.original = original
-            loop = state.loop or asyncio.get_running_loop()
-            self.timer = loop.call_later(SNIFF_TIMEOUT, self._decide, "tcp")
+            return
+        # sniff, or look for the Host: wait for the first bytes
+        self.transport = transport  # type: ignore[assignment]
+        self.original = original
+        loop = state.loop or asyncio.get_running_loop()
+        self.timer = loop.call_later(SNIFF_TIMEOUT, self._decide, "tcp")
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        kind = sniff(self.buffer)
+        kind = self._classify(final=False)
         if kind is not None:
             self._decide(kind)
 
     def eof_received(self) -> bool | None:
-        protocol = self._decide(sniff(self.buffer) or "tcp")
+        protocol = self._decide(self._classify(final=True) or "tcp")
         return protocol.eof_received() if protocol is not None else None
+
+    def _classify(self, final: bool) -> str | None:
+        """"http", "tcp", or None while more bytes are needed (never None when `final`)."""
+        buffer = self.buffer
+        kind = sniff(buffer) or ("tcp" if final else None)
+        if kind == "http" and self.by_host is not None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0 and not final and len(buffer) <= MAX_REQUEST_HEAD:
+                return None  # the head is not complete yet
+            authority = first_authority(buffer[:end]) if end >= 0 else None
+            if authority is None or self.by_host.find_host(authority) is None:
+                kind = "tcp"  # a host the mesh does not know: the original destination's business
+        return kind
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:  # the client left before saying anything we could route
@@ -155,6 +183,21 @@ class CaptureAccept(asyncio.Protocol):
         protocol.connection_made(transport)
         if data:
             protocol.data_received(data)
+
+
+def first_authority(head: bytes) -> bytes | None:
+    """The authority of a request head: an absolute-form target's, else the Host header's."""
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.split(b" ")
+    if len(parts) == 3:
+        authority, _ = split_target(parts[1])
+        if authority is not None:
+            return authority
+    for header in rest.split(b"\r\n"):
+        name, sep, value = header.partition(b":")
+        if sep and name.strip().lower() == b"host":
+            return value.strip()
+    return None
 
 
 def _address(sockname: Any) -> tuple[str, int] | None:

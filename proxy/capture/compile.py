@@ -10,6 +10,10 @@ HTTP routing of a redirected connection uses the sidecar's mesh route table (so 
 any mesh service is routed to it, as on Istio's per-port listener), falling back to the routes of the
 service whose address was dialled when the Host names nothing known (e.g. `Host: 10.0.0.7:9080`).
 TCP routing uses the service's mesh `tcp` routes for that port, then its default route.
+
+A destination in no service, on a port where some service speaks HTTP, is routed by the Host of its
+first request when that names a mesh host (Istio's per-port route table matches by Host whatever the
+address), else it is unknown (PassthroughCluster or BlackHoleCluster).
 """
 
 from __future__ import annotations
@@ -101,7 +105,11 @@ def build_capture_table(registry: Mapping[str, Service], mesh: HttpListener | No
         for address in _endpoint_addresses(service):
             for target in by_service[service.fqdn]:
                 _claim(targets, owners, (address, target.port), target, service, notices)
-    return CaptureTable(targets, tuple(networks), policy), notices
+    table = mesh.route_table if mesh is not None else RouteTable({})
+    by_host = RouteTable(table.exact, table.suffixes, None)
+    http_ports = {port.number: CaptureHttpListener(f"capture_http|{port.number}", "", port.number, "mesh", by_host)
+                  for service in registry.values() for port in service.ports if port.is_http}
+    return CaptureTable(targets, tuple(networks), policy, http_ports=http_ports), notices
 
 
 def _claim(targets: dict[tuple[str, int], CaptureTarget], owners: dict[tuple[str, int], Service],

@@ -59,6 +59,9 @@ class CaptureTable:
     policy: OutboundPolicy = "ALLOW_ANY"
     passthrough: Cluster = special_cluster(PASSTHROUGH)
     blackhole: Cluster = special_cluster(BLACKHOLE)
+    # per port of some HTTP service: the mesh routes, for a destination in no service whose first request
+    # names a mesh host (a Kubernetes ClusterIP no ServiceEntry lists, reached as `reviews:9080`)
+    http_ports: Mapping[int, CaptureHttpListener] = field(default_factory=dict)
     # the one route of connections to no service: to `passthrough` or `blackhole` as the policy says
     unknown_route: TcpRoute = field(init=False, compare=False, repr=False)
 

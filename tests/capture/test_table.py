@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.capture.accept import sniff
+from proxy.capture.accept import first_authority, sniff
 from proxy.capture.table import BLACKHOLE, PASSTHROUGH, CaptureTable
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths, load_text
@@ -135,3 +135,21 @@ def test_a_sniffed_port_without_routes_gets_the_default_route() -> None:
 ])
 def test_sniff(data: bytes, kind: str | None) -> None:
     assert sniff(data) == kind
+
+
+def test_http_ports_route_a_known_host_at_any_address() -> None:
+    ports = table(compile_capture()).http_ports
+    assert set(ports) == {9080}  # the only port some service speaks HTTP on
+    routes = ports[9080].route_table
+    assert routes.find("reviews:9080") is not None
+    assert routes.find("example.com") is None  # unknown host: not HTTP-routed (passthrough or blackhole)
+
+
+@pytest.mark.parametrize(("head", "authority"), [
+    (b"GET / HTTP/1.1\r\nHost: reviews:9080\r\nx: y", b"reviews:9080"),
+    (b"GET / HTTP/1.1\r\nuser-agent: c\r\nHOST:  ratings ", b"ratings"),
+    (b"GET http://details:9080/x HTTP/1.1\r\nhost: other", b"details:9080"),
+    (b"GET / HTTP/1.0\r\naccept: */*", None),
+])
+def test_first_authority(head: bytes, authority: bytes | None) -> None:
+    assert first_authority(head) == authority

@@ -1,6 +1,6 @@
 """An application with no proxy settings: plain connections to a service address, as `curl` and `nc` make.
 
-    python -m tests.e2e.capture_app http HOST PORT N   → {"v1": n, ...} by the x-version answered
+    python -m tests.e2e.capture_app http HOST PORT N [HOST-HEADER]  → {"v1": n, ...} by the x-version answered
     python -m tests.e2e.capture_app tcp HOST PORT N    → {"one": n, ...} by the tcp-echo prefix
     python -m tests.e2e.capture_app proxy HOST PORT N  → as http, through an explicit proxy at HOST:PORT
                                                          (absolute-form requests for reviews:9080)
@@ -19,9 +19,9 @@ from collections import Counter
 CONCURRENCY = 10
 
 
-async def _http_worker(host: str, port: int, n: int, seen: Counter[str], proxy: bool = False) -> None:
+async def _http_worker(host: str, port: int, n: int, seen: Counter[str], proxy: bool, authority: str) -> None:
     request = (b"GET http://reviews:9080/reviews/0 HTTP/1.1\r\nhost: reviews:9080\r\n\r\n" if proxy
-               else f"GET /reviews/0 HTTP/1.1\r\nhost: {host}:{port}\r\n\r\n".encode())
+               else f"GET /reviews/0 HTTP/1.1\r\nhost: {authority}\r\n\r\n".encode())
     reader = writer = None
     for _ in range(n):
         try:
@@ -67,16 +67,18 @@ async def _tcp_worker(host: str, port: int, n: int, seen: Counter[str]) -> None:
             writer.close()
 
 
-async def main(kind: str, host: str, port: int, n: int) -> Counter[str]:
+async def main(kind: str, host: str, port: int, n: int, authority: str) -> Counter[str]:
     seen: Counter[str] = Counter()
     shares = [n // CONCURRENCY + (1 if i < n % CONCURRENCY else 0) for i in range(CONCURRENCY)]
     if kind == "tcp":
         await asyncio.gather(*(_tcp_worker(host, port, share, seen) for share in shares if share))
     else:
-        await asyncio.gather(*(_http_worker(host, port, share, seen, kind == "proxy") for share in shares if share))
+        await asyncio.gather(*(_http_worker(host, port, share, seen, kind == "proxy", authority)
+                               for share in shares if share))
     return seen
 
 
 if __name__ == "__main__":
     kind, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(asyncio.run(main(kind, host, port, n))))
+    authority = sys.argv[5] if len(sys.argv) > 5 else f"{host}:{port}"
+    print(json.dumps(asyncio.run(main(kind, host, port, n, authority))))

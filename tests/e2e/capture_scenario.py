@@ -191,8 +191,9 @@ class Scenario:
 
     # the application ---------------------------------------------------------------------------------
 
-    def app(self, step: str, kind: str, host: str, port: int, n: int) -> dict[str, int]:
-        out = subprocess.run([sys.executable, "-m", "tests.e2e.capture_app", kind, host, str(port), str(n)],
+    def app(self, step: str, kind: str, host: str, port: int, n: int, *authority: str) -> dict[str, int]:
+        out = subprocess.run([sys.executable, "-m", "tests.e2e.capture_app", kind, host, str(port), str(n),
+                              *authority],
                              capture_output=True, text=True, cwd=ROOT, env=APP_ENV, timeout=300, check=True)
         counts: dict[str, int] = json.loads(out.stdout)
         self.result["steps"][step] = counts
@@ -244,6 +245,8 @@ async def run(result_path: Path) -> None:
         await loop.run_in_executor(None, s.apply, "reviews.yaml",
                                    (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
         await app("vip-http-v3", "http", REVIEWS_VIP, 9080, 200)
+        # an address in no ServiceEntry (a Kubernetes ClusterIP, say) but a Host the mesh knows
+        await app("unlisted-ip-host-reviews", "http", "127.10.0.8", 9080, 20, "reviews:9080")
         if result["ipv6"]:
             await app("vip6-http-v3", "http", REVIEWS_VIP6, 9080, 20)
         await app("vip-tcp-all-v1", "tcp", TCP_ECHO_VIP, 9000, 200)

@@ -61,6 +61,10 @@ def test_http_to_a_vip_follows_the_seed_http_task(observed: dict[str, Any]) -> N
     assert s["vip-http-v3"] == {"v3": 200}
 
 
+def test_an_unlisted_address_is_routed_by_a_known_host(observed: dict[str, Any]) -> None:
+    assert steps(observed)["unlisted-ip-host-reviews"] == {"v3": 20}
+
+
 def test_ipv6_vip_is_captured_too(observed: dict[str, Any]) -> None:
     if not observed["ipv6"]:
         pytest.skip("no IPv6 in this kernel, or no ip6tables/nft")
@@ -124,5 +128,6 @@ def test_metrics_count_captured_requests_under_the_service(observed: dict[str, A
     v3 = _metric(text, "istio_requests_total", destination_service_name="reviews", destination_version="v3",
                  response_code="200")
     s = steps(observed)
-    assert v3 == s["vip-http-50-v3"]["v3"] + s["vip-http-v3"]["v3"] + s.get("vip6-http-v3", {}).get("v3", 0)
+    assert v3 == (s["vip-http-50-v3"]["v3"] + s["vip-http-v3"]["v3"] + s["unlisted-ip-host-reviews"]["v3"]
+                  + s.get("vip6-http-v3", {}).get("v3", 0))
     assert re.search(r'istio_tcp_connections_opened_total\{[^}]*destination_service_name="tcp-echo"', text)
