@@ -7,6 +7,7 @@ import pytest
 from proxy.capture import rules
 from proxy.capture.apply import choose_backend, render
 from proxy.cli import main
+from tests.paths import ROOT
 
 
 def lines(cmds: list[list[str]]) -> list[str]:
@@ -147,3 +148,9 @@ def test_cli_dry_run_prints_and_needs_no_privilege(capsys: pytest.CaptureFixture
 def test_cli_bad_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["iptables", "--dry-run", "--include-cidrs", "nowhere"]) == 2
     assert "--include-cidrs: 'nowhere' is not an IP address or CIDR" in capsys.readouterr().err
+
+
+def test_the_readme_shows_what_dry_run_prints() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ shiftproxy iptables --dry-run --ipv6 off\n", 1)[1].split("```", 1)[0]
+    assert block == render(rules.plan(), "iptables", [4])
