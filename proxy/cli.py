@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--outbound-traffic-policy", choices=("ALLOW_ANY", "REGISTRY_ONLY"), default="ALLOW_ANY",
                      help="with --capture, a destination in no service: relayed to it (ALLOW_ANY, default) or "
                           "refused (REGISTRY_ONLY)")
+    run.add_argument("--inbound-capture-port", type=int, default=0, metavar="PORT",
+                     help="with --capture, accept connections redirected inbound (`shiftproxy iptables "
+                          "--inbound-ports`) on this port of --bind and relay them to their original destination "
+                          "(usually 15006; default 0: none)")
     run.add_argument("--admin", type=parse_address, default=("127.0.0.1", 15000), metavar="HOST:PORT",
                      help="admin server address (default 127.0.0.1:15000)")
     run.add_argument("--access-log", choices=("text", "json", "off"), default="text")
@@ -122,7 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         compile=CompileOptions(gateway_labels=args.labels, gateway="gateway" in roles, mesh="mesh" in roles,
                                bind=args.bind, mesh_bind=args.mesh_bind, mesh_port=args.mesh_port,
                                mesh_tcp_port_offset=args.mesh_tcp_port_offset, capture=args.capture,
-                               outbound_traffic_policy=args.outbound_traffic_policy),
+                               outbound_traffic_policy=args.outbound_traffic_policy,
+                               inbound_capture_port=args.inbound_capture_port),
         admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
         drain_timeout=args.drain_timeout, watch=not args.no_watch,
     )

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from proxy.capture.inbound import INBOUND_LISTENER, InboundTcpDownstream
 from proxy.capture.original_dst import original_dst
 from proxy.capture.table import PASSTHROUGH
 from proxy.l4.relay import TcpDownstream
@@ -216,7 +217,8 @@ def ipv6_loopback() -> bool:
 def add_listeners(wanted: dict[tuple[str, str, int], Callable[[], asyncio.Protocol]], snapshot: Snapshot,
                   state: ServerState) -> None:
     """With capture on: the outbound listener accepts through `CaptureAccept`, on ::1 as well when the
-    listener is on IPv4 loopback (redirected IPv6 connections arrive there)."""
+    listener is on IPv4 loopback (redirected IPv6 connections arrive there); and the inbound capture
+    listener, when asked for."""
     listener = snapshot.http_listeners.get(MESH_LISTENER)
     if listener is None or snapshot.capture is None:
         return
@@ -227,3 +229,6 @@ def add_listeners(wanted: dict[tuple[str, str, int], Callable[[], asyncio.Protoc
     wanted[("http", listener.address, listener.port)] = factory
     if listener.address == "127.0.0.1" and ipv6_loopback():
         wanted[("http", "::1", listener.port)] = factory
+    address, port = snapshot.capture.inbound
+    if port:
+        wanted[("tcp", address, port)] = lambda: InboundTcpDownstream(INBOUND_LISTENER, state)

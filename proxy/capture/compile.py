@@ -85,7 +85,8 @@ def _endpoint_addresses(service: Service) -> list[str]:
 
 def build_capture_table(registry: Mapping[str, Service], mesh: HttpListener | None,
                         clusters: Mapping[str, Cluster], tcp_routes: TcpRoutes,
-                        policy: OutboundPolicy) -> tuple[CaptureTable, list[str]]:
+                        policy: OutboundPolicy, inbound: tuple[str, int] = ("0.0.0.0", 0)
+                        ) -> tuple[CaptureTable, list[str]]:
     """The table and notices (addresses claimed by two services)."""
     notices: list[str] = []
     targets: dict[tuple[str, int], CaptureTarget] = {}
@@ -109,7 +110,7 @@ def build_capture_table(registry: Mapping[str, Service], mesh: HttpListener | No
     by_host = RouteTable(table.exact, table.suffixes, None)
     http_ports = {port.number: CaptureHttpListener(f"capture_http|{port.number}", "", port.number, "mesh", by_host)
                   for service in registry.values() for port in service.ports if port.is_http}
-    return CaptureTable(targets, tuple(networks), policy, http_ports=http_ports), notices
+    return CaptureTable(targets, tuple(networks), policy, http_ports=http_ports, inbound=inbound), notices
 
 
 def _claim(targets: dict[tuple[str, int], CaptureTarget], owners: dict[tuple[str, int], Service],

@@ -62,6 +62,7 @@ class CaptureTable:
     # per port of some HTTP service: the mesh routes, for a destination in no service whose first request
     # names a mesh host (a Kubernetes ClusterIP no ServiceEntry lists, reached as `reviews:9080`)
     http_ports: Mapping[int, CaptureHttpListener] = field(default_factory=dict)
+    inbound: tuple[str, int] = ("0.0.0.0", 0)  # address of the inbound capture listener; port 0: none
     # the one route of connections to no service: to `passthrough` or `blackhole` as the policy says
     unknown_route: TcpRoute = field(init=False, compare=False, repr=False)
 

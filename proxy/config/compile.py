@@ -64,6 +64,7 @@ class CompileOptions:
     mesh_tcp_port_offset: int = 0  # sidecar TCP listener = service port + offset
     capture: bool = False  # route connections redirected to the outbound listener by original destination
     outbound_traffic_policy: str = "ALLOW_ANY"  # redirected connections to no service: ALLOW_ANY | REGISTRY_ONLY
+    inbound_capture_port: int = 0  # with capture: listener for redirected inbound connections (0: none)
 
 
 def build_snapshot(paths: Iterable[str], options: CompileOptions, version: int = 1,
@@ -128,7 +129,8 @@ class _Compiler:
             capture, capture_notices = build_capture_table(
                 self.registry, http.get("mesh_http"), self.clusters,
                 lambda service, port: self._mesh_tcp_routes(self.mesh_vs, service, port),
-                self.options.outbound_traffic_policy)  # type: ignore[arg-type]
+                self.options.outbound_traffic_policy,  # type: ignore[arg-type]
+                (self.options.bind, self.options.inbound_capture_port))
             self.notices += capture_notices
         return Snapshot(version, content_hash(self.objects, self.options), http, tcp, dict(self.clusters),
                         services, tuple(warnings), tuple(notices + sorted(set(self.notices))), capture)

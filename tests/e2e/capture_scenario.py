@@ -32,6 +32,8 @@ PROXY_UID = 1337
 REVIEWS_VIP, TCP_ECHO_VIP, LOOP_VIP, LOOP_ENDPOINT, UNREGISTERED = (
     "127.10.0.2", "127.10.0.3", "127.10.0.4", "127.10.0.5", "127.10.0.9")
 REVIEWS_VIP6 = "fd00::a02"  # a unique-local address given to this namespace's lo only
+# inbound: a client in a second namespace of ours, over a veth pair with documentation addresses
+POD_IP, CLIENT_IP, INBOUND_APP_PORT = "192.0.2.1", "192.0.2.2", 9180
 ADMIN = "http://127.0.0.1:15000"
 APP_ENV = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
 
@@ -144,7 +146,7 @@ class Scenario:
         log = open(self.workdir / "proxy.log", "ab")  # noqa: SIM115 - the child holds it
         self.proxy = subprocess.Popen(
             [*self.as_proxy_user(), sys.executable, "-m", "proxy", "run", "--config", str(self.config),
-             "--role", "mesh", "--capture", "--access-log", "off", *extra],
+             "--role", "mesh", "--capture", "--inbound-capture-port", "15006", "--access-log", "off", *extra],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**APP_ENV, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
         log.close()
@@ -191,9 +193,10 @@ class Scenario:
 
     # the application ---------------------------------------------------------------------------------
 
-    def app(self, step: str, kind: str, host: str, port: int, n: int, *authority: str) -> dict[str, int]:
-        out = subprocess.run([sys.executable, "-m", "tests.e2e.capture_app", kind, host, str(port), str(n),
-                              *authority],
+    def app(self, step: str, kind: str, host: str, port: int, n: int, *authority: str,
+            netns: list[str] | None = None) -> dict[str, int]:
+        out = subprocess.run([*(netns or []), sys.executable, "-m", "tests.e2e.capture_app", kind, host, str(port),
+                              str(n), *authority],
                              capture_output=True, text=True, cwd=ROOT, env=APP_ENV, timeout=300, check=True)
         counts: dict[str, int] = json.loads(out.stdout)
         self.result["steps"][step] = counts
@@ -207,6 +210,24 @@ class Scenario:
         return out.stdout
 
 
+def client_namespace() -> tuple[subprocess.Popen[bytes], list[str]]:
+    """A second network namespace joined to this one by a veth pair; returns its holder process and the
+    command prefix that runs a program in it."""
+    holder = subprocess.Popen(["unshare", "-n", "sleep", "600"])
+    own = os.readlink("/proc/self/ns/net")
+    for _ in range(500):
+        if os.readlink(f"/proc/{holder.pid}/ns/net") != own:
+            break
+        time.sleep(0.01)
+    enter = ["nsenter", "-t", str(holder.pid), "-n"]
+    for cmd in (["ip", "link", "add", "sp-pod", "type", "veth", "peer", "name", "sp-client", "netns", str(holder.pid)],
+                ["ip", "addr", "add", f"{POD_IP}/24", "dev", "sp-pod"], ["ip", "link", "set", "sp-pod", "up"],
+                [*enter, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "sp-client"],
+                [*enter, "ip", "link", "set", "sp-client", "up"], [*enter, "ip", "link", "set", "lo", "up"]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    return holder, enter
+
+
 async def run(result_path: Path) -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     ipv6 = subprocess.run(["ip", "-6", "addr", "add", f"{REVIEWS_VIP6}/128", "dev", "lo"], capture_output=True)
@@ -215,6 +236,9 @@ async def run(result_path: Path) -> None:
     loop_upstream = Upstream("loop")
     loop_server = await asyncio.start_server(loop_upstream._serve, LOOP_ENDPOINT, 8000)
     unregistered = await EchoServer("outside").start(UNREGISTERED, 7000)
+    inbound_app = Upstream("inbound-app")
+    inbound_server = await asyncio.start_server(inbound_app._serve, "0.0.0.0", INBOUND_APP_PORT)
+    holder, client_ns = client_namespace()
     workdir = Path(tempfile.mkdtemp(prefix="shiftproxy-capture-"))
     workdir.chmod(0o755)
     s = Scenario(workdir)
@@ -222,8 +246,9 @@ async def run(result_path: Path) -> None:
     result["ipv6"] = ipv6.returncode == 0 and bool(shutil.which("ip6tables") or shutil.which("nft"))
     loop = asyncio.get_running_loop()
 
-    async def app(*args: Any) -> dict[str, int]:
-        return await loop.run_in_executor(None, s.app, *args)  # the event loop keeps serving the upstreams
+    async def app(*args: Any, netns: list[str] | None = None) -> dict[str, int]:
+        # in a thread: the event loop keeps serving the upstreams
+        return await loop.run_in_executor(None, lambda: s.app(*args, netns=netns))
 
     try:
         (s.config / "services.yaml").write_text(services({v: u.port for v, u in reviews.items()},
@@ -235,7 +260,7 @@ async def run(result_path: Path) -> None:
         for f in s.config.iterdir():
             f.chmod(0o644)
         await loop.run_in_executor(None, s.start_proxy)
-        result["iptables"] = s.iptables()
+        result["iptables"] = s.iptables("--inbound-ports", str(INBOUND_APP_PORT))
         await app("vip-http-all-v1", "http", REVIEWS_VIP, 9080, 200)
         # the same listener still serves clients that address it (HTTP_PROXY style)
         await app("explicit-proxy-all-v1", "proxy", "127.0.0.1", 15001, 20)
@@ -257,6 +282,9 @@ async def run(result_path: Path) -> None:
         result["loop_upstream_requests"] = loop_upstream.requests
         await app("unregistered-allow-any", "tcp", UNREGISTERED, 7000, 20)
         result["unregistered_accepted_allow_any"] = unregistered.accepted
+        # inbound: a client in another namespace calls this "pod"; the sidecar relays to the application
+        await app("inbound", "http", POD_IP, INBOUND_APP_PORT, 20, netns=client_ns)
+        result["inbound_app_requests"] = inbound_app.requests
         result["metrics_allow_any"] = await loop.run_in_executor(None, s.metrics)
 
         await loop.run_in_executor(None, s.stop_proxy)
@@ -276,6 +304,9 @@ async def run(result_path: Path) -> None:
         result["proxy_log"] = log.read_text(errors="replace")[-6000:] if log.exists() else ""
         result_path.write_text(json.dumps(result))
         loop_server.close()
+        inbound_server.close()
+        holder.kill()
+        holder.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -118,6 +118,16 @@ def test_registry_only_refuses_it_as_blackhole(observed: dict[str, Any]) -> None
     assert steps(observed)["registry-only-vip-http"] == {"v3": 20}  # registered services still served
 
 
+def test_inbound_capture_relays_to_the_application(observed: dict[str, Any]) -> None:
+    """A client in a second namespace dials the pod's address; the rules send it to 15006 and the sidecar
+    relays to the application, counted with reporter="destination"."""
+    assert steps(observed)["inbound"] == {"inbound-app": 20}
+    assert observed["inbound_app_requests"] == 20
+    opened = _metric(observed["metrics_allow_any"], "istio_tcp_connections_opened_total", reporter="destination",
+                     destination_service_name="InboundPassthroughCluster")
+    assert opened == 10  # the client's ten keep-alive connections
+
+
 def test_cleanup_removes_the_capture(observed: dict[str, Any]) -> None:
     """Without the rules nothing listens on the VIP: the earlier answers came through the capture."""
     assert steps(observed)["after-cleanup"] == {"refused": 5}
