@@ -121,6 +121,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not roles or roles - {"gateway", "mesh"}:
         print("shiftproxy: --role must be gateway, mesh or gateway,mesh", file=sys.stderr)
         return 2
+    if args.capture and "mesh" not in roles:
+        print("shiftproxy: --capture needs the mesh role (the sidecar's outbound listener)", file=sys.stderr)
+        return 2
+    if args.inbound_capture_port and not (args.capture and 0 < args.inbound_capture_port <= 65535):
+        print("shiftproxy: --inbound-capture-port needs --capture and a port (1-65535)", file=sys.stderr)
+        return 2
     options = RunOptions(
         config_paths=args.config,
         compile=CompileOptions(gateway_labels=args.labels, gateway="gateway" in roles, mesh="mesh" in roles,

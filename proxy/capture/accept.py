@@ -9,7 +9,8 @@ HTTP when its first bytes start an HTTP/1 request line, TCP otherwise (or when t
 nothing for SNIFF_TIMEOUT: a server-first protocol). A destination in no service is HTTP-routed when
 its port has HTTP services and its first request names a mesh host; otherwise it goes to
 PassthroughCluster (the original destination itself, ALLOW_ANY) or BlackHoleCluster (refused,
-REGISTRY_ONLY). The choice costs one getsockopt per connection; nothing per request or per byte.
+REGISTRY_ONLY). The choice costs one getsockopt per connection, a dict lookup per request, nothing
+per byte.
 """
 
 from __future__ import annotations

@@ -154,3 +154,13 @@ def test_the_readme_shows_what_dry_run_prints() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("$ shiftproxy iptables --dry-run --ipv6 off\n", 1)[1].split("```", 1)[0]
     assert block == render(rules.plan(), "iptables", [4])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--role", "gateway", "--capture"], "--capture needs the mesh role"),
+    (["--inbound-capture-port", "15006"], "--inbound-capture-port needs --capture"),
+    (["--capture", "--inbound-capture-port", "70000"], "--inbound-capture-port needs --capture and a port"),
+])
+def test_run_capture_flags_are_checked(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", "/nonexistent", *args]) == 2
+    assert message in capsys.readouterr().err
