@@ -184,10 +184,12 @@ def nft_script(p: CapturePlan, family: Family = 4) -> str:
     excluded = p.cidrs(p.exclude_cidrs, family)
     if excluded:
         out.append(f"\t\t{addr} {_set(excluded)} return")
+    # nft wants the transport protocol matched in the rule that maps the port
     if p.captures_all():
-        out.append(f"\t\tredirect to :{p.outbound_port}")
+        out.append(f"\t\tmeta l4proto tcp redirect to :{p.outbound_port}")
     else:
-        out.append(f"\t\t{addr} {_set(p.cidrs(p.include_cidrs, family))} redirect to :{p.outbound_port}")
+        out.append(f"\t\t{addr} {_set(p.cidrs(p.include_cidrs, family))} meta l4proto tcp "
+                   f"redirect to :{p.outbound_port}")
     out.append("\t}")
     if p.inbound_ports:
         out += ["\tchain prerouting {", "\t\ttype nat hook prerouting priority -100; policy accept;"]

@@ -3,7 +3,9 @@ and the clear errors without the tools or the privilege."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -53,3 +55,35 @@ def test_no_privilege_is_a_clear_error() -> None:
                          timeout=60, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert run.returncode == 1
     assert "needs CAP_NET_ADMIN" in run.stderr
+
+
+REDIRECT_PROBE = """
+import json, socket, subprocess, sys
+from proxy.capture.original_dst import original_dst
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run([sys.executable, "-m", "proxy", "iptables", "--backend", sys.argv[1]], check=True, capture_output=True)
+listener = socket.create_server(("127.0.0.1", 15001))
+seen = []
+for address in (("127.10.0.2", 9080), ("127.0.0.1", 15001)):  # a VIP (redirected), the listener itself
+    client = socket.create_connection(address, timeout=5)
+    accepted, _ = listener.accept()
+    seen.append([original_dst(accepted), list(accepted.getsockname())])
+    accepted.close()
+    client.close()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nft"])
+def test_a_redirected_connection_reports_where_it_was_going(backend: str) -> None:
+    reason = ensure_iptables()
+    if reason:
+        pytest.skip(reason)
+    if not shutil.which(backend):
+        pytest.skip(f"{backend} is not installed")
+    run = subprocess.run(["unshare", "-n", sys.executable, "-c", REDIRECT_PROBE, backend], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    (vip, vip_local), (direct, direct_local) = json.loads(run.stdout)
+    assert vip == ["127.10.0.2", 9080] and vip_local == ["127.0.0.1", 15001]
+    assert direct in (None, direct_local)  # not redirected: no NAT entry, or the listener's own address

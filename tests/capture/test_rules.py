@@ -101,7 +101,8 @@ def test_nft_script_replaces_its_table_atomically() -> None:
                                        "table ip shiftproxy {"]
     body = [s.strip() for s in script.splitlines()]
     order = ["meta skuid 1337 return", "ip daddr 127.0.0.1/32 return", "tcp dport { 22, 8080 } return",
-             "ip daddr { 10.0.0.0/8 } return", "ip daddr { 127.10.0.0/16 } redirect to :15001"]
+             "ip daddr { 10.0.0.0/8 } return",
+             "ip daddr { 127.10.0.0/16 } meta l4proto tcp redirect to :15001"]
     assert [body.index(r) for r in order] == sorted(body.index(r) for r in order)
     assert "tcp dport { 9080 } redirect to :15006" in body
     assert rules.nft_cleanup(6) == ["nft", "delete", "table", "ip6", "shiftproxy"]
