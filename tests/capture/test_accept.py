@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -80,6 +82,11 @@ class Harness:
         self.destinations.append(original)
         return await asyncio.open_connection("127.0.0.1", self.port)
 
+    def access_log(self) -> list[dict[str, object]]:
+        log = self.state.access_log
+        log.flush()
+        return [json.loads(line) for line in log.stream.getvalue().splitlines()]  # type: ignore[attr-defined]
+
     def tcp_opened(self, cluster: str, flags: str = "-") -> int:
         return sum(s.opened for key, s in self.state.metrics.tcp.items() if key[0] == cluster and key[-1] == flags)
 
@@ -113,7 +120,8 @@ async def start(upstreams: tuple[Upstream, Echo, Echo], monkeypatch: pytest.Monk
         text = config(web.port, echo.server.sockets[0].getsockname()[1], banner.server.sockets[0].getsockname()[1])
         snap = compile_snapshot(load_text(text, "services.yaml").objects,
                                 CompileOptions(gateway=False, capture=True, outbound_traffic_policy=policy))
-        state = ServerState(snap, Metrics(), ClusterManager(), AccessLog("off"), loop=asyncio.get_running_loop())
+        state = ServerState(snap, Metrics(), ClusterManager(), AccessLog("json", io.StringIO()),
+                            loop=asyncio.get_running_loop())
         server = await asyncio.get_running_loop().create_server(
             lambda: accept.CaptureAccept("mesh_http", state), "127.0.0.1", 0)
         servers.append(server)
@@ -211,6 +219,16 @@ async def test_unknown_destination_passthrough_and_blackhole(start: Callable[...
     assert echo.accepted == accepted
     assert allow.tcp_opened("PassthroughCluster") == 1
     assert deny.tcp_opened("BlackHoleCluster", "UH") == 1
+    for _ in range(100):  # the relay is accounted for once both sides are closed
+        if allow.access_log() and deny.access_log():
+            break
+        await asyncio.sleep(0.02)
+    passed, = allow.access_log()
+    assert (passed["upstream_cluster"], passed["response_flags"]) == ("PassthroughCluster", "-")
+    assert passed["upstream_host"] == f"127.0.0.1:{target[1]}"  # the original destination itself
+    refused, = deny.access_log()
+    assert (refused["upstream_cluster"], refused["response_flags"], refused["upstream_host"]) == (
+        "BlackHoleCluster", "UH", None)
 
 
 async def test_unknown_address_on_an_http_port_is_routed_by_a_known_host(start: Callable[..., object]) -> None:
