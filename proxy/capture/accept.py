@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from proxy.capture.inbound import INBOUND_LISTENER, InboundTcpDownstream
@@ -29,7 +30,7 @@ from proxy.l7.router import split_target
 from proxy.routing.snapshot import Cluster, Endpoint, RouteTable, Snapshot, TcpRoute
 
 if TYPE_CHECKING:
-    from proxy.l7.exchange import Exchange
+    from proxy.l7.exchange import Answer, Exchange
     from proxy.state import ServerState
 
 MESH_LISTENER = "mesh_http"
@@ -69,6 +70,20 @@ class CapturedHttpDownstream(HttpDownstream):
                 self.listener = listener
         super()._start(ex)
 
+    def _dispatch(self, ex: Exchange, answer: Answer | None) -> None:
+        cluster = ex.cluster
+        if answer is None and cluster is not None and cluster.lb_policy == "PASSTHROUGH":
+            ex.endpoint = original_endpoint(cluster, self.original)  # routed; the balancer's pick is replaced
+        super()._dispatch(ex, answer)
+
+
+def original_endpoint(cluster: Cluster, original: tuple[str, int]) -> Endpoint:
+    """The endpoint of a PASSTHROUGH cluster: the original destination itself, with the labels of the
+    cluster's endpoint at that address when there is one (for metrics)."""
+    address, port = original
+    known = next((e for e in cluster.endpoints if e.address == address), None)
+    return replace(known, port=port) if known is not None else Endpoint(address, port)
+
 
 class CapturedTcpDownstream(TcpDownstream):
     """TCP on a redirected connection, routed by its original destination."""
@@ -90,8 +105,8 @@ class CapturedTcpDownstream(TcpDownstream):
         return target.tcp.route(address)
 
     def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
-        if not cluster.endpoints and cluster.name == PASSTHROUGH:
-            return Endpoint(*self.original)
+        if cluster.lb_policy == "PASSTHROUGH" or (not cluster.endpoints and cluster.name == PASSTHROUGH):
+            return original_endpoint(cluster, self.original)
         return super().choose_endpoint(cluster)
 
 

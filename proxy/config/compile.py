@@ -165,7 +165,10 @@ class _Compiler:
                      selector: dict[str, str] | None, policy: dict[str, Any]) -> None:
         policy = _port_policy(policy, port.number)
         lb = (policy.get("loadBalancer") or {}).get("simple") or "LEAST_REQUEST"
-        if lb not in ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"):
+        if lb == "PASSTHROUGH" and self.options.capture:
+            self.notices.append(f"loadBalancer PASSTHROUGH for {info.fqdn}: connections that were not redirected "
+                                "(no original destination) use LEAST_REQUEST")
+        elif lb not in ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"):
             self.notices.append(f"loadBalancer {lb} for {info.fqdn} is not supported; using LEAST_REQUEST")
             lb = "LEAST_REQUEST"
         pool = policy.get("connectionPool") or {}
@@ -520,7 +523,7 @@ def _connect_retries(retries: dict[str, Any] | None) -> int:
 
 
 def _lb(name: str) -> LbPolicy:
-    return "ROUND_ROBIN" if name == "ROUND_ROBIN" else "RANDOM" if name == "RANDOM" else "LEAST_REQUEST"
+    return name if name in ("ROUND_ROBIN", "RANDOM", "PASSTHROUGH") else "LEAST_REQUEST"  # type: ignore[return-value]
 
 
 def _port_policy(policy: dict[str, Any], port: int) -> dict[str, Any]:

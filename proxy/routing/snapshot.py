@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 HOST_MEMO_SIZE = 1024
 _MISSING = object()
 
-LbPolicy = Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"]
+# PASSTHROUGH: the original destination of a redirected connection (capture); LEAST_REQUEST otherwise
+LbPolicy = Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM", "PASSTHROUGH"]
 
 
 def cluster_name(port: int, subset: str, fqdn: str) -> str:

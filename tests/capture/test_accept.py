@@ -242,3 +242,63 @@ async def test_unknown_address_on_an_http_port_is_routed_by_a_known_host(start: 
     writer.close()
     await asyncio.sleep(0.05)
     assert h.tcp_opened("BlackHoleCluster", "UH") == 1
+
+
+async def test_passthrough_load_balancing_goes_to_the_dialled_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DestinationRule `loadBalancer: PASSTHROUGH`: a redirected connection goes to the endpoint the client
+    dialled (a headless service's pod address), not to one the balancer picks; per request for HTTP."""
+    one, two = Echo(b"one"), Echo(b"two")
+    one_port = await one.start()
+    two.server = await asyncio.start_server(two._serve, "127.0.0.2", 0)  # a second loopback address
+    tcp_port = two.server.sockets[0].getsockname()[1]
+    web1, web2 = Upstream("v1"), Upstream("v2")
+    await web1.start()
+    web2.server = await asyncio.start_server(web2._serve, "127.0.0.2", 0)
+    http_port = web2.server.sockets[0].getsockname()[1]
+    text = f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: pods}}
+spec:
+  hosts: [pods]
+  ports: [{{number: {tcp_port}, name: tcp, protocol: TCP}}, {{number: {http_port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{tcp: {one_port}, http: {web1.port}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: pods}}
+spec:
+  host: pods
+  trafficPolicy: {{loadBalancer: {{simple: PASSTHROUGH}}}}
+"""
+    snap = compile_snapshot(load_text(text, "pods.yaml").objects, CompileOptions(gateway=False, capture=True))
+    state = ServerState(snap, Metrics(), ClusterManager(), AccessLog("off"), loop=asyncio.get_running_loop())
+    originals: deque[tuple[str, int]] = deque()
+    monkeypatch.setattr(accept, "original_dst", lambda sock: originals.popleft())
+    server = await asyncio.get_running_loop().create_server(lambda: accept.CaptureAccept("mesh_http", state),
+                                                            "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        seen = []
+        for _ in range(20):
+            originals.append(("127.0.0.2", tcp_port))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"x\n")
+            seen.append(await asyncio.wait_for(reader.readline(), 5))
+            writer.close()
+        assert seen == [b"two x\n"] * 20  # LEAST_REQUEST between the two would give "one" about half the time
+        originals.append(("127.0.0.2", http_port))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        versions = [json.loads((await http_get(reader, writer, "pods"))[1])["version"] for _ in range(20)]
+        writer.close()
+        assert versions == ["v2"] * 20
+        assert web1.requests == 0 and one.accepted == 0
+    finally:
+        server.close()
+        for s in (one.server, two.server):
+            s.close()
+        await web1.close()
+        await web2.close()

@@ -153,3 +153,22 @@ def test_http_ports_route_a_known_host_at_any_address() -> None:
 ])
 def test_first_authority(head: bytes, authority: bytes | None) -> None:
     assert first_authority(head) == authority
+
+
+@pytest.mark.parametrize(("capture", "policy", "notice"), [
+    (True, "PASSTHROUGH", "connections that were not redirected (no original destination) use LEAST_REQUEST"),
+    (False, "LEAST_REQUEST", "loadBalancer PASSTHROUGH for reviews.default.svc.cluster.local is not supported"),
+])
+def test_passthrough_load_balancing_needs_capture(capture: bool, policy: str, notice: str) -> None:
+    dr = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-lb}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+"""
+    objects = load_text(SERVICES + "---" + dr, "services.yaml").objects
+    snap = compile_snapshot(objects, CompileOptions(capture=capture))
+    assert snap.clusters["outbound|9080||reviews.default.svc.cluster.local"].lb_policy == policy
+    assert any(notice in n for n in snap.notices)
