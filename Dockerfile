@@ -12,7 +12,11 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
 COPY samples ./samples
-RUN pip install --no-cache-dir . \
+# iptables: for `shiftproxy iptables`, the capture rules of a sidecar pod's init container
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin shiftproxy \
     && mkdir -p /etc/shiftproxy \
     && chown shiftproxy /etc/shiftproxy

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench run clean
+.PHONY: demo test lint bench bench-capture run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.run
+
+# the transparent-capture path against the explicit listeners; root, in a network namespace of its own
+bench-capture: $(STAMP)
+	unshare -n $(BIN)/python -m benchmarks.capture
 
 clean:
 	rm -rf $(VENV) .pytest_cache

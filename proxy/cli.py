@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mesh-port", type=int, default=15001, help="sidecar outbound HTTP port (default 15001)")
     run.add_argument("--mesh-tcp-port-offset", type=int, default=0,
                      help="sidecar TCP listener port = service port + this offset (default 0)")
+    run.add_argument("--capture", action="store_true",
+                     help="route connections redirected to the outbound listener (`shiftproxy iptables`) by their "
+                          "original destination")
+    run.add_argument("--outbound-traffic-policy", choices=("ALLOW_ANY", "REGISTRY_ONLY"), default="ALLOW_ANY",
+                     help="with --capture, a destination in no service: relayed to it (ALLOW_ANY, default) or "
+                          "refused (REGISTRY_ONLY)")
+    run.add_argument("--inbound-capture-port", type=int, default=0, metavar="PORT",
+                     help="with --capture, accept connections redirected inbound (`shiftproxy iptables "
+                          "--inbound-ports`) on this port of --bind and relay them to their original destination "
+                          "(usually 15006; default 0: none)")
     run.add_argument("--admin", type=parse_address, default=("127.0.0.1", 15000), metavar="HOST:PORT",
                      help="admin server address (default 127.0.0.1:15000)")
     run.add_argument("--access-log", choices=("text", "json", "off"), default="text")
@@ -68,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--namespace", default="default")
 
     from proxy import cli_ops, demo
+    from proxy.capture import apply as capture_apply
 
     cli_ops.add_commands(sub)
+    capture_apply.add_command(sub)
     demo.add_command(sub)
     return parser
 
@@ -113,11 +125,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not roles or roles - {"gateway", "mesh"}:
         print("shiftproxy: --role must be gateway, mesh or gateway,mesh", file=sys.stderr)
         return 2
+    if args.capture and "mesh" not in roles:
+        print("shiftproxy: --capture needs the mesh role (the sidecar's outbound listener)", file=sys.stderr)
+        return 2
+    if args.inbound_capture_port and not (args.capture and 0 < args.inbound_capture_port <= 65535):
+        print("shiftproxy: --inbound-capture-port needs --capture and a port (1-65535)", file=sys.stderr)
+        return 2
     options = RunOptions(
         config_paths=args.config,
         compile=CompileOptions(gateway_labels=args.labels, gateway="gateway" in roles, mesh="mesh" in roles,
                                bind=args.bind, mesh_bind=args.mesh_bind, mesh_port=args.mesh_port,
-                               mesh_tcp_port_offset=args.mesh_tcp_port_offset, namespace=args.namespace),
+                               mesh_tcp_port_offset=args.mesh_tcp_port_offset, capture=args.capture,
+                               namespace=args.namespace,
+                               outbound_traffic_policy=args.outbound_traffic_policy,
+                               inbound_capture_port=args.inbound_capture_port),
         admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
         drain_timeout=args.drain_timeout, watch=not args.no_watch,
     )

@@ -19,6 +19,7 @@ from typing import Any
 from proxy import workers
 from proxy.accesslog import AccessLog
 from proxy.admin.metrics import Metrics
+from proxy.capture import accept as capture_accept
 from proxy.config.compile import CompileOptions, build_snapshot
 from proxy.config.diagnostics import ConfigError
 from proxy.config.watch import watch_config
@@ -177,6 +178,8 @@ class Server:
             wanted[("http", li.address, li.port)] = (lambda n=li.name: HttpDownstream(n, state))
         for li in snapshot.tcp_listeners.values():
             wanted[("tcp", li.address, li.port)] = (lambda n=li.name: relay.TcpDownstream(n, state))
+        if snapshot.capture is not None:
+            capture_accept.add_listeners(wanted, snapshot, state)
         for key in [k for k in self.listeners if k not in wanted]:
             self.listeners.pop(key).close()  # stop accepting; open connections finish on their own
             log.info("listener %s %s:%d removed; draining", *key)

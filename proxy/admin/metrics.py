@@ -138,8 +138,10 @@ class Metrics:
 
     def _labels(self, cluster: Cluster | None, endpoint: Endpoint | None, protocol: str) -> list[str]:
         svc = cluster.service if cluster is not None else None
+        # the inbound side of a sidecar reports as the destination workload, as Istio's inbound listener
+        reporter = "destination" if cluster is not None and cluster.name.startswith("inbound|") else self.reporter
         return [
-            self.reporter, self.source_workload, self.source_namespace, self.source_workload, "unknown",
+            reporter, self.source_workload, self.source_namespace, self.source_workload, "unknown",
             endpoint.workload if endpoint else "unknown",
             svc.namespace if svc else "unknown",
             endpoint.canonical_service if endpoint else "unknown",

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.capture.compile import build_capture_table
 from proxy.config import compile_http
 from proxy.config.diagnostics import ConfigError
 from proxy.config.duration import parse_duration
@@ -62,6 +63,9 @@ class CompileOptions:
     mesh_port: int = 15001  # outbound HTTP listener
     mesh_tcp_port_offset: int = 0  # sidecar TCP listener = service port + offset
     namespace: str = "default"  # this proxy's namespace, for match.sourceNamespace (its labels: gateway_labels)
+    capture: bool = False  # route connections redirected to the outbound listener by original destination
+    outbound_traffic_policy: str = "ALLOW_ANY"  # redirected connections to no service: ALLOW_ANY | REGISTRY_ONLY
+    inbound_capture_port: int = 0  # with capture: listener for redirected inbound connections (0: none)
 
 
 def build_snapshot(paths: Iterable[str], options: CompileOptions, version: int = 1,
@@ -110,6 +114,7 @@ class _Compiler:
         self.notices: list[str] = []
         self.subsets, self.policies = self._destination_rules()
         self.virtual_services = [o for o in objects if o.kind == "VirtualService"]
+        self.mesh_vs: list[RawObject] = []
 
     def run(self, version: int, warnings: list[str], notices: list[str]) -> Snapshot:
         self._build_clusters()
@@ -120,8 +125,16 @@ class _Compiler:
         if self.options.mesh:
             self._mesh_listeners(http, tcp)
         services = {s.fqdn: ServiceInfo(s.fqdn, s.name, s.namespace) for s in self.registry.values()}
+        capture = None
+        if self.options.mesh and self.options.capture:
+            capture, capture_notices = build_capture_table(
+                self.registry, http.get("mesh_http"), self.clusters,
+                lambda service, port: self._mesh_tcp_routes(self.mesh_vs, service, port),
+                self.options.outbound_traffic_policy,  # type: ignore[arg-type]
+                (self.options.bind, self.options.inbound_capture_port))
+            self.notices += capture_notices
         return Snapshot(version, content_hash(self.objects, self.options), http, tcp, dict(self.clusters),
-                        services, tuple(warnings), tuple(notices + sorted(set(self.notices))))
+                        services, tuple(warnings), tuple(notices + sorted(set(self.notices))), capture)
 
     # DestinationRules → subsets and traffic policies --------------------------------------------
 
@@ -158,9 +171,12 @@ class _Compiler:
             lb = "RANDOM"  # Envoy's ring hash and Maglev pick at random for a request without a key
         elif lb in ("LEAST_CONN", "UNSPECIFIED"):  # Istio's alias and default
             lb = "LEAST_REQUEST"
+        elif lb == "PASSTHROUGH" and self.options.capture:
+            self.notices.append(f"loadBalancer PASSTHROUGH for {info.fqdn}: connections that were not redirected "
+                                "(no original destination) use LEAST_REQUEST")
         elif lb == "PASSTHROUGH":
-            self.notices.append(f"loadBalancer PASSTHROUGH for {info.fqdn} needs transparent capture (the original "
-                                "destination), which this proxy does not have; using LEAST_REQUEST")
+            self.notices.append(f"loadBalancer PASSTHROUGH for {info.fqdn} needs the original destination "
+                                "(run --capture), which is off; using LEAST_REQUEST")
             lb = "LEAST_REQUEST"
         elif lb not in ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"):
             self.notices.append(f"loadBalancer {lb} for {info.fqdn} is not supported; using LEAST_REQUEST")
@@ -365,6 +381,7 @@ class _Compiler:
     def _mesh_listeners(self, http: dict[str, HttpListener], tcp: dict[str, TcpListener]) -> None:
         opts = self.options
         mesh_vs = [vs for vs in self.virtual_services if "mesh" in _gateways(vs) or self._has_mesh_block(vs)]
+        self.mesh_vs = mesh_vs
         exact: dict[str, VirtualHost] = {}
         suffixes: list[tuple[str, VirtualHost]] = []
         claimed: set[str] = set()
@@ -461,21 +478,24 @@ class _Compiler:
                 routes.extend(self._tcp_routes(vs, port, gateway))
         return routes
 
+    def _mesh_tcp_routes(self, mesh_vs: list[RawObject], service: Service, port: ServicePort) -> list[TcpRoute]:
+        routes: list[TcpRoute] = []
+        vs = next((v for v in mesh_vs if service.fqdn in
+                   [fqdn(str(h), v.namespace) for h in v.spec.get("hosts") or []] and v.spec.get("tcp")), None)
+        if vs is not None:
+            routes = self._tcp_routes(vs, port.number, None)
+        # no rule for this port → the service's default route (TCP falls through, unlike HTTP's 404)
+        routes.append(TcpRoute(f"default/{service.fqdn}:{port.number}", "", (),
+                               self._default_destinations(service, port)))
+        return routes
+
     def _mesh_tcp_listeners(self, mesh_vs: list[RawObject], tcp: dict[str, TcpListener]) -> None:
         opts = self.options
         for service in self.registry.values():
             for port in service.ports:
                 if port.is_http or port.protocol in ("HTTPS",):
                     continue
-                routes: list[TcpRoute] = []
-                vs = next((v for v in mesh_vs if service.fqdn in
-                           [fqdn(str(h), v.namespace) for h in v.spec.get("hosts") or []] and v.spec.get("tcp")),
-                          None)
-                if vs is not None:
-                    routes = self._tcp_routes(vs, port.number, None)
-                # no rule for this port → the service's default route (TCP falls through, unlike HTTP's 404)
-                routes.append(TcpRoute(f"default/{service.fqdn}:{port.number}", "", (),
-                                       self._default_destinations(service, port)))
+                routes = self._mesh_tcp_routes(mesh_vs, service, port)
                 listen_port = port.number + opts.mesh_tcp_port_offset
                 name = f"mesh_tcp_{listen_port}"
                 if name in tcp or listen_port == opts.mesh_port:
@@ -528,7 +548,7 @@ def _connect_retries(retries: dict[str, Any] | None) -> int:
 
 
 def _lb(name: str) -> LbPolicy:
-    return "ROUND_ROBIN" if name == "ROUND_ROBIN" else "RANDOM" if name == "RANDOM" else "LEAST_REQUEST"
+    return name if name in ("ROUND_ROBIN", "RANDOM", "PASSTHROUGH") else "LEAST_REQUEST"  # type: ignore[return-value]
 
 
 def _port_policy(policy: dict[str, Any], port: int) -> dict[str, Any]:

@@ -115,8 +115,7 @@ class TcpDownstream(asyncio.Protocol):
 
         snapshot = state.snapshot
         self.version = snapshot.version
-        listener = snapshot.tcp_listeners.get(self.listener_name)
-        route = listener.route(self.destination_ip) if listener is not None else None
+        route = self.find_route(snapshot)
         if route is None or not route.destinations.destinations:
             self._fail("NR", None, None)
             return
@@ -128,9 +127,7 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("NC", None, None)
             return
         self.cluster = cluster
-        hashing = cluster.hash_policy  # consistentHash.useSourceIp applies to TCP too (Envoy's tcp_proxy)
-        key = hash64(peer[0].encode()) if hashing is not None and hashing.source_ip and peer else None
-        endpoint = state.cluster_manager.choose_endpoint(cluster, key)
+        endpoint = self.choose_endpoint(cluster)
         if endpoint is None:
             self._fail("UH", cluster, None)
             return
@@ -217,8 +214,7 @@ class TcpDownstream(asyncio.Protocol):
         route = self.route
         if route is None or self._closing:
             return
-        listener = snapshot.tcp_listeners.get(self.listener_name)
-        new_route = listener.route(self.destination_ip) if listener is not None else None
+        new_route = self.find_route(snapshot)
         grace = new_route.drain_on_shift if new_route is not None else route.drain_on_shift
         kept = False
         if new_route is not None:
@@ -231,6 +227,17 @@ class TcpDownstream(asyncio.Protocol):
                 self._drain_timer = None
         elif self._drain_timer is None:
             self._drain_timer = self.loop.call_later(max(grace, 0.0), self._drain_close)
+
+    def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
+        """The route of this connection in `snapshot` (a captured connection finds it by original destination)."""
+        listener = snapshot.tcp_listeners.get(self.listener_name)
+        return listener.route(self.destination_ip) if listener is not None else None
+
+    def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
+        hashing = cluster.hash_policy  # consistentHash.useSourceIp applies to TCP too (Envoy's tcp_proxy)
+        client = self.downstream_address.rpartition(":")[0]
+        key = hash64(client.encode()) if hashing is not None and hashing.source_ip and client else None
+        return self.state.cluster_manager.choose_endpoint(cluster, key)
 
     def _drain_close(self) -> None:
         self._drain_timer = None

@@ -16,15 +16,19 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from proxy.routing.formatters import Format
 from proxy.routing.match import HttpMatch, RequestView, StringMatcher, TcpMatch
 
+if TYPE_CHECKING:
+    from proxy.capture.table import CaptureTable
+
 HOST_MEMO_SIZE = 1024
 _MISSING = object()
 
-LbPolicy = Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"]
+# PASSTHROUGH: the original destination of a redirected connection (capture); LEAST_REQUEST otherwise
+LbPolicy = Literal["LEAST_REQUEST", "ROUND_ROBIN", "RANDOM", "PASSTHROUGH"]
 
 
 def cluster_name(port: int, subset: str, fqdn: str) -> str:
@@ -356,6 +360,8 @@ class Snapshot:
     services: Mapping[str, ServiceInfo]  # by FQDN
     warnings: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()  # fields accepted but not enforced, skipped kinds
+    # original destination → service port, for connections redirected to the outbound listener (--capture)
+    capture: CaptureTable | None = None
 
     def listener_keys(self) -> set[tuple[str, str, int]]:
         """(kind, address, port) of every listener, for diffing on reload."""

@@ -81,7 +81,7 @@ metadata: {{name: reviews}}
 spec: {{host: reviews, trafficPolicy: {{loadBalancer: {{simple: {simple}}}}}}}
 """)
     assert snap.clusters["outbound|9080||reviews.default.svc.cluster.local"].lb_policy == "LEAST_REQUEST"
-    assert any("PASSTHROUGH" in n and "transparent capture" in n for n in snap.notices) is notice
+    assert any("PASSTHROUGH" in n and "run --capture" in n for n in snap.notices) is notice
 
 
 def resolve(destination: dict[str, Any]) -> tuple[str, None]:
