@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.config.compile_policy import cluster_resilience, retry_policy
 from proxy.config.diagnostics import ConfigError
 from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
@@ -167,6 +168,7 @@ class _Compiler:
             tcp_idle_timeout=tcp_idle,
             http_idle_timeout=parse_duration(str(http_pool.get("idleTimeout", "1h"))),
             max_requests_per_connection=int(http_pool.get("maxRequestsPerConnection") or 0),
+            **cluster_resilience(policy),
         )
 
     # destinations ---------------------------------------------------------------------------------
@@ -230,11 +232,7 @@ class _Compiler:
                 if key in abort:
                     self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
                                         f"spec.http[{index}].fault.abort.{key} is valid Istio but not enforced yet")
-            connect_retries = _connect_retries(rule.get("retries"))
-            if rule.get("retries") and _retry_on(rule["retries"]) - {"connect-failure", "5xx", "gateway-error",
-                                                                      "reset", "reset-before-request"}:
-                self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} spec.http[{index}].retries"
-                                    ": only retries of failed connections are enforced yet")
+            connect_retries, retry = retry_policy(rule.get("retries"))
             out.append(HttpRoute(
                 connect_retries=connect_retries,
                 name=str(rule.get("name") or f"{vs.namespace}/{vs.name}#{index}"),
@@ -246,6 +244,7 @@ class _Compiler:
                 request_headers=_header_ops((rule.get("headers") or {}).get("request")),
                 response_headers=_header_ops((rule.get("headers") or {}).get("response")),
                 fault=_fault(fault),
+                retry=retry,
             ))
         return out
 
@@ -482,24 +481,6 @@ def _fault(fault: dict[str, Any]) -> Fault | None:
     if not delay_percent and not abort_percent:
         return None
     return Fault(delay_seconds, delay_percent, abort_status, abort_percent)
-
-
-ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-
-
-def _retry_on(retries: dict[str, Any]) -> set[str]:
-    return {c.strip() for c in str(retries.get("retryOn") or ISTIO_DEFAULT_RETRY_ON).split(",") if c.strip()}
-
-
-def _connect_retries(retries: dict[str, Any] | None) -> int:
-    """Connect-failure retries of a route: Istio's default policy (2) unless `retries` says otherwise.
-    Envoy's `5xx`, `gateway-error` and `reset` conditions include a failed connect."""
-    if retries is None:
-        return 2
-    attempts = int(retries.get("attempts") or 0)
-    covers_connect = _retry_on(retries) & {"connect-failure", "5xx", "gateway-error", "reset",
-                                           "reset-before-request"}
-    return attempts if covers_connect else 0
 
 
 def _lb(name: str) -> LbPolicy:

@@ -27,10 +27,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+from proxy.upstream import keepalive, outlier
 
 if TYPE_CHECKING:
     from proxy.admin.metrics import _TcpStats
     from proxy.state import ServerState
+    from proxy.upstream.circuit_breaker import CircuitBreaker
 
 REPORTING_INTERVAL = 5.0  # seconds between byte-count reports of a long connection (Istio's default)
 # The idle check runs this many times per idle period, so an idle connection is closed between
@@ -52,6 +54,7 @@ class TcpDownstream(asyncio.Protocol):
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
         "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
+        "_breaker", "_life_timer",
     )
 
     def __init__(self, listener_name: str, state: ServerState) -> None:
@@ -98,6 +101,10 @@ class TcpDownstream(asyncio.Protocol):
         self._last_active = 0.0
         self._next_report = 0.0
         self._drain_timer: asyncio.TimerHandle | None = None
+        # DestinationRule connectionPool: the circuit breaker holding this connection's slot, and the
+        # timer of tcp.maxConnectionDuration
+        self._breaker: CircuitBreaker | None = None
+        self._life_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol interface (downstream side) ------------------------------------------------
 
@@ -132,6 +139,12 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("UH", cluster, None)
             return
         self.endpoint = endpoint
+        if cluster.limits is not None:  # tcp.maxConnections: over it the connection is closed, flag UO
+            breaker = state.cluster_manager.breaker(cluster)
+            if not breaker.acquire(None):
+                self._fail("UO", cluster, endpoint)
+                return
+            self._breaker = breaker
         self.counted = state.cluster_manager.request_started(cluster, endpoint)
         transport.pause_reading()
         self._connecting = True
@@ -244,6 +257,8 @@ class TcpDownstream(asyncio.Protocol):
             raise  # the downstream went away; connection_lost does the bookkeeping
         except Exception:  # refused, unreachable, unresolvable, timed out: all UF, as Envoy
             self._connect_task = None  # so closing the downstream does not cancel this very task
+            if cluster.outlier is not None:
+                self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECT_FAILED)
             if self._up is None and not self._closing:
                 self._fail("UF", cluster, endpoint)
         finally:
@@ -266,7 +281,20 @@ class TcpDownstream(asyncio.Protocol):
         elif not self._up_paused:
             self.transport.resume_reading()  # type: ignore[union-attr]
         self._start_timer()
+        cluster = self.cluster
+        if cluster is not None and (cluster.outlier is not None or cluster.tcp_keepalive is not None or
+                                    cluster.max_connection_duration is not None):
+            self._upstream_policies(cluster, transport)
         return True
+
+    def _upstream_policies(self, cluster: Cluster, transport: asyncio.Transport) -> None:
+        """What the DestinationRule asks of a connected upstream: outlier report, keepalive, lifetime."""
+        if cluster.outlier is not None and self.endpoint is not None:
+            self.state.cluster_manager.outlier_report(cluster, self.endpoint, outlier.CONNECTED)
+        if cluster.tcp_keepalive is not None:
+            keepalive.apply(transport, cluster.tcp_keepalive)
+        if cluster.max_connection_duration is not None:  # Envoy's max_downstream_connection_duration
+            self._life_timer = self.loop.call_later(cluster.max_connection_duration, self.close)
 
     def upstream_eof(self) -> bool:
         self._up_eof = True
@@ -354,10 +382,13 @@ class TcpDownstream(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._finished = True
-        for timer in (self._timer, self._drain_timer):
+        for timer in (self._timer, self._drain_timer, self._life_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._drain_timer = None
+        self._timer = self._drain_timer = self._life_timer = None
+        if self._breaker is not None:
+            self._breaker.release()
+            self._breaker = None
         self._early.clear()
         state = self.state
         if self._stats is None:  # the downstream left while the upstream was connecting

@@ -37,6 +37,9 @@ UPSTREAM_RESET = LocalReply(503, _RESET + b"connection termination", "UC")
 UPSTREAM_PROTOCOL_ERROR = LocalReply(502, _RESET + b"protocol error", "UPE")
 UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", "UT")
 REQUEST_HEADER_TIMEOUT = LocalReply(408, b"request header timeout", "-")
+# a circuit breaker of the cluster is full (Envoy adds `x-envoy-overloaded: true`)
+OVERFLOW = LocalReply(503, _RESET + b"overflow", "UO")
+OVERLOADED_HEADERS = ((b"x-envoy-overloaded", b"true"),)
 CONNECT_NOT_SUPPORTED = LocalReply(405, b"CONNECT is not supported", "-")
 INTERNAL_ERROR = LocalReply(500, b"internal error", "-")
 
@@ -59,9 +62,17 @@ _FLAG_ORDER = {flag: i for i, flag in enumerate((
 
 def with_delay(flags: str) -> str:
     """`flags` of a request the route's `fault` delayed: DI added in Envoy's place."""
+    return add_flag(flags, "DI")
+
+
+def add_flag(flags: str, flag: str) -> str:
+    """`flags` with `flag` added in Envoy's place."""
     if flags == "-":
-        return "DI"
-    return ",".join(sorted([*flags.split(","), "DI"], key=lambda f: _FLAG_ORDER.get(f, len(_FLAG_ORDER))))
+        return flag
+    parts = flags.split(",")
+    if flag in parts:
+        return flags
+    return ",".join(sorted([*parts, flag], key=lambda f: _FLAG_ORDER.get(f, len(_FLAG_ORDER))))
 
 
 def protocol_error(status: int) -> LocalReply:

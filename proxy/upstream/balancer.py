@@ -2,6 +2,9 @@
 
 Policies from DestinationRule `trafficPolicy.loadBalancer.simple`: LEAST_REQUEST (Istio's default,
 power of two choices on active requests), ROUND_ROBIN, RANDOM. No I/O.
+
+`endpoints` is what may be chosen: the cluster's endpoints, less those its outlier detector ejected
+(the detector replaces the tuple when that changes).
 """
 
 from __future__ import annotations
