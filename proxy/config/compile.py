@@ -143,10 +143,13 @@ class _Compiler:
             info = ServiceInfo(service.fqdn, service.name, service.namespace)
             top = self.policies.get(service.fqdn, {})
             for port in service.ports:
-                self._add_cluster(info, service, port, "", None, top)
+                top_port = _port_policy(top, port.number)  # the top-level port settings first
+                self._add_cluster(info, service, port, "", None, top_port)
                 for name, subset in self.subsets.get(service.fqdn, {}).items():
-                    # a subset policy replaces the top-level one field by field (Istio's merge)
-                    policy = {**top, **(subset.get("trafficPolicy") or {})}
+                    # a subset policy replaces that one field by field, then its own port settings apply
+                    # (Istio's MergeTrafficPolicy)
+                    own = subset.get("trafficPolicy") or {}
+                    policy = {**{k: v for k, v in top_port.items() if k != "portLevelSettings"}, **own}
                     self._add_cluster(info, service, port, name, subset.get("labels") or {}, policy)
 
     def _add_cluster(self, info: ServiceInfo, service: Service, port: ServicePort, subset: str,

@@ -8,7 +8,8 @@ destination lost its weight is closed after that grace, like Envoy closing a dra
 
 Failures close the downstream with Envoy's response flag: NR (no route), NC (the destination's cluster
 does not exist), UH (no endpoint), UF (connect refused, failed or timed out: Envoy's tcp_proxy sets
-UF for a connect timeout as well, not UT), DC (the downstream left while the upstream was connecting).
+UF for a connect timeout as well, not UT), DC (the downstream left while the upstream was connecting),
+UO (the cluster's `connectionPool.tcp.maxConnections` is reached).
 
 Invariants:
 - memory per connection is bounded: a full write buffer on one side pauses reading on the other, and
@@ -141,7 +142,7 @@ class TcpDownstream(asyncio.Protocol):
         self.endpoint = endpoint
         if cluster.limits is not None:  # tcp.maxConnections: over it the connection is closed, flag UO
             breaker = state.cluster_manager.breaker(cluster)
-            if not breaker.acquire(None):
+            if not breaker.acquire_connection():
                 self._fail("UO", cluster, endpoint)
                 return
             self._breaker = breaker

@@ -30,9 +30,17 @@ class CircuitBreaker:
         self.retries = 0
         self.overflows = 0  # requests and connections refused (Envoy's upstream_rq_pending_overflow & co)
 
-    def acquire(self, waiter: Waiter | None) -> bool | None:
+    def acquire_connection(self) -> bool:
+        """Take a slot for a TCP connection (only `max_connections` applies); False: over it (UO)."""
+        if self.active >= self.limits.max_connections:
+            self.overflows += 1
+            return False
+        self.active += 1
+        return True
+
+    def acquire(self, waiter: Waiter) -> bool | None:
         """Take a slot for a request. True: go on now; None: queued, `waiter()` runs when it is its
-        turn; False: over the limits (503 UO). Without a waiter (a TCP connection) nothing queues."""
+        turn; False: over the limits (503 UO)."""
         limits = self.limits
         active = self.active
         if active >= limits.max_requests:
@@ -41,7 +49,7 @@ class CircuitBreaker:
         if active < limits.max_connections:
             self.active = active + 1
             return True
-        if waiter is None or len(self.pending) >= limits.max_pending_requests:
+        if len(self.pending) >= limits.max_pending_requests:
             self.overflows += 1
             return False
         self.pending.append(waiter)
