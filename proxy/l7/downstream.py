@@ -14,6 +14,9 @@ Theory of operation:
 - A pooled connection is used synchronously; only opening a new one runs a task. A pooled connection
   that turns out closed before any response byte is replaced once by a fresh one, if every request byte
   written to it is still at hand (at most REPLAY_LIMIT bytes are kept for that).
+- The route's retry policy (on a response status, reset or per-try timeout), outlier-detection reports
+  and circuit-breaker slots are the `Attempts` mixin's (attempts.py): hooks here run only when the route
+  or cluster configures them. Failed connects are retried here, out of the same retry budget.
 - `Expect: 100-continue` is answered by the proxy (Envoy's default): `100 Continue` goes to the client
   once the request is routed to an endpoint, and the Expect header is not forwarded. A request answered
   by the proxy before its body arrived (404, 503, ...) gets `connection: close` instead.
