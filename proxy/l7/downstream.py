@@ -480,12 +480,13 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         cluster = ex.cluster
         assert cluster is not None
         limit = cluster.max_requests_per_connection
+        idle = cluster.http_idle_timeout
+        if cluster.max_connection_duration is not None:  # pooled at most until the connection's age is up
+            idle = min(idle, conn.opened + cluster.max_connection_duration - self.loop.time())
         # conn.keep_alive, inlined
         if conn.is_open and conn.decoder.keep_alive and not conn.tunnel and ex.request_complete and (
-                conn.pool is not None and (limit == 0 or conn.requests < limit)) and (
-                cluster.max_connection_duration is None or conn.opened + cluster.max_connection_duration >
-                self.loop.time()):
-            conn.pool.release(conn, cluster.http_idle_timeout)
+                conn.pool is not None and (limit == 0 or conn.requests < limit)) and idle > 0:
+            conn.pool.release(conn, idle)
         else:
             conn.close()
 
@@ -817,6 +818,10 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         ex.timer = None
         if ex is not self.exchange or ex.done:
             return
+        cluster = ex.cluster
+        if cluster is not None and cluster.outlier is not None and ex.upstream is not None and \
+                not ex.response_started:  # the try in flight timed out (Envoy reports it to outlier detection)
+            self.state.cluster_manager.outlier_report(cluster, ex.endpoint, outlier.TIMEOUT)  # type: ignore[arg-type]
         self._drop_upstream(ex, abort=True)
         if ex.response_started:
             ex.close = True
