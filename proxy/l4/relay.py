@@ -9,7 +9,8 @@ destination lost its weight is closed after that grace, like Envoy closing a dra
 Failures close the downstream with Envoy's response flag: NR (no route), NC (the destination's cluster
 does not exist), UH (no endpoint), UF (connect refused, failed or timed out: Envoy's tcp_proxy sets
 UF for a connect timeout as well, not UT), DC (the downstream left while the upstream was connecting),
-UO (the cluster's `connectionPool.tcp.maxConnections` is reached).
+UO (over the cluster's `connectionPool` limits: maxConnections reached and http1MaxPendingRequests
+connections already waiting for one).
 
 Invariants:
 - memory per connection is bounded: a full write buffer on one side pauses reading on the other, and
@@ -55,7 +56,7 @@ class TcpDownstream(asyncio.Protocol):
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
         "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
-        "_breaker", "_life_timer",
+        "_breaker", "_queued", "_life_timer",
     )
 
     def __init__(self, listener_name: str, state: ServerState) -> None:
@@ -105,6 +106,7 @@ class TcpDownstream(asyncio.Protocol):
         # DestinationRule connectionPool: the circuit breaker holding this connection's slot, and the
         # timer of tcp.maxConnectionDuration
         self._breaker: CircuitBreaker | None = None
+        self._queued: CircuitBreaker | None = None  # waiting in its pending queue for a connection slot
         self._life_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol interface (downstream side) ------------------------------------------------
@@ -140,16 +142,30 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("UH", cluster, None)
             return
         self.endpoint = endpoint
-        if cluster.limits is not None:  # tcp.maxConnections: over it the connection is closed, flag UO
+        if cluster.limits is not None:
+            # over tcp.maxConnections the connection waits for a slot, reading paused, as in Envoy's TCP
+            # pool (at most http1MaxPendingRequests wait); past the limits it is closed, flag UO
             breaker = state.cluster_manager.breaker(cluster)
-            if not breaker.acquire_connection():
+            taken = breaker.acquire(self._slot_granted)
+            if taken is False:
                 self._fail("UO", cluster, endpoint)
                 return
-            self._breaker = breaker
+            if taken:
+                self._breaker = breaker
+            else:
+                self._queued = breaker
         self.counted = state.cluster_manager.request_started(cluster, endpoint)
-        transport.pause_reading()
         self._connecting = True
-        self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))
+        if self._queued is None:
+            transport.pause_reading()
+            self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))
+        # else: reading stays on while queued, so a client that gives up is noticed (its first bytes
+        # pause it, as during a connect)
+
+    def _slot_granted(self) -> None:
+        """A connection slot of the cluster is ours now (counted already): connect."""
+        self._breaker, self._queued = self._queued, None
+        self._connect_task = self.loop.create_task(self._connect(self.cluster, self.endpoint))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -187,6 +203,10 @@ class TcpDownstream(asyncio.Protocol):
             self._up.close()  # after what is buffered for it has been written (Envoy's drainer)
         elif self._connect_task is not None:
             self._connect_task.cancel()
+        elif self._queued is not None:  # left while waiting for a connection slot
+            self._queued.cancel(self._slot_granted)
+            self._queued = None
+            self._connecting = False
         self._maybe_finish()
 
     # connection management ------------------------------------------------------------------------

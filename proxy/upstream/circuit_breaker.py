@@ -6,7 +6,7 @@ HTTP/1.1 carries one request per connection at a time, so a connection in use is
 `active` counts both (requests attached to an upstream connection or opening one). A request that
 finds `max_connections` in use waits in `pending` (at most `max_pending_requests`) until one is
 released. Idle pooled connections are not counted: they hold no request and the next one reuses them.
-A TCP connection of a `tcp` route counts as one active connection.
+A TCP connection of a `tcp` route is one active connection (and one request, as in Envoy's TCP pool).
 """
 
 from __future__ import annotations
@@ -29,14 +29,6 @@ class CircuitBreaker:
         self.pending: deque[Waiter] = deque()
         self.retries = 0
         self.overflows = 0  # requests and connections refused (Envoy's upstream_rq_pending_overflow & co)
-
-    def acquire_connection(self) -> bool:
-        """Take a slot for a TCP connection (only `max_connections` applies); False: over it (UO)."""
-        if self.active >= self.limits.max_connections:
-            self.overflows += 1
-            return False
-        self.active += 1
-        return True
 
     def acquire(self, waiter: Waiter) -> bool | None:
         """Take a slot for a request. True: go on now; None: queued, `waiter()` runs when it is its

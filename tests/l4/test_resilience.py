@@ -1,9 +1,10 @@
-"""DestinationRule connectionPool and outlierDetection on TCP routes: maxConnections (flag UO),
+"""DestinationRule connectionPool and outlierDetection on TCP routes: maxConnections (queue, then UO),
 maxConnectionDuration, and failed connects feeding outlier detection."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 
 from proxy.routing.resilience import ConnectionLimits, OutlierPolicy
@@ -14,33 +15,58 @@ from tests.l4.conftest import (
     cluster,
     endpoint,
     read_to_close,
+    reset,
     route,
     series,
     snapshot,
 )
 
 
-async def test_max_connections_closes_the_excess_with_uo(echo: Echo, start_proxy: ProxyFactory) -> None:
-    v1 = replace(cluster("v1", endpoint(echo.v1, "v1")), limits=ConnectionLimits(max_connections=1))
+async def test_max_connections_queues_then_refuses_with_uo(echo: Echo, start_proxy: ProxyFactory) -> None:
+    limits = ConnectionLimits(max_connections=1, max_pending_requests=1)
+    v1 = replace(cluster("v1", endpoint(echo.v1, "v1")), limits=limits)
     proxy = await start_proxy(lambda port: snapshot(1, port, route(port, (v1, 100))))
     reader1, writer1 = await proxy.connect()
     writer1.write(b"first\n")
     assert await asyncio.wait_for(reader1.readline(), 5) == b"one first\n"
-    reader2, _ = await proxy.connect()
-    assert await read_to_close(reader2) in (b"", b"<reset>")  # refused at once, nothing relayed
+    # the second waits for the first's slot, its bytes held; the third finds the queue full
+    reader2, writer2 = await proxy.connect()
+    writer2.write(b"second\n")
+    reader3, _ = await proxy.connect()
+    assert await read_to_close(reader3) in (b"", b"<reset>")  # refused at once, nothing relayed
+    assert len(echo.upstream.protocols) == 1
     writer1.write_eof()
     assert await read_to_close(reader1) == b""
-    await proxy.settled()
-    # the slot is free again once the first connection ended
-    reader3, writer3 = await proxy.connect()
-    writer3.write(b"third\n")
-    assert await asyncio.wait_for(reader3.readline(), 5) == b"one third\n"
-    writer3.write_eof()
-    await read_to_close(reader3)
+    assert await asyncio.wait_for(reader2.readline(), 5) == b"one second\n"
+    writer2.write_eof()
+    assert await read_to_close(reader2) == b""
     await proxy.settled()
     counts = series(proxy.state.metrics)
     assert counts[(v1.name, "v1", "UO")][:2] == (1, 1)
     assert counts[(v1.name, "v1", "-")][:2] == (2, 2)
+    assert proxy.state.cluster_manager.breakers[v1.name].active == 0
+
+
+async def test_a_connection_that_leaves_while_queued_frees_nothing(echo: Echo, start_proxy: ProxyFactory) -> None:
+    v1 = replace(cluster("v1", endpoint(echo.v1, "v1")), limits=ConnectionLimits(max_connections=1))
+    proxy = await start_proxy(lambda port: snapshot(1, port, route(port, (v1, 100))))
+    reader1, writer1 = await proxy.connect()
+    writer1.write(b"a\n")
+    assert await asyncio.wait_for(reader1.readline(), 5) == b"one a\n"
+    _, writer2 = await proxy.connect()
+    breaker = proxy.state.cluster_manager.breakers[v1.name]
+    await asyncio.wait_for(_until(lambda: len(breaker.pending) == 1), 5)
+    reset(writer2)  # gone for good (a FIN alone is a half-close: the connection would still wait)
+    await asyncio.wait_for(_until(lambda: not breaker.pending), 5)
+    writer1.write_eof()
+    await read_to_close(reader1)
+    await proxy.settled()
+    assert breaker.active == 0 and len(echo.upstream.protocols) == 1
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.005)
 
 
 async def test_max_connection_duration_closes_the_connection(echo: Echo, start_proxy: ProxyFactory) -> None:
