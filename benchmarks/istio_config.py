@@ -38,8 +38,21 @@ class BackendPorts:
     bulk: int
 
 
+# the `shiftproxy-resilience` column: what the HTTP route and its clusters get on top of the weights
+RESILIENCE_RETRIES = """\
+    retries: {attempts: 2, retryOn: "5xx,reset", perTryTimeout: 10s}
+"""
+RESILIENCE_POLICY = """\
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+"""
+
+
 def bench_istio_yaml(listeners: ListenerPorts, backends: BackendPorts,
-                     http_weights: tuple[int, int] = HTTP_WEIGHTS, tcp_weights: tuple[int, int] = TCP_WEIGHTS) -> str:
+                     http_weights: tuple[int, int] = HTTP_WEIGHTS, tcp_weights: tuple[int, int] = TCP_WEIGHTS,
+                     resilience: bool = False) -> str:
+    """`resilience`: retries on the HTTP route and outlier detection on the HTTP backend's subsets."""
+    retries = RESILIENCE_RETRIES if resilience else ""
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -63,7 +76,7 @@ spec:
 ---
 {service_entry("bulk", BULK_HOST, 5201, "tcp", "TCP", [("v1", backends.bulk)])}
 ---
-{_destination_rule("http-backend", HTTP_HOST)}
+{_destination_rule("http-backend", HTTP_HOST, RESILIENCE_POLICY if resilience else "")}
 ---
 {_destination_rule("tcp-echo", TCP_HOST)}
 ---
@@ -80,7 +93,7 @@ spec:
       weight: {http_weights[0]}
     - destination: {{host: {HTTP_HOST}, subset: v2, port: {{number: 80}}}}
       weight: {http_weights[1]}
-  tcp:
+{retries}  tcp:
   - match:
     - port: {listeners.tcp}
     route:
@@ -116,7 +129,7 @@ spec:
 {lines}"""
 
 
-def _destination_rule(name: str, host: str) -> str:
+def _destination_rule(name: str, host: str, policy: str = "") -> str:
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -124,7 +137,7 @@ metadata:
   name: {name}
 spec:
   host: {host}
-  subsets:
+{policy}  subsets:
   - name: v1
     labels: {{version: v1}}
   - name: v2

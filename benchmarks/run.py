@@ -48,6 +48,7 @@ from benchmarks.targets import (
     EnvoyTarget,
     FloorTarget,
     NginxTarget,
+    ResilientShiftProxyTarget,
     ShiftProxyTarget,
     Target,
     envoy_binary,
@@ -55,7 +56,7 @@ from benchmarks.targets import (
 )
 
 GROUPS = ("http", "tcp", "bulk", "idle", "weights")
-TARGETS = ("direct", "floor", "shiftproxy", "envoy", "nginx")
+TARGETS = ("direct", "floor", "shiftproxy", "shiftproxy-resilience", "envoy", "nginx")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -244,13 +245,15 @@ def _make_targets(args: argparse.Namespace, ports: Iterator[int], backend_ports:
         listeners = ListenerPorts(next(ports), next(ports), next(ports))
         config_dir = workdir / f"istio-{name}"
         config_dir.mkdir()
-        (config_dir / "bench.yaml").write_text(bench_istio_yaml(listeners, backend_ports, HTTP_WEIGHTS, TCP_WEIGHTS))
-        if name == "shiftproxy":
+        (config_dir / "bench.yaml").write_text(bench_istio_yaml(listeners, backend_ports, HTTP_WEIGHTS, TCP_WEIGHTS,
+                                                                resilience=name == "shiftproxy-resilience"))
+        if name in ("shiftproxy", "shiftproxy-resilience"):
             reason = shiftproxy_available()
             if reason:
-                notes.append(f"shiftproxy column skipped: {reason}")
+                notes.append(f"{name} column skipped: {reason}")
                 continue
-            targets.append(ShiftProxyTarget(listeners, next(ports), config_dir, workdir, pinning, args.access_log))
+            cls = ShiftProxyTarget if name == "shiftproxy" else ResilientShiftProxyTarget
+            targets.append(cls(listeners, next(ports), config_dir, workdir, pinning, args.access_log))
         elif name == "envoy":
             binary = envoy_binary()
             if binary is None:

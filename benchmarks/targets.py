@@ -204,6 +204,14 @@ class ShiftProxyTarget(Target):
         return self._ports_up(self.http_port, self.tcp_port, self.bulk_port)
 
 
+class ResilientShiftProxyTarget(ShiftProxyTarget):
+    """shiftproxy with retries (5xx, reset, per-try timeout) on the HTTP route and outlier detection on its
+    clusters (`bench_istio_yaml(resilience=True)`): what those features cost when nothing fails."""
+
+    name = "shiftproxy-resilience"
+    loads = frozenset({"http_c50", "http_c1", "http_close"})
+
+
 class FloorTarget(Target):
     """`benchmarks/floor.py`: bytes relayed to the v1 backend through httptools with empty callbacks.
 

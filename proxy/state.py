@@ -36,3 +36,6 @@ class ServerState:
     loop: asyncio.AbstractEventLoop | None = None
     # the idle and request-header timeouts of every downstream HTTP connection, on one timer
     http_watchdog: Watchdog = field(default_factory=Watchdog)
+
+    def __post_init__(self) -> None:
+        self.metrics.resilience_source = self.cluster_manager.resilience_stats

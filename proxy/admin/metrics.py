@@ -9,7 +9,7 @@ Names and labels follow Istio's `istio_stats` filter, so existing dashboards wor
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -97,6 +97,10 @@ class Metrics:
         self.connections_on_old_config = 0
         # mirrored copies by (mirror cluster, response code, flags); code 0 when no response came
         self.mirror: dict[tuple[str, int, str], int] = {}
+        # outlier detection and circuit breakers, read at scrape time (set with the cluster manager):
+        # ([(cluster, ejected now, ejections)], [(cluster, pending now, overflows)])
+        self.resilience_source: Callable[[], tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]] | \
+            None = None
 
     # hot path -----------------------------------------------------------------------------------
 
@@ -205,6 +209,29 @@ class Metrics:
         yield GaugeMetricFamily("shiftproxy_tcp_connections_on_old_config",
                                 "TCP connections still on a destination chosen under an older config version",
                                 value=self.connections_on_old_config)
+        if self.resilience_source is not None:
+            yield from _resilience_families(*self.resilience_source())
+
+
+def _resilience_families(detectors: list[tuple[str, int, int]],
+                         breakers: list[tuple[str, int, int]]) -> Iterator[object]:
+    """Envoy's cluster statistics for outlier detection and circuit breakers, by cluster name."""
+    active = GaugeMetricFamily("envoy_cluster_outlier_detection_ejections_active",
+                               "Endpoints ejected by outlier detection now", labels=["cluster_name"])
+    enforced = CounterMetricFamily("envoy_cluster_outlier_detection_ejections_enforced",
+                                   "Ejections made by outlier detection", labels=["cluster_name"])
+    for name, ejected, total in detectors:
+        active.add_metric([name], ejected)
+        enforced.add_metric([name], total)
+    pending = GaugeMetricFamily("envoy_cluster_upstream_rq_pending_active",
+                                "Requests waiting for a connection slot", labels=["cluster_name"])
+    overflow = CounterMetricFamily("envoy_cluster_upstream_overflow",
+                                   "Requests and connections refused by a circuit breaker (503 UO)",
+                                   labels=["cluster_name"])
+    for name, waiting, overflows in breakers:
+        pending.add_metric([name], waiting)
+        overflow.add_metric([name], overflows)
+    yield from (active, enforced, pending, overflow)
 
 
 class IstioCollector(Collector):

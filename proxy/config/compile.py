@@ -18,6 +18,7 @@ from typing import Any
 
 from proxy.capture.compile import build_capture_table
 from proxy.config import compile_http
+from proxy.config.compile_policy import cluster_resilience, retry_policy
 from proxy.config.diagnostics import ConfigError
 from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
@@ -156,10 +157,13 @@ class _Compiler:
             info = ServiceInfo(service.fqdn, service.name, service.namespace)
             top = self.policies.get(service.fqdn, {})
             for port in service.ports:
-                self._add_cluster(info, service, port, "", None, top)
+                top_port = _port_policy(top, port.number)  # the top-level port settings first
+                self._add_cluster(info, service, port, "", None, top_port)
                 for name, subset in self.subsets.get(service.fqdn, {}).items():
-                    # a subset policy replaces the top-level one field by field (Istio's merge)
-                    policy = {**top, **(subset.get("trafficPolicy") or {})}
+                    # a subset policy replaces that one field by field, then its own port settings apply
+                    # (Istio's MergeTrafficPolicy)
+                    own = subset.get("trafficPolicy") or {}
+                    policy = {**{k: v for k, v in top_port.items() if k != "portLevelSettings"}, **own}
                     self._add_cluster(info, service, port, name, subset.get("labels") or {}, policy)
 
     def _add_cluster(self, info: ServiceInfo, service: Service, port: ServicePort, subset: str,
@@ -194,6 +198,7 @@ class _Compiler:
             http_idle_timeout=parse_duration(str(http_pool.get("idleTimeout", "1h"))),
             max_requests_per_connection=int(http_pool.get("maxRequestsPerConnection") or 0),
             hash_policy=hashing,
+            **cluster_resilience(policy),
         )
 
     # destinations ---------------------------------------------------------------------------------
@@ -261,11 +266,7 @@ class _Compiler:
                                         f"spec.http[{index}].fault.abort.{key} is valid Istio but not enforced yet")
             where = f"{vs.file}: VirtualService {vs.namespace}/{vs.name} spec.http[{index}]"
             self.notices.extend(compile_http.format_problems(rule, where))
-            connect_retries = _connect_retries(rule.get("retries"))
-            if rule.get("retries") and _retry_on(rule["retries"]) - {"connect-failure", "5xx", "gateway-error",
-                                                                      "reset", "reset-before-request"}:
-                self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} spec.http[{index}].retries"
-                                    ": only retries of failed connections are enforced yet")
+            connect_retries, retry = retry_policy(rule.get("retries"))
             out.append(HttpRoute(
                 connect_retries=connect_retries,
                 name=str(rule.get("name") or f"{vs.namespace}/{vs.name}#{index}"),
@@ -279,6 +280,7 @@ class _Compiler:
                 fault=_fault(fault),
                 mirrors=compile_http.mirrors(rule, lambda d: self._mirror_cluster(vs, d, listener_port)),
                 cors=compile_http.cors_policy(rule.get("corsPolicy")),
+                retry=retry,
             ))
         return out
 
@@ -527,24 +529,6 @@ def _fault(fault: dict[str, Any]) -> Fault | None:
     if not delay_percent and not abort_percent:
         return None
     return Fault(delay_seconds, delay_percent, abort_status, abort_percent)
-
-
-ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-
-
-def _retry_on(retries: dict[str, Any]) -> set[str]:
-    return {c.strip() for c in str(retries.get("retryOn") or ISTIO_DEFAULT_RETRY_ON).split(",") if c.strip()}
-
-
-def _connect_retries(retries: dict[str, Any] | None) -> int:
-    """Connect-failure retries of a route: Istio's default policy (2) unless `retries` says otherwise.
-    Envoy's `5xx`, `gateway-error` and `reset` conditions include a failed connect."""
-    if retries is None:
-        return 2
-    attempts = int(retries.get("attempts") or 0)
-    covers_connect = _retry_on(retries) & {"connect-failure", "5xx", "gateway-error", "reset",
-                                           "reset-before-request"}
-    return attempts if covers_connect else 0
 
 
 def _lb(name: str) -> LbPolicy:

@@ -8,7 +8,9 @@ destination lost its weight is closed after that grace, like Envoy closing a dra
 
 Failures close the downstream with Envoy's response flag: NR (no route), NC (the destination's cluster
 does not exist), UH (no endpoint), UF (connect refused, failed or timed out: Envoy's tcp_proxy sets
-UF for a connect timeout as well, not UT), DC (the downstream left while the upstream was connecting).
+UF for a connect timeout as well, not UT), DC (the downstream left while the upstream was connecting),
+UO (over the cluster's `connectionPool` limits: maxConnections reached and http1MaxPendingRequests
+connections already waiting for one).
 
 Invariants:
 - memory per connection is bounded: a full write buffer on one side pauses reading on the other, and
@@ -27,11 +29,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
 
 if TYPE_CHECKING:
     from proxy.admin.metrics import _TcpStats
     from proxy.state import ServerState
+    from proxy.upstream.circuit_breaker import CircuitBreaker
 
 REPORTING_INTERVAL = 5.0  # seconds between byte-count reports of a long connection (Istio's default)
 # The idle check runs this many times per idle period, so an idle connection is closed between
@@ -53,6 +57,7 @@ class TcpDownstream(asyncio.Protocol):
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
         "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
+        "_breaker", "_queued", "_life_timer",
     )
 
     def __init__(self, listener_name: str, state: ServerState) -> None:
@@ -99,6 +104,11 @@ class TcpDownstream(asyncio.Protocol):
         self._last_active = 0.0
         self._next_report = 0.0
         self._drain_timer: asyncio.TimerHandle | None = None
+        # DestinationRule connectionPool: the circuit breaker holding this connection's slot, and the
+        # timer of tcp.maxConnectionDuration
+        self._breaker: CircuitBreaker | None = None
+        self._queued: CircuitBreaker | None = None  # waiting in its pending queue for a connection slot
+        self._life_timer: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol interface (downstream side) ------------------------------------------------
 
@@ -132,10 +142,30 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("UH", cluster, None)
             return
         self.endpoint = endpoint
+        if cluster.limits is not None:
+            # over tcp.maxConnections the connection waits for a slot, reading paused, as in Envoy's TCP
+            # pool (at most http1MaxPendingRequests wait); past the limits it is closed, flag UO
+            breaker = state.cluster_manager.breaker(cluster)
+            taken = breaker.acquire(self._slot_granted)
+            if taken is False:
+                self._fail("UO", cluster, endpoint)
+                return
+            if taken:
+                self._breaker = breaker
+            else:
+                self._queued = breaker
         self.counted = state.cluster_manager.request_started(cluster, endpoint)
-        transport.pause_reading()
         self._connecting = True
-        self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))
+        if self._queued is None:
+            transport.pause_reading()
+            self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))
+        # else: reading stays on while queued, so a client that gives up is noticed (its first bytes
+        # pause it, as during a connect)
+
+    def _slot_granted(self) -> None:
+        """A connection slot of the cluster is ours now (counted already): connect."""
+        self._breaker, self._queued = self._queued, None
+        self._connect_task = self.loop.create_task(self._connect(self.cluster, self.endpoint))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -173,6 +203,10 @@ class TcpDownstream(asyncio.Protocol):
             self._up.close()  # after what is buffered for it has been written (Envoy's drainer)
         elif self._connect_task is not None:
             self._connect_task.cancel()
+        elif self._queued is not None:  # left while waiting for a connection slot
+            self._queued.cancel(self._slot_granted)
+            self._queued = None
+            self._connecting = False
         self._maybe_finish()
 
     # connection management ------------------------------------------------------------------------
@@ -254,6 +288,8 @@ class TcpDownstream(asyncio.Protocol):
             raise  # the downstream went away; connection_lost does the bookkeeping
         except Exception:  # refused, unreachable, unresolvable, timed out: all UF, as Envoy
             self._connect_task = None  # so closing the downstream does not cancel this very task
+            if cluster.outlier is not None:
+                self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECT_FAILED)
             if self._up is None and not self._closing:
                 self._fail("UF", cluster, endpoint)
         finally:
@@ -276,7 +312,20 @@ class TcpDownstream(asyncio.Protocol):
         elif not self._up_paused:
             self.transport.resume_reading()  # type: ignore[union-attr]
         self._start_timer()
+        cluster = self.cluster
+        if cluster is not None and (cluster.outlier is not None or cluster.tcp_keepalive is not None or
+                                    cluster.max_connection_duration is not None):
+            self._upstream_policies(cluster, transport)
         return True
+
+    def _upstream_policies(self, cluster: Cluster, transport: asyncio.Transport) -> None:
+        """What the DestinationRule asks of a connected upstream: outlier report, keepalive, lifetime."""
+        if cluster.outlier is not None and self.endpoint is not None:
+            self.state.cluster_manager.outlier_report(cluster, self.endpoint, outlier.CONNECTED)
+        if cluster.tcp_keepalive is not None:
+            keepalive.apply(transport, cluster.tcp_keepalive)
+        if cluster.max_connection_duration is not None:  # Envoy's max_downstream_connection_duration
+            self._life_timer = self.loop.call_later(cluster.max_connection_duration, self.close)
 
     def upstream_eof(self) -> bool:
         self._up_eof = True
@@ -364,10 +413,13 @@ class TcpDownstream(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._finished = True
-        for timer in (self._timer, self._drain_timer):
+        for timer in (self._timer, self._drain_timer, self._life_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._drain_timer = None
+        self._timer = self._drain_timer = self._life_timer = None
+        if self._breaker is not None:
+            self._breaker.release()
+            self._breaker = None
         self._early.clear()
         state = self.state
         if self._stats is None:  # the downstream left while the upstream was connecting

@@ -91,7 +91,8 @@ _DROP, _HOST, _CL, _TE, _CONN, _UPGRADE, _EXPECT, _XFF, _RID = range(9)
 _HOP_BY_HOP = {b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP, b"trailer": _DROP,
                b"content-length": _CL, b"transfer-encoding": _TE, b"connection": _CONN, b"upgrade": _UPGRADE}
 _REQUEST_HEADERS = {**_HOP_BY_HOP, b"host": _HOST, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
-                    b"x-forwarded-proto": _DROP, b"x-request-id": _RID}
+                    b"x-forwarded-proto": _DROP, b"x-request-id": _RID,
+                    b"x-envoy-attempt-count": _DROP}  # the proxy sets it (its own attempt count)
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
 # the Connection values nearly every peer sends: they name no header, so the token split can be skipped
 _PLAIN_CONNECTION = frozenset((b"close", b"keep-alive", b"Close", b"Keep-Alive", b"upgrade", b"Upgrade"))

@@ -14,6 +14,9 @@ Theory of operation:
 - A pooled connection is used synchronously; only opening a new one runs a task. A pooled connection
   that turns out closed before any response byte is replaced once by a fresh one, if every request byte
   written to it is still at hand (at most REPLAY_LIMIT bytes are kept for that).
+- The route's retry policy (on a response status, reset or per-try timeout), outlier-detection reports
+  and circuit-breaker slots are the `Attempts` mixin's (attempts.py): hooks here run only when the route
+  or cluster configures them. Failed connects are retried here, out of the same retry budget.
 - `Expect: 100-continue` is answered by the proxy (Envoy's default): `100 Continue` goes to the client
   once the request is routed to an endpoint, and the Expect header is not forwarded. A request answered
   by the proxy before its body arrived (404, 503, ...) gets `connection: close` instead.
@@ -37,7 +40,8 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
-from proxy.l7 import errors, exchange
+from proxy.l7 import errors, exchange, retry
+from proxy.l7.attempts import Attempts
 from proxy.l7.codec import (
     CONTINUE,
     CRLF,
@@ -53,6 +57,7 @@ from proxy.l7.errors import STATUS_LINES, LocalReply
 from proxy.l7.exchange import Exchange
 from proxy.l7.upstream import HttpUpstream
 from proxy.routing.snapshot import Cluster, Endpoint, HttpListener
+from proxy.upstream import keepalive, outlier
 
 if TYPE_CHECKING:
     from proxy.state import ServerState
@@ -76,7 +81,7 @@ _PAUSE_BUFFER = 4  # BUFFER_LIMIT bytes are held for an upstream connection bein
 _PAUSE_BROKEN = 8  # a malformed request was read: nothing after it is
 
 
-class HttpDownstream(asyncio.Protocol):
+class HttpDownstream(Attempts, asyncio.Protocol):
     __slots__ = (
         "listener_name", "state", "loop", "transport", "listener", "client_ip", "decoder",
         "idle_timeout", "headers_timeout",
@@ -267,6 +272,8 @@ class HttpDownstream(asyncio.Protocol):
             self._forward(ex, LAST_CHUNK)
         if ex is self.exchange and not ex.done and ex.endpoint is not None:
             self._arm_route_timeout(ex)
+            if ex.upstream is not None and ex.route.retry is not None:  # type: ignore[union-attr]
+                self._arm_try_timeout(ex)
 
     # routing
 
@@ -313,6 +320,8 @@ class HttpDownstream(asyncio.Protocol):
             self.transport.write(CONTINUE)  # type: ignore[union-attr]
         if ex.request_complete and ex.route.timeout is not None:  # type: ignore[union-attr]
             self._arm_route_timeout(ex)
+        if ex.cluster.limits is not None and not self._take_slot(ex):
+            return  # waits for a connection slot, or answered 503 UO
         pool = manager.pool_for(endpoint)
         conn = pool.acquire()
         if conn is not None:
@@ -327,13 +336,15 @@ class HttpDownstream(asyncio.Protocol):
 
     async def _connect(self, ex: Exchange, pool: EndpointPool[HttpUpstream]) -> None:
         """Open an upstream connection and attach it. A failed connect is retried (the route's
-        `connect_retries`, Istio's default 2) on another endpoint when there is one, after Envoy's
-        jittered back-off; nothing has been sent yet, so this is always safe."""
+        `connect_retries`, Istio's default 2, out of the request's retry budget) on another endpoint
+        when there is one, after Envoy's jittered back-off; nothing has been sent yet, so this is
+        always safe."""
         endpoint, cluster = ex.endpoint, ex.cluster
         assert endpoint is not None and cluster is not None
         metrics = self.state.metrics
-        retries = ex.route.connect_retries if ex.route is not None else 0
-        attempt = 0
+        route = ex.route
+        retries = route.connect_retries if route is not None else 0
+        policy = route.retry if route is not None else None
         while True:
             try:
                 async with asyncio.timeout(cluster.connect_timeout):
@@ -349,6 +360,11 @@ class HttpDownstream(asyncio.Protocol):
                     conn.close()  # the request ended while connecting
                     return
                 ex.connect_task = None
+                conn.opened = self.loop.time()
+                if cluster.outlier is not None:
+                    self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECTED)
+                if cluster.tcp_keepalive is not None:
+                    keepalive.apply(conn.transport, cluster.tcp_keepalive)
                 try:
                     self._attach(ex, conn)
                 except Exception:
@@ -356,16 +372,18 @@ class HttpDownstream(asyncio.Protocol):
                     self._drop_upstream(ex, abort=True)
                     self._reply(ex, errors.INTERNAL_ERROR)
                 return
+            if cluster.outlier is not None:
+                self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECT_FAILED)
             if self.exchange is not ex or ex.done:
                 return
-            if attempt >= retries:
+            if not retries or not self._may_retry(ex, retries):
                 break
-            attempt += 1
-            # Envoy's back-off: base 25 ms, doubling, full jitter
-            await asyncio.sleep(self.state.rng.random() * 0.025 * (2 ** (attempt - 1)))
+            await asyncio.sleep(retry.backoff_seconds(policy.backoff_base if policy is not None else 0.025,
+                                                      ex.retries, self.state.rng.random()))
             if self.exchange is not ex or ex.done:
                 return
-            endpoint = self._other_endpoint(ex, cluster, endpoint)
+            endpoint = self._other_endpoint(ex, cluster, endpoint, ex.resil.tried if ex.resil else None)
+            ex.out_head = exchange.attempt_head(ex.out_head, ex.retries + 1)
             pool = self.state.cluster_manager.pool_for(endpoint)
             conn = pool.acquire()
             if conn is not None:  # the new endpoint has an idle connection ready
@@ -374,16 +392,18 @@ class HttpDownstream(asyncio.Protocol):
                 self._attach(ex, conn)
                 return
         ex.connect_task = None
-        self._reply(ex, errors.retries_exhausted(failure) if attempt else failure)
+        self._reply(ex, failure)
 
-    def _other_endpoint(self, ex: Exchange, cluster: Cluster, previous: Endpoint) -> Endpoint:
-        """An endpoint other than `previous` if the balancer offers one in 5 tries (Envoy's
-        host-selection retries), else `previous` again; active-request counts follow the move."""
+    def _other_endpoint(self, ex: Exchange, cluster: Cluster, previous: Endpoint,
+                        tried: set[tuple[str, int]] | None = None) -> Endpoint:
+        """An endpoint other than `previous` (and those `tried`) if the balancer offers one in 5 tries
+        (Envoy's previous-hosts predicate and host-selection retries), else `previous` again;
+        active-request counts follow the move."""
         manager = self.state.cluster_manager
         chosen = previous
         for _ in range(5):
             candidate = manager.choose_endpoint(cluster)
-            if candidate is not None and candidate.key != previous.key:
+            if candidate is not None and candidate.key != previous.key and (not tried or candidate.key not in tried):
                 chosen = candidate
                 break
         if chosen is not previous:
@@ -407,19 +427,23 @@ class HttpDownstream(asyncio.Protocol):
                 self._up_out = [ex.out_head]
             else:
                 transport.write(ex.out_head)
-            if ex.reused:
+            if ex.reused or ex.route.retry is not None:  # type: ignore[union-attr]
                 ex.replay = [ex.out_head]
                 ex.replay_size = len(ex.out_head)
+                if ex.request_complete and ex.route.retry is not None:  # type: ignore[union-attr]
+                    self._arm_try_timeout(ex)
             return
         ex.pending = None
         if self._feeding:
             self._up_out = [ex.out_head, *pending]
         else:
             transport.writelines([ex.out_head, *pending])
-        if ex.reused and ex.pending_size <= REPLAY_LIMIT:
+        if (ex.reused or ex.route.retry is not None) and ex.pending_size <= REPLAY_LIMIT:  # type: ignore[union-attr]
             ex.replay = [ex.out_head, *pending]
             ex.replay_size = len(ex.out_head) + ex.pending_size
         ex.pending_size = 0
+        if ex.request_complete and ex.route.retry is not None:  # type: ignore[union-attr]
+            self._arm_try_timeout(ex)
         self._resume_reading(_PAUSE_BUFFER)
 
     def _forward(self, ex: Exchange, data: bytes) -> None:
@@ -460,10 +484,13 @@ class HttpDownstream(asyncio.Protocol):
         cluster = ex.cluster
         assert cluster is not None
         limit = cluster.max_requests_per_connection
+        idle = cluster.http_idle_timeout
+        if cluster.max_connection_duration is not None:  # pooled at most until the connection's age is up
+            idle = min(idle, conn.opened + cluster.max_connection_duration - self.loop.time())
         # conn.keep_alive, inlined
         if conn.is_open and conn.decoder.keep_alive and not conn.tunnel and ex.request_complete and (
-                conn.pool is not None and (limit == 0 or conn.requests < limit)):
-            conn.pool.release(conn, cluster.http_idle_timeout)
+                conn.pool is not None and (limit == 0 or conn.requests < limit)) and idle > 0:
+            conn.pool.release(conn, idle)
         else:
             conn.close()
 
@@ -517,6 +544,9 @@ class HttpDownstream(asyncio.Protocol):
             elif status != 100 and not request.http10:  # 100 is ours to send; others are relayed
                 self.transport.write(response_head(STATUS_LINES[status], head.headers, ()))  # type: ignore[union-attr]
             return
+        if (ex.route.retry is not None or ex.cluster.outlier is not None) and \
+                self._on_attempt_head(ex, status):  # type: ignore[union-attr]
+            return  # retried: this response is dropped
         ex.status = status
         ex.response_started = True
         ex.replay = None
@@ -575,9 +605,9 @@ class HttpDownstream(asyncio.Protocol):
         if ex.response_started:
             ex.close = True  # the client learns by the connection closing mid-response
             self._finish(ex, ex.status, reason.flags)
-        elif reason is errors.UPSTREAM_RESET and ex.replay is not None and not ex.retried:
+        elif reason is errors.UPSTREAM_RESET and ex.reused and ex.replay is not None and not ex.retried:
             self._retry(ex)
-        else:
+        elif not self._on_attempt_reset(ex):
             self._reply(ex, reason)
 
     def on_upstream_write_paused(self, paused: bool) -> None:
@@ -674,6 +704,8 @@ class HttpDownstream(asyncio.Protocol):
         if ex.counted:
             ex.counted = False
             state.cluster_manager.request_finished(ex.cluster, ex.endpoint)  # type: ignore[arg-type]
+        if ex.resil is not None:
+            flags = self._end_attempts(ex, flags)
         if ex.delay is not None:
             flags = errors.with_delay(flags)
         now = self.loop.time()
@@ -792,6 +824,10 @@ class HttpDownstream(asyncio.Protocol):
         ex.timer = None
         if ex is not self.exchange or ex.done:
             return
+        cluster = ex.cluster
+        if cluster is not None and cluster.outlier is not None and ex.upstream is not None and \
+                not ex.response_started:  # the try in flight timed out (Envoy reports it to outlier detection)
+            self.state.cluster_manager.outlier_report(cluster, ex.endpoint, outlier.TIMEOUT)  # type: ignore[arg-type]
         self._drop_upstream(ex, abort=True)
         if ex.response_started:
             ex.close = True

@@ -5,7 +5,8 @@ dashboards written against Envoy see the same thing. A local reply carries `cont
 it has a body (an empty body has no content type, as in Envoy) and a `date`; nothing else is invented.
 
 Upstream failure codes (Envoy's router):
-- connect refused / failed / timed out → 503 `UF` (`UF,URX` once the route's connect retries are spent);
+- connect refused / failed / timed out → 503 `UF` (`UF,URX` once the route's retries are spent);
+- a circuit breaker of the cluster is full → 503 `UO`, `x-envoy-overloaded: true`;
 - the upstream closed or reset the connection before a response head → 503 `UC`;
 - the upstream sent something that is not HTTP/1.x → 502 `UPE` (Envoy's current default, runtime guard
   `return_502_for_upstream_protocol_errors`);
@@ -37,13 +38,11 @@ UPSTREAM_RESET = LocalReply(503, _RESET + b"connection termination", "UC")
 UPSTREAM_PROTOCOL_ERROR = LocalReply(502, _RESET + b"protocol error", "UPE")
 UPSTREAM_TIMEOUT = LocalReply(504, b"upstream request timeout", "UT")
 REQUEST_HEADER_TIMEOUT = LocalReply(408, b"request header timeout", "-")
+# a circuit breaker of the cluster is full (Envoy adds `x-envoy-overloaded: true`)
+OVERFLOW = LocalReply(503, _RESET + b"overflow", "UO")
+OVERLOADED_HEADERS = ((b"x-envoy-overloaded", b"true"),)
 CONNECT_NOT_SUPPORTED = LocalReply(405, b"CONNECT is not supported", "-")
 INTERNAL_ERROR = LocalReply(500, b"internal error", "-")
-
-
-def retries_exhausted(reply: LocalReply) -> LocalReply:
-    """The same failure after the route's retries: Envoy adds flag URX."""
-    return LocalReply(reply.status, reply.body, f"{reply.flags},URX")
 
 
 def fault_abort(status: int) -> LocalReply:
@@ -59,9 +58,17 @@ _FLAG_ORDER = {flag: i for i, flag in enumerate((
 
 def with_delay(flags: str) -> str:
     """`flags` of a request the route's `fault` delayed: DI added in Envoy's place."""
+    return add_flag(flags, "DI")
+
+
+def add_flag(flags: str, flag: str) -> str:
+    """`flags` with `flag` added in Envoy's place."""
     if flags == "-":
-        return "DI"
-    return ",".join(sorted([*flags.split(","), "DI"], key=lambda f: _FLAG_ORDER.get(f, len(_FLAG_ORDER))))
+        return flag
+    parts = flags.split(",")
+    if flag in parts:
+        return flags
+    return ",".join(sorted([*parts, flag], key=lambda f: _FLAG_ORDER.get(f, len(_FLAG_ORDER))))
 
 
 def protocol_error(status: int) -> LocalReply:

@@ -50,6 +50,7 @@ from proxy.upstream.hashing import generated_cookie, hash64, request_key
 
 if TYPE_CHECKING:
     from proxy.accesslog import AccessLog
+    from proxy.l7.attempts import AttemptState
     from proxy.l7.upstream import HttpUpstream
     from proxy.routing.match import RequestView
     from proxy.state import ServerState
@@ -60,6 +61,9 @@ _X_FORWARDED_PROTO = b"x-forwarded-proto: http\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE = b"connection: keep-alive\r\n"
+# Istio turns on Envoy's include_request_attempt_count for every virtual host: the header is always sent
+_ATTEMPT_COUNT = b"x-envoy-attempt-count: "
+_FIRST_ATTEMPT = _ATTEMPT_COUNT + b"1\r\n"
 
 _CONTENT_LENGTH_LINES: dict[int, bytes] = {}
 
@@ -83,6 +87,7 @@ class Exchange:
         "upstream", "connect_task", "pending", "pending_size", "replay", "replay_size", "reused", "retried",
         "request_complete", "request_bytes", "status", "response_started", "response_chunked",
         "response_bytes", "timer", "tunnel", "done", "delay", "mirror", "extra_response", "format_ctx",
+        "retries", "resil",
     )
 
     def __init__(self, head: RequestHead | None, start: float) -> None:
@@ -128,6 +133,10 @@ class Exchange:
         self.mirror: mirror.MirrorCopies | None = None  # copies waiting for the request body
         self.extra_response: list[tuple[bytes, bytes]] | None = None  # CORS headers, a hash Set-Cookie
         self.format_ctx: FormatContext | None = None  # for header values with %VAR% operators
+        # retries made so far (x-envoy-attempt-count is one more), and the state of retries, per-try
+        # timeouts and circuit-breaker slots, made only for a request that needs it (see attempts.py)
+        self.retries = 0
+        self.resil: AttemptState | None = None
 
 
 def route(ex: Exchange, listener: HttpListener | None, state: ServerState, client_ip: bytes,
@@ -199,7 +208,9 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if hashing is not None:
         endpoint = _hashed_endpoint(ex, cluster, hashing, state, client_ip, transport)
     else:
-        endpoint = endpoints[0] if len(endpoints) == 1 else state.cluster_manager.choose_endpoint(cluster)
+        # (outlier detection may eject even a lone endpoint: then the balancer decides)
+        endpoint = endpoints[0] if len(endpoints) == 1 and cluster.outlier is None else \
+            state.cluster_manager.choose_endpoint(cluster)
     if endpoint is None:
         return errors.NO_HEALTHY_UPSTREAM, ()
     ex.endpoint = endpoint
@@ -299,7 +310,13 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
         tail.append(_CHUNKED)
     if head.upgrade is not None:
         tail += (b"connection: upgrade\r\nupgrade: ", head.upgrade, CRLF)
+    tail.append(_FIRST_ATTEMPT)  # last: `attempt_head` rewrites it for a retry
     return request_head(head.method, path, host, headers, tail)
+
+
+def attempt_head(out_head: bytes, attempt: int) -> bytes:
+    """The upstream request head of attempt number `attempt` (x-envoy-attempt-count, the last header)."""
+    return out_head[:out_head.rindex(_ATTEMPT_COUNT)] + _ATTEMPT_COUNT + b"%d\r\n\r\n" % attempt
 
 
 def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:

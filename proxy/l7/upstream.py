@@ -29,7 +29,7 @@ log = logging.getLogger("shiftproxy.http")
 
 class HttpUpstream(asyncio.Protocol):
     __slots__ = ("transport", "downstream", "decoder", "pool", "metrics", "requests", "idle_deadline",
-                 "tunnel", "is_open", "_read_paused")
+                 "tunnel", "is_open", "_read_paused", "opened")
 
     def __init__(self, pool: EndpointPool[Any] | None, metrics: Metrics) -> None:
         self.transport: asyncio.Transport | None = None
@@ -42,6 +42,7 @@ class HttpUpstream(asyncio.Protocol):
         self.tunnel = False
         self.is_open = False
         self._read_paused = False
+        self.opened = 0.0  # loop time of the connect (set by the opener), for max connection duration
 
     @property
     def keep_alive(self) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from proxy.routing.formatters import Format
 from proxy.routing.match import HttpMatch, RequestView, StringMatcher, TcpMatch
+from proxy.routing.resilience import ConnectionLimits, OutlierPolicy, RetryPolicy, TcpKeepalive
 
 if TYPE_CHECKING:
     from proxy.capture.table import CaptureTable
@@ -95,6 +96,11 @@ class Cluster:
     tcp_idle_timeout: float | None = 3600.0  # seconds; None = disabled (idleTimeout: 0s)
     http_idle_timeout: float = 3600.0  # upstream keep-alive idle timeout, seconds
     max_requests_per_connection: int = 0  # 0 = unlimited; 1 = no keep-alive
+    # DestinationRule resilience (proxy.routing.resilience); None: not configured, nothing to do
+    outlier: OutlierPolicy | None = None
+    limits: ConnectionLimits | None = None
+    max_connection_duration: float | None = None  # seconds an upstream connection may live
+    tcp_keepalive: TcpKeepalive | None = None
     name_bytes: bytes = field(init=False, compare=False, repr=False)  # for access logs
     hash_policy: HashPolicy | None = None  # consistentHash; None: the `lb_policy` balancer
 
@@ -224,6 +230,9 @@ class HttpRoute:
     # policy retries connect-failure twice; VirtualService `retries` sets it (attempts: 0 disables)
     connect_retries: int = 2
     fault: Fault | None = None  # None: no fault injection (the usual case, one check per request)
+    # retries of attempts that sent the request (on a response status, reset or per-try timeout);
+    # None when only failed connects are retried (Istio's default policy, over HTTP/1.1)
+    retry: RetryPolicy | None = None
     name_bytes: bytes = field(init=False, compare=False, repr=False)  # for access logs
     mirrors: tuple[Mirror, ...] = ()
     cors: CorsPolicy | None = None

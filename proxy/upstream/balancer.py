@@ -3,6 +3,9 @@
 Policies from DestinationRule `trafficPolicy.loadBalancer.simple`: LEAST_REQUEST (Istio's default,
 power of two choices on active requests), ROUND_ROBIN, RANDOM; with `consistentHash`, a request's key
 picks from a ring hash or Maglev table (hashing.py), built on first use. No I/O.
+
+`endpoints` is what may be chosen: the cluster's endpoints, less those its outlier detector ejected
+(the detector replaces the tuple when that changes).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ from typing import Any
 
 from proxy.routing.snapshot import Cluster, Endpoint
 from proxy.upstream.balancer import Balancer
+from proxy.upstream.circuit_breaker import CircuitBreaker
+from proxy.upstream.outlier import OutlierDetector
 from proxy.upstream.pool import EndpointPool
 
 
@@ -25,12 +27,50 @@ class ClusterManager:
         self._rng = rng or random.Random()
         self._balancers: dict[int, Balancer] = {}  # id(cluster) → balancer
         self.pools: dict[tuple[str, int], EndpointPool[Any]] = {}
+        self.detectors: dict[str, OutlierDetector] = {}  # by cluster name
+        self.breakers: dict[str, CircuitBreaker] = {}  # by cluster name
 
     def _balancer(self, cluster: Cluster) -> Balancer:
         balancer = self._balancers.get(id(cluster))
         if balancer is None or balancer.cluster is not cluster:
             balancer = self._balancers[id(cluster)] = Balancer(cluster, self._rng)
+            if cluster.outlier is not None:
+                self._detector(cluster).attach(balancer)
         return balancer
+
+    def _detector(self, cluster: Cluster) -> OutlierDetector:
+        detector = self.detectors.get(cluster.name)
+        keys = tuple(e.key for e in cluster.endpoints)
+        if detector is None or detector.policy != cluster.outlier or detector.keys != keys:
+            if detector is not None:
+                detector.close()
+            assert cluster.outlier is not None
+            detector = self.detectors[cluster.name] = OutlierDetector(cluster, cluster.outlier)
+        return detector
+
+    def outlier_report(self, cluster: Cluster, endpoint: Endpoint, outcome: int) -> None:
+        """An attempt's outcome for the outlier detection of `cluster` (which has a policy): a response
+        status or one of outlier.CONNECT_FAILED / TIMEOUT / CONNECTED."""
+        detector = self.detectors.get(cluster.name)
+        if detector is None:
+            self._balancer(cluster)  # creates it
+            detector = self.detectors.get(cluster.name)
+        if detector is not None:
+            detector.report(endpoint, outcome)
+
+    def resilience_stats(self) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+        """For /metrics: (cluster, endpoints ejected now, ejections so far) per outlier detector and
+        (cluster, requests waiting, requests refused) per circuit breaker."""
+        return ([(d.cluster_name, d.ejected, d.ejections_total) for d in self.detectors.values()],
+                [(b.cluster_name, len(b.pending), b.overflows) for b in self.breakers.values()])
+
+    def breaker(self, cluster: Cluster) -> CircuitBreaker:
+        """The circuit breaker of `cluster` (which has limits)."""
+        breaker = self.breakers.get(cluster.name)
+        if breaker is None or breaker.limits != cluster.limits:
+            assert cluster.limits is not None
+            breaker = self.breakers[cluster.name] = CircuitBreaker(cluster.name, cluster.limits)
+        return breaker
 
     def choose_endpoint(self, cluster: Cluster, key_hash: int | None = None) -> Endpoint | None:
         """An endpoint of `cluster`, or None when it has none (→ 503 UH). `key_hash`: the request's
@@ -83,6 +123,12 @@ class ClusterManager:
         live = {id(c) for c in clusters}
         for key in [k for k in self._balancers if k not in live]:
             del self._balancers[key]
+        names = {c.name for c in clusters if c.outlier is not None}
+        for name in [n for n in self.detectors if n not in names]:
+            self.detectors.pop(name).close()
+        names = {c.name for c in clusters if c.limits is not None}
+        for name in [n for n in self.breakers if n not in names]:
+            del self.breakers[name]
         endpoints = {e.key for c in clusters for e in c.endpoints}
         for key in [k for k in self.pools if k not in endpoints]:
             self.pools.pop(key).close()

@@ -157,7 +157,8 @@ def test_first_authority(head: bytes, authority: bytes | None) -> None:
 
 @pytest.mark.parametrize(("capture", "policy", "notice"), [
     (True, "PASSTHROUGH", "connections that were not redirected (no original destination) use LEAST_REQUEST"),
-    (False, "LEAST_REQUEST", "loadBalancer PASSTHROUGH for reviews.default.svc.cluster.local needs the original destination (run --capture)"),
+    (False, "LEAST_REQUEST", "loadBalancer PASSTHROUGH for reviews.default.svc.cluster.local"
+     " needs the original destination (run --capture)"),
 ])
 def test_passthrough_load_balancing_needs_capture(capture: bool, policy: str, notice: str) -> None:
     dr = """
