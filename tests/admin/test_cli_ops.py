@@ -143,4 +143,5 @@ def test_get_refuses_unknown_kinds_without_calling_the_proxy(capsys: pytest.Capt
 
     assert main(["get", "pods", "--admin", "127.0.0.1:1"]) == 1
     assert capsys.readouterr().err == ('error: the server doesn\'t have a resource type "pods" '
-                                       "(one of: vs, dr, gw, se, we)\n")
+                                       "(one of: vs, dr, gw, se, we, gtw, httproute, tcproute, tlsroute, "
+                                       "referencegrant, svc)\n")
