@@ -23,7 +23,7 @@ def _header_ops(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def http_filters(filters: list[Any], match: dict[str, Any]) -> dict[str, Any]:
+def http_filters(filters: list[Any]) -> dict[str, Any]:
     """The VirtualService rule fields for a rule's (or a backendRef's) filters.
 
     A `ReplacePrefixMatch` rewrite comes back as `rewrite.uri` plus `prefixRewrite: True`: the caller

@@ -215,7 +215,7 @@ def _http_rule(route: Route, r: int, m: int, match: dict[str, Any], port: int | 
     rule = as_dict(as_list(obj.spec.get("rules"))[r])
     out: dict[str, Any] = {"name": f"{obj.namespace}/{obj.name}#rules[{r}].matches[{m}]",
                            "match": _match_blocks(match, port)}
-    out.update(http_filters(as_list(rule.get("filters")), match))
+    out.update(http_filters(as_list(rule.get("filters"))))
     timeouts = as_dict(rule.get("timeouts"))
     timeout = timeouts.get("request") or timeouts.get("backendRequest")
     if isinstance(timeout, str) and timeout not in ("0s", "0"):
@@ -241,7 +241,7 @@ def _destination(backend: Backend, ref: dict[str, Any]) -> dict[str, Any]:
     if backend.port is not None:
         dest["port"] = {"number": backend.port}
     out: dict[str, Any] = {"destination": dest, "weight": backend.weight}
-    headers = http_filters(as_list(ref.get("filters")), {}).get("headers")
+    headers = http_filters(as_list(ref.get("filters"))).get("headers")
     if headers:
         out["headers"] = headers
     return out

@@ -89,6 +89,8 @@ def _cross_check(objects: list[RawObject], reports: dict[tuple[str, str, str], R
                     mesh_vs.setdefault(fqdn(host, vs.namespace), vs)
     for route in res.routes:
         r = reports[route.obj.key]
+        if not route.parents and not r.has_error_within(("spec",)):
+            r.warn(("spec",), "no parentRefs: the route attaches to no Gateway or Service and serves nothing")
         for parent in route.parents:
             where = ("spec", "parentRefs", parent.index)
             if not parent.accepted.status:
