@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
 from proxy.config.load import RawObject
 from proxy.config.registry import port_protocol
@@ -216,9 +217,8 @@ def _http_rule(route: Route, r: int, m: int, match: dict[str, Any], port: int | 
     out: dict[str, Any] = {"name": f"{obj.namespace}/{obj.name}#rules[{r}].matches[{m}]",
                            "match": _match_blocks(match, port)}
     out.update(http_filters(as_list(rule.get("filters"))))
-    timeouts = as_dict(rule.get("timeouts"))
-    timeout = timeouts.get("request") or timeouts.get("backendRequest")
-    if isinstance(timeout, str) and timeout not in ("0s", "0"):
+    timeout = _timeout(as_dict(rule.get("timeouts")))
+    if timeout is not None:
         out["timeout"] = timeout
     if "redirect" in out:
         return out
@@ -234,6 +234,17 @@ def _http_rule(route: Route, r: int, m: int, match: dict[str, Any], port: int | 
     if lost:
         out["fault"] = {"abort": {"httpStatus": 500, "percentage": {"value": 100.0 * lost / total}}}
     return out
+
+
+def _timeout(timeouts: dict[str, Any]) -> str | None:
+    """The route timeout: the shorter of `request` and `backendRequest` (one upstream attempt here, since
+    only failed connects are retried); a zero duration disables one, as the spec says."""
+    values = []
+    for key in ("request", "backendRequest"):
+        text = timeouts.get(key)
+        if isinstance(text, str) and parse_duration(text):
+            values.append((parse_duration(text), text))
+    return min(values)[1] if values else None
 
 
 def _destination(backend: Backend, ref: dict[str, Any]) -> dict[str, Any]:

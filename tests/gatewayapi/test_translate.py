@@ -181,3 +181,10 @@ def test_status_of_routes() -> None:
                                            "ResolvedRefs": ("False", "BackendNotFound")}
     listener = status[("Gateway.gateway.networking.k8s.io", "default", "gw")]["listeners"][0]
     assert listener["attachedRoutes"] == 1
+
+
+def test_timeouts() -> None:
+    rules = backend_rule("[{name: a, port: 9080}]", "    timeouts: {request: 10s, backendRequest: 1500ms}\n")
+    assert only_route(compiled(GATEWAY, BACKENDS, route("r", rules))).timeout == 1.5
+    rules = backend_rule("[{name: a, port: 9080}]", "    timeouts: {request: 0s}\n")
+    assert only_route(compiled(GATEWAY, BACKENDS, route("r", rules))).timeout is None  # 0s disables it
