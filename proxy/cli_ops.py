@@ -38,16 +38,15 @@ for _kind, _short, _plural in (("VirtualService", "vs", "virtualservices"),
         KIND_NAMES[f"{_name}.{GROUP}"] = _kind
 PLURALS = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules", "Gateway": "gateways",
            "ServiceEntry": "serviceentries", "WorkloadEntry": "workloadentries"}
-# the Gateway API kinds and core Services: `gw`/`gateway` stay Istio's Gateway; the Gateway API's is `gtw`
-# or a name qualified with its group, as kubectl spells them
+# the Gateway API kinds and core Services. With both APIs installed kubectl resolves `gateway(s)` to the
+# Gateway API's (its group sorts first) and `gw` to Istio's; the qualified names always disambiguate
 for _kind, _short, _plural in ((gateway_api.GATEWAY, "gtw", "gateways"), ("HTTPRoute", "", "httproutes"),
                                ("TCPRoute", "", "tcproutes"), ("TLSRoute", "", "tlsroutes"),
                                ("ReferenceGrant", "", "referencegrants"), ("Service", "svc", "services")):
     _group = gateway_api.group_of(_kind)
     _single = gateway_api.written_kind(_kind).lower()
     for _name in filter(None, (_short, _plural, _single)):
-        if _kind != gateway_api.GATEWAY or _name == _short:
-            KIND_NAMES[_name] = _kind
+        KIND_NAMES[_name] = _kind
         if _group:
             KIND_NAMES[f"{_name}.{_group}"] = _kind
     PLURALS[_kind] = _plural
@@ -154,10 +153,11 @@ def add_commands(sub: Any) -> None:
 
     get = sub.add_parser("get", parents=[common], help="list or show objects the proxy is serving",
                          description="List or show the objects the proxy is serving. KIND is one of "
-                         "vs|virtualservice(s), dr|destinationrule(s), gw|gateway(s), se|serviceentry|"
-                         "serviceentries, we|workloadentry|workloadentries; the Gateway API's gtw|"
-                         "gateways.gateway.networking.k8s.io, httproute(s), tcproute(s), tlsroute(s), "
-                         "referencegrant(s); svc|service(s). gw and gateway name Istio's Gateway.")
+                         "vs|virtualservice(s), dr|destinationrule(s), gw|gateways.networking.istio.io, "
+                         "se|serviceentry|serviceentries, we|workloadentry|workloadentries; the Gateway API's "
+                         "gateway(s)|gtw|gateways.gateway.networking.k8s.io, httproute(s), tcproute(s), tlsroute(s), "
+                         "referencegrant(s); svc|service(s). As kubectl does with both APIs installed, gateway(s) "
+                         "is the Gateway API's Gateway and gw Istio's.")
     get.add_argument("kind", metavar="KIND[/NAME]")
     get.add_argument("name", nargs="?")
     get.add_argument("-n", "--namespace", default="default")
@@ -315,7 +315,7 @@ def _get(args: argparse.Namespace) -> int:
     kind = KIND_NAMES.get(kind_text.lower())
     if kind is None:
         raise CliError(f'the server doesn\'t have a resource type "{kind_text}" (one of: vs, dr, gw, se, we, '
-                       'gtw, httproute, tcproute, tlsroute, referencegrant, svc)')
+                       'gateway, httproute, tcproute, tlsroute, referencegrant, svc)')
     query = [("kind", kind)]
     if not args.all_namespaces:
         query.append(("namespace", args.namespace))

@@ -151,6 +151,9 @@ async def test_http_task_with_gateway_api_and_the_cli(http_dir: Path, productpag
         assert (listener["name"], listener["attachedRoutes"]) == ("http", 1)
         run = await shiftproxy(proxy, "get", "gw")  # `gw` is Istio's Gateway: there is none
         assert (run.code, run.out) == (0, "")
+        run = await shiftproxy(proxy, "get", "gateway")  # as kubectl with both APIs: the Gateway API's
+        assert [line.split()[:3] for line in run.out.splitlines()] == [["NAME", "CLASS", "PROGRAMMED"],
+                                                                     ["bookinfo-gateway", "istio", "True"]]
 
         # a backend Service that does not exist: accepted, ResolvedRefs False BackendNotFound, its share 500
         missing = tmp_path / "reviews-missing.yaml"
