@@ -479,6 +479,11 @@ def render_explain(answer: dict[str, Any]) -> str:
         status = f"{result['status']} {result.get('flags', '')}: " if result.get("status") else ""
         out.append(f"result:   {status}{result.get('reason', '')}")
         return "\n".join(out) + "\n"
+    fault = route.get("fault") or {}
+    if fault.get("delay_percent"):
+        out.append(f"fault:    delay {fault['delay_seconds']}s for {fault['delay_percent']:.1f}% of requests")
+    if fault.get("abort_percent"):
+        out.append(f"fault:    abort {fault['abort_status']} for {fault['abort_percent']:.1f}% of requests")
     if "redirect" in route:
         r = route["redirect"]
         target = " ".join(f"{k}={v}" for k, v in r.items() if v is not None and k != "code")

@@ -139,6 +139,10 @@ def _action(route: HttpRoute) -> dict[str, Any]:
         fields = (("uri", rw.uri), ("authority", rw.authority), ("regex_match", rw.regex_match),
                   ("regex_rewrite", rw.regex_rewrite))
         out["rewrite"] = {k: v for k, v in fields if v is not None}
+    if route.fault is not None:  # applied before the destination is picked
+        f = route.fault
+        out["fault"] = {"delay_seconds": f.delay_seconds, "delay_percent": f.delay_percent,
+                        "abort_status": f.abort_status, "abort_percent": f.abort_percent}
     if isinstance(action, Redirect):
         out["redirect"] = {"code": action.code, "uri": action.uri, "authority": action.authority,
                            "scheme": action.scheme, "port": action.port}

@@ -164,6 +164,9 @@ async def test_http_task_with_gateway_api_and_the_cli(http_dir: Path, productpag
         run = await shiftproxy(proxy, "get", "httproute/reviews", "-o", "yaml")
         parent = yaml.safe_load(run.out)["status"]["parents"][0]
         assert conditions(parent) == {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("False", "BackendNotFound")}
+        run = await shiftproxy(proxy, "explain", "--authority", "reviews:9080", "--path", "/reviews/0")
+        assert "fault:    abort 500 for 50.0% of requests" in run.out, run.out
+        assert " 100.0%  reviews-v1.default.svc.cluster.local:9080 " in run.out, run.out
         seen = await split(proxy.mesh_port, N)
         assert set(seen) == {"v1", "status 500"}, seen
         lo, hi = binomial_interval(N, 0.5)

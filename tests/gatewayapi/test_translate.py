@@ -188,3 +188,10 @@ def test_timeouts() -> None:
     assert only_route(compiled(GATEWAY, BACKENDS, route("r", rules))).timeout == 1.5
     rules = backend_rule("[{name: a, port: 9080}]", "    timeouts: {request: 0s}\n")
     assert only_route(compiled(GATEWAY, BACKENDS, route("r", rules))).timeout is None  # 0s disables it
+
+
+def test_explain_shows_the_missing_backends_share() -> None:
+    snapshot = compiled(GATEWAY, BACKENDS, route("r", backend_rule(
+        "[{name: a, port: 9080, weight: 3}, {name: gone, port: 9080, weight: 1}]")))
+    answer = explain(snapshot, "/")["route"]
+    assert (answer["fault"]["abort_status"], answer["fault"]["abort_percent"]) == (500, 25.0)
