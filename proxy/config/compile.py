@@ -97,7 +97,8 @@ def compile_snapshot(objects: list[RawObject], options: CompileOptions, version:
     """Compile validated objects. Field names are canonicalised first: Istio also accepts snake_case."""
     from proxy.config.validate import canonical_spec
 
-    objects, translated = translate_gateway_api(objects)  # Gateway API kinds → the Istio objects they mean
+    # Gateway API kinds → the Istio objects they mean
+    objects, translated = translate_gateway_api(objects, options.gateway_labels if options.gateway else None)
     canonical = [replace(o, body={**o.body, "spec": canonical_spec(o)}) for o in objects]
     return _Compiler(canonical, options).run(version, warnings or [], (notices or []) + translated)
 

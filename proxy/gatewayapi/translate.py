@@ -43,15 +43,22 @@ GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 ISTIO_API = "networking.istio.io/v1"
 
 
-def translate(objects: list[RawObject]) -> tuple[list[RawObject], list[str]]:
-    """(the Istio objects with the Gateway API ones replaced by their translation, notices)."""
+def translate(objects: list[RawObject], labels: dict[str, str] | None = None) -> tuple[list[RawObject], list[str]]:
+    """(the Istio objects with the Gateway API ones replaced by their translation, notices).
+
+    `labels` are this instance's (`--labels`): a port that a selected Istio Gateway and a selected Gateway
+    API Gateway both bind is reported, since their routes would share one listener.
+    """
     if not any(kinds.is_gateway_api(o.kind) for o in objects):
         return objects, []
     res = resolve(objects)
     istio = [o for o in objects if not kinds.is_gateway_api(o.kind)]
     out = list(istio)
     out += _service_entries(res, istio)
-    out += _gateways(res)
+    gateways = _gateways(res)
+    if labels is not None:
+        res.notices += _shared_ports(istio, gateways, labels)
+    out += gateways
     out += _http_virtual_services(res)
     out += _tcp_virtual_services(res)
     for route in res.routes:
@@ -158,6 +165,25 @@ def _gateways(res: Resolution) -> list[RawObject]:
         spec = {"selector": {GATEWAY_NAME_LABEL: name}, "servers": servers}
         out.append(_generated(gw, "Gateway", f"{name}.{kinds.GROUP}", spec))
     return out
+
+
+def _selected(gw: RawObject, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == str(v) for k, v in as_dict(gw.spec.get("selector")).items())
+
+
+def _ports(gw: RawObject) -> set[int]:
+    return {as_int(as_dict(as_dict(s).get("port")).get("number")) or 0 for s in as_list(gw.spec.get("servers"))}
+
+
+def _shared_ports(istio: list[RawObject], translated: list[RawObject], labels: dict[str, str]) -> list[str]:
+    notices = []
+    for gw in (g for g in translated if _selected(g, labels)):
+        for other in (o for o in istio if o.kind == "Gateway" and _selected(o, labels)):
+            for port in sorted(_ports(gw) & _ports(other)):
+                notices.append(f"{gw.file}: port {port} is bound by Gateway API Gateway {gw.namespace}/"
+                               f"{gw.name.removesuffix('.' + kinds.GROUP)} and by Istio Gateway {other.namespace}/"
+                               f"{other.name} ({other.file}): both APIs' routes share that listener")
+    return notices
 
 
 # HTTPRoutes -------------------------------------------------------------------------------------------

@@ -195,3 +195,18 @@ def test_explain_shows_the_missing_backends_share() -> None:
         "[{name: a, port: 9080, weight: 3}, {name: gone, port: 9080, weight: 1}]")))
     answer = explain(snapshot, "/")["route"]
     assert (answer["fault"]["abort_status"], answer["fault"]["abort_percent"]) == (500, 25.0)
+
+
+def test_a_port_bound_by_both_apis_is_reported() -> None:
+    istio = """apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-gw}
+spec:
+  selector: {gateway.networking.k8s.io/gateway-name: gw}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+"""
+    snapshot = compiled(GATEWAY, BACKENDS, istio)
+    assert [n for n in snapshot.notices if "port 8080" in n] == [
+        "0-config.yaml: port 8080 is bound by Gateway API Gateway default/gw and by Istio Gateway default/istio-gw "
+        "(2-config.yaml): both APIs' routes share that listener"]
+    assert not [n for n in compiled(GATEWAY, BACKENDS).notices if "port 8080" in n]
