@@ -2,7 +2,8 @@
 
 Every object keeps the file it came from and the line of every field, so later stages can report
 `FILE:LINE: YAML.PATH: reason`. No validation happens here beyond "is this YAML an object with a kind";
-non-Istio kinds are skipped with a notice. Pure functions, no asyncio.
+the Istio networking kinds, the Gateway API kinds and core Services are kept (`proxy.gatewayapi.kinds`),
+other kinds are skipped with a notice. Pure functions, no asyncio.
 """
 
 from __future__ import annotations
