@@ -123,6 +123,16 @@ class Resolution:
     routes: list[Route]
     notices: list[str] = field(default_factory=list)
 
+    def port_names(self, host: str) -> dict[str, int]:
+        """A Service's (else ServiceEntry's) port numbers by port name."""
+        for (ns, name), svc in self.services.items():
+            if fqdn(name, ns) == host:
+                found = [as_dict(p) for p in as_list(svc.spec.get("ports"))]
+                return {as_str(p.get("name")): as_int(p.get("port")) or 0 for p in found}
+        se = self.entry_hosts.get(host)
+        found = [as_dict(p) for p in as_list(se.spec.get("ports"))] if se is not None else []
+        return {as_str(p.get("name")): as_int(p.get("number")) or 0 for p in found}
+
     def service_ports(self, host: str) -> list[int]:
         for (ns, name), svc in self.services.items():
             if fqdn(name, ns) == host:
@@ -206,6 +216,13 @@ def _parent(res: Resolution, route: RawObject, index: int, ref: dict[str, Any]) 
         if port is not None and ports and port not in ports:
             return Parent(index, shown, Condition("Accepted", False, "NoMatchingParent",
                                                   f"service {host} has no port {port}"))
+        section = ref.get("sectionName")
+        if isinstance(section, str):  # a Service parent's section is one of its port names
+            named = res.port_names(host)
+            if section not in named:
+                return Parent(index, shown, Condition("Accepted", False, "NoMatchingParent",
+                                                      f"service {host} has no port named {section!r}"))
+            port = named[section]
         return Parent(index, shown, Condition("Accepted", True, "Accepted", "Route was valid"),
                       service=host, service_port=port if len(ports) > 1 else None)
     if kind != "Gateway" or group != kinds.GROUP:

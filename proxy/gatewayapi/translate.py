@@ -213,6 +213,13 @@ def _http_virtual_services(res: Resolution) -> list[RawObject]:
     for (where, host), entries in sorted(groups.items()):
         entries.sort(key=lambda e: e[0])
         rules = [rule for _, route, r, m, match, port in entries for rule in _http_rules(route, r, m, match, port)]
+        if where == "mesh" and all(port is not None for *_, port in entries):
+            # routes for some ports only (a parent's port or sectionName): the service's other ports keep
+            # their default route, as each port has its own route table in a sidecar
+            covered = {port for *_, port in entries}
+            rules += [{"name": f"default/{host}:{p}", "match": [{"port": p}],
+                       "route": [{"destination": {"host": host, "port": {"number": p}}}]}
+                      for p in res.service_ports(host) if p not in covered]
         first = entries[0][1].obj
         gateway = where.split("/", 1)[-1].removesuffix(f".{kinds.GROUP}")
         name = f"httproute.{host}" if where == "mesh" else f"httproute.{gateway}.{host}"

@@ -87,6 +87,7 @@ def _cross_check(objects: list[RawObject], reports: dict[tuple[str, str, str], R
             for host in as_list(vs.spec.get("hosts")):
                 if isinstance(host, str):
                     mesh_vs.setdefault(fqdn(host, vs.namespace), vs)
+    tcp_owner: dict[tuple[tuple[str, str, str], str], RawObject] = {}  # TCP listener → its (oldest) route
     for route in res.routes:
         r = reports[route.obj.key]
         if not route.parents and not r.has_error_within(("spec",)):
@@ -102,6 +103,13 @@ def _cross_check(objects: list[RawObject], reports: dict[tuple[str, str, str], R
                 r.error(where, f"service {parent.service} is also routed by VirtualService {vs.namespace}/{vs.name} "
                                f"({vs.file}:{vs.line}): an Istio and a Gateway API route for one mesh service "
                                "conflict; delete one of them")
+        for parent in route.parents if route.obj.kind == kinds.TCP_ROUTE else ():
+            for li, _ in parent.listeners:
+                first = tcp_owner.setdefault((li.gateway.key, li.name), route.obj)
+                if first is not route.obj:
+                    r.warn(("spec", "parentRefs", parent.index), f"listener {li.name!r} already serves TCPRoute "
+                                                                 f"{first.namespace}/{first.name} (older): only "
+                                                                 "that one gets its connections")
         outcome = "its share of requests gets 500" if route.obj.kind == kinds.HTTP_ROUTE else \
             "its share of connections is refused"
         for (rule, ref), backend in route.backends.items():

@@ -210,3 +210,18 @@ spec:
         "0-config.yaml: port 8080 is bound by Gateway API Gateway default/gw and by Istio Gateway default/istio-gw "
         "(2-config.yaml): both APIs' routes share that listener"]
     assert not [n for n in compiled(GATEWAY, BACKENDS).notices if "port 8080" in n]
+
+
+def test_a_mesh_parent_section_is_a_port_name() -> None:
+    two_ports = BACKENDS.replace("ports: [{number: 9080, name: http, protocol: HTTP}]",
+                                 "ports: [{number: 9080, name: http, protocol: HTTP}, "
+                                 "{number: 9090, name: http-admin, protocol: HTTP}]", 1)
+    mesh = MESH.replace('name: a}]', 'name: a, sectionName: http-admin}]')
+    snapshot = compiled(two_ports, mesh)
+    assert winner(snapshot, "/", authority="a:9090", listener="mesh_http") == "c"
+    # the route is for port 9090 only: port 9080 keeps the default route to every endpoint of a
+    assert winner(snapshot, "/", authority="a:9080", listener="mesh_http") == "a"
+    status = statuses(load(two_ports, MESH.replace('name: a}]', 'name: a, sectionName: grpc}]')).objects)
+    accepted = status[("HTTPRoute", "default", "to-b")]["parents"][0]["conditions"][0]
+    assert (accepted["reason"], accepted["message"]) == (
+        "NoMatchingParent", "service a.default.svc.cluster.local has no port named 'grpc'")

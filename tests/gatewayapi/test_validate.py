@@ -192,3 +192,19 @@ def test_gateway_api_samples_validate_together() -> None:
                   (SAMPLES / "bookinfo" / "platform" / "kube" / "bookinfo-versions.yaml").read_text())
     errors, _ = validate(loaded.objects)
     assert [str(e) for e in errors] == []
+
+
+def test_a_second_tcp_route_on_one_listener_is_reported() -> None:
+    gateway = GATEWAY.replace("{name: http, port: 8080, protocol: HTTP}", "{name: tcp, port: 9400, protocol: TCP}")
+    tcp = """apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: NAME, creationTimestamp: 'STAMP'}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: a, port: 9080}]}]
+"""
+    _, warnings = check(gateway, BACKENDS, tcp.replace("NAME", "newer").replace("STAMP", "2024-02-01T00:00:00Z"),
+                        tcp.replace("NAME", "older").replace("STAMP", "2024-01-01T00:00:00Z"))
+    assert [str(w) for w in warnings] == [
+        "2-config.yaml:5: spec.parentRefs[0]: listener 'tcp' already serves TCPRoute default/older (older): only "
+        "that one gets its connections"]
