@@ -33,7 +33,8 @@ def route_status(route: Route) -> dict[str, Any]:
     parents = []
     for parent in route.parents:
         accepted = parent.accepted.as_dict()
-        if parent.accepted.status and route.obj.kind == kinds.TLS_ROUTE:
+        unserved = parent.listeners and all(li.protocol not in ENFORCED_PROTOCOLS for li, _ in parent.listeners)
+        if parent.accepted.status and (route.obj.kind == kinds.TLS_ROUTE or unserved):
             accepted["message"] += "; not enforced yet (no TLS support)"
         parents.append({"parentRef": parent.ref, "controllerName": CONTROLLER,
                         "conditions": [accepted, resolved]})

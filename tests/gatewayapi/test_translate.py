@@ -158,6 +158,8 @@ spec:
     listeners = {li["name"]: li for li in status[("Gateway.gateway.networking.k8s.io", "default", "gw")]["listeners"]}
     assert {c["type"]: c["status"] for c in listeners["https"]["conditions"]}["Programmed"] == "False"
     assert listeners["tls"]["attachedRoutes"] == 1
+    tls_parent = status[("TLSRoute", "default", "tls")]["parents"][0]["conditions"][0]
+    assert tls_parent["message"] == "Route was valid; not enforced yet (no TLS support)"
 
 
 def test_status_of_routes() -> None:
