@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from proxy.config.load import iter_config_files
+from proxy.gatewayapi import kinds as gateway_api
 
 DEFAULT_ADMIN = "127.0.0.1:15000"
 ADMIN_ENV = "SHIFTPROXY_ADMIN"
@@ -37,6 +38,18 @@ for _kind, _short, _plural in (("VirtualService", "vs", "virtualservices"),
         KIND_NAMES[f"{_name}.{GROUP}"] = _kind
 PLURALS = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules", "Gateway": "gateways",
            "ServiceEntry": "serviceentries", "WorkloadEntry": "workloadentries"}
+# the Gateway API kinds and core Services. With both APIs installed kubectl resolves `gateway(s)` to the
+# Gateway API's (its group sorts first) and `gw` to Istio's; the qualified names always disambiguate
+for _kind, _short, _plural in ((gateway_api.GATEWAY, "gtw", "gateways"), ("HTTPRoute", "", "httproutes"),
+                               ("TCPRoute", "", "tcproutes"), ("TLSRoute", "", "tlsroutes"),
+                               ("ReferenceGrant", "", "referencegrants"), ("Service", "svc", "services")):
+    _group = gateway_api.group_of(_kind)
+    _single = gateway_api.written_kind(_kind).lower()
+    for _name in filter(None, (_short, _plural, _single)):
+        KIND_NAMES[_name] = _kind
+        if _group:
+            KIND_NAMES[f"{_name}.{_group}"] = _kind
+    PLURALS[_kind] = _plural
 
 
 class CliError(Exception):
@@ -140,8 +153,11 @@ def add_commands(sub: Any) -> None:
 
     get = sub.add_parser("get", parents=[common], help="list or show objects the proxy is serving",
                          description="List or show the objects the proxy is serving. KIND is one of "
-                         "vs|virtualservice(s), dr|destinationrule(s), gw|gateway(s), se|serviceentry|"
-                         "serviceentries, we|workloadentry|workloadentries.")
+                         "vs|virtualservice(s), dr|destinationrule(s), gw|gateways.networking.istio.io, "
+                         "se|serviceentry|serviceentries, we|workloadentry|workloadentries; the Gateway API's "
+                         "gateway(s)|gtw|gateways.gateway.networking.k8s.io, httproute(s), tcproute(s), tlsroute(s), "
+                         "referencegrant(s); svc|service(s). As kubectl does with both APIs installed, gateway(s) "
+                         "is the Gateway API's Gateway and gw Istio's.")
     get.add_argument("kind", metavar="KIND[/NAME]")
     get.add_argument("name", nargs="?")
     get.add_argument("-n", "--namespace", default="default")
@@ -197,8 +213,18 @@ def read_files(names: list[str]) -> list[dict[str, str]]:
     return files
 
 
+def resource(kind: str) -> str:
+    """kubectl's resource name of a kind: `virtualservices.networking.istio.io`, `services`."""
+    group = gateway_api.group_of(kind) if gateway_api.is_gateway_api(kind) else GROUP
+    plural = PLURALS.get(kind, kind.lower())
+    return f"{plural}.{group}" if group else plural
+
+
 def object_ref(obj: dict[str, Any]) -> str:
-    return f"{str(obj['kind']).lower()}.{GROUP}/{obj['name']}"
+    kind = str(obj["kind"])
+    group = gateway_api.group_of(kind) if gateway_api.is_gateway_api(kind) else GROUP
+    single = gateway_api.written_kind(kind).lower()
+    return f"{single}.{group}/{obj['name']}" if group else f"{single}/{obj['name']}"
 
 
 def _send_change(args: argparse.Namespace, path: str) -> tuple[int, Any]:
@@ -266,8 +292,8 @@ def _delete(args: argparse.Namespace) -> int:
     for obj in payload.get("objects") or []:
         if obj["result"] == "not found":
             missing += 1
-            print(f'Error from server (NotFound): {PLURALS.get(obj["kind"], obj["kind"])}.{GROUP} '
-                  f'"{obj["name"]}" not found', file=sys.stderr)
+            print(f'Error from server (NotFound): {resource(obj["kind"])} "{obj["name"]}" not found',
+                  file=sys.stderr)
         else:
             print(f"{object_ref(obj)} {obj['result']}{suffix}")
     for warning in payload.get("warnings") or []:
@@ -288,7 +314,8 @@ def _get(args: argparse.Namespace) -> int:
     name = name or args.name or ""
     kind = KIND_NAMES.get(kind_text.lower())
     if kind is None:
-        raise CliError(f'the server doesn\'t have a resource type "{kind_text}" (one of: vs, dr, gw, se, we)')
+        raise CliError(f'the server doesn\'t have a resource type "{kind_text}" (one of: vs, dr, gw, se, we, '
+                       'gateway, httproute, tcproute, tlsroute, referencegrant, svc)')
     query = [("kind", kind)]
     if not args.all_namespaces:
         query.append(("namespace", args.namespace))
@@ -300,8 +327,7 @@ def _get(args: argparse.Namespace) -> int:
     items = payload.get("objects") or []
     if not items:
         if name:
-            print(f'Error from server (NotFound): {PLURALS[kind]}.{GROUP} "{name}" not found',
-                  file=sys.stderr)
+            print(f'Error from server (NotFound): {resource(kind)} "{name}" not found', file=sys.stderr)
             return 1
         where = "any namespace" if args.all_namespaces else f"{args.namespace} namespace"
         print(f"No resources found in {where}.", file=sys.stderr)
@@ -336,6 +362,15 @@ def table(kind: str, items: list[dict[str, Any]], wide: bool = False, namespaces
                      str(spec.get("resolution", "")), age]
         elif kind == "WorkloadEntry":
             cells = [item["name"], age, str(spec.get("address", ""))]
+        elif kind == "HTTPRoute":
+            cells = [item["name"], _list(spec.get("hostnames")), age]
+        elif kind == gateway_api.GATEWAY:
+            conditions = (item["object"].get("status") or {}).get("conditions") or []
+            programmed = next((c["status"] for c in conditions if c.get("type") == "Programmed"), "Unknown")
+            cells = [item["name"], str(spec.get("gatewayClassName", "")), programmed, age]
+        elif kind == "Service":
+            ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
+            cells = [item["name"], ports or "<none>", age]
         else:
             cells = [item["name"], age]
         if namespaces:
@@ -347,7 +382,9 @@ def table(kind: str, items: list[dict[str, Any]], wide: bool = False, namespaces
     headers = {"VirtualService": ["NAME", "GATEWAYS", "HOSTS", "AGE"],
                "DestinationRule": ["NAME", "HOST", "AGE"],
                "ServiceEntry": ["NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"],
-               "WorkloadEntry": ["NAME", "AGE", "ADDRESS"]}.get(kind, ["NAME", "AGE"])
+               "WorkloadEntry": ["NAME", "AGE", "ADDRESS"], "HTTPRoute": ["NAME", "HOSTNAMES", "AGE"],
+               gateway_api.GATEWAY: ["NAME", "CLASS", "PROGRAMMED", "AGE"],
+               "Service": ["NAME", "PORT(S)", "AGE"]}.get(kind, ["NAME", "AGE"])
     header = (["NAMESPACE"] if namespaces else []) + headers + (["SOURCE"] if wide else [])
     rows = [header] + [row(i) for i in items]
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
@@ -442,6 +479,11 @@ def render_explain(answer: dict[str, Any]) -> str:
         status = f"{result['status']} {result.get('flags', '')}: " if result.get("status") else ""
         out.append(f"result:   {status}{result.get('reason', '')}")
         return "\n".join(out) + "\n"
+    fault = route.get("fault") or {}
+    if fault.get("delay_percent"):
+        out.append(f"fault:    delay {fault['delay_seconds']}s for {fault['delay_percent']:.1f}% of requests")
+    if fault.get("abort_percent"):
+        out.append(f"fault:    abort {fault['abort_status']} for {fault['abort_percent']:.1f}% of requests")
     if "redirect" in route:
         r = route["redirect"]
         target = " ".join(f"{k}={v}" for k, v in r.items() if v is not None and k != "code")

@@ -25,6 +25,8 @@ from proxy.config import store
 from proxy.config.compile import compile_snapshot
 from proxy.config.diagnostics import ConfigError, Diagnostic
 from proxy.config.load import ISTIO_KINDS, LoadResult, RawObject, load_paths, load_text
+from proxy.gatewayapi import kinds as gateway_api
+from proxy.gatewayapi.status import statuses
 from proxy.routing.explain import ExplainError, explain_http, explain_tcp, find_listener
 from proxy.routing.snapshot import HttpListener, Snapshot
 
@@ -284,20 +286,24 @@ def list_objects(server: Server, request: AdminRequest) -> AdminResponse:
     assert server.state is not None
     kind = _query(request, "kind")
     if kind:
-        canonical = {k.lower(): k for k in ISTIO_KINDS}.get(kind.lower())
+        known = (*ISTIO_KINDS, *sorted(gateway_api.KINDS))
+        canonical = {k.lower(): k for k in known}.get(kind.lower())
         if canonical is None:
-            kinds = ", ".join(ISTIO_KINDS)
+            kinds = ", ".join(known)
             return AdminResponse.json(400, {"error": f"unknown kind {kind!r}; kinds: {kinds}"})
         kind = canonical
     namespace, name = _query(request, "namespace"), _query(request, "name")
     now = time.time()
     out = []
+    status = statuses(server.objects) if not kind or kind in gateway_api.KINDS else {}
     for obj in sorted(server.objects, key=lambda o: (o.kind, o.namespace, o.name)):
         if any(want and have != want for want, have in ((kind, obj.kind), (namespace, obj.namespace),
                                                         (name, obj.name))):
             continue
         body = dict(obj.body)
         body["metadata"] = {**(body.get("metadata") or {}), "namespace": obj.namespace}
+        if obj.key in status:
+            body["status"] = status[obj.key]  # as Istio's gateway controller reports it
         try:
             age: float | None = max(0.0, now - os.stat(obj.file).st_mtime)
         except OSError:

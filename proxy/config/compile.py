@@ -24,6 +24,7 @@ from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
 from proxy.config.load import LoadResult, RawObject, load_paths
 from proxy.config.registry import Service, ServicePort, aliases, build_registry
+from proxy.gatewayapi.translate import translate as translate_gateway_api
 from proxy.routing.match import HttpMatch, StringMatcher, TcpMatch
 from proxy.routing.snapshot import (
     Cluster,
@@ -102,8 +103,10 @@ def compile_snapshot(objects: list[RawObject], options: CompileOptions, version:
     """Compile validated objects. Field names are canonicalised first: Istio also accepts snake_case."""
     from proxy.config.validate import canonical_spec
 
+    # Gateway API kinds → the Istio objects they mean
+    objects, translated = translate_gateway_api(objects, options.gateway_labels if options.gateway else None)
     canonical = [replace(o, body={**o.body, "spec": canonical_spec(o)}) for o in objects]
-    return _Compiler(canonical, options).run(version, warnings or [], notices or [])
+    return _Compiler(canonical, options).run(version, warnings or [], (notices or []) + translated)
 
 
 class _Compiler:

@@ -2,7 +2,8 @@
 
 Every object keeps the file it came from and the line of every field, so later stages can report
 `FILE:LINE: YAML.PATH: reason`. No validation happens here beyond "is this YAML an object with a kind";
-non-Istio kinds are skipped with a notice. Pure functions, no asyncio.
+the Istio networking kinds, the Gateway API kinds and core Services are kept (`proxy.gatewayapi.kinds`),
+other kinds are skipped with a notice. Pure functions, no asyncio.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from proxy.config.diagnostics import Diagnostic, Path, render_path
+from proxy.gatewayapi import kinds as gateway_api
 
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -137,13 +139,20 @@ def _add_document(node: yaml.Node, index: int, file: str, result: LoadResult) ->
         result.errors.append(Diagnostic(file, line, "", "document has no apiVersion/kind"))
         return
     group, _, version = api_version.rpartition("/")
-    if group != ISTIO_GROUP or kind not in ISTIO_KINDS:
+    versions = ISTIO_VERSIONS
+    held = gateway_api.loaded_kind(api_version, kind)  # Gateway API kinds and core Service
+    if held in gateway_api.REFUSED:
+        result.errors.append(Diagnostic(file, lines.get(("kind",), line), "kind", gateway_api.REFUSED[held]))
+        return
+    if held is not None:
+        kind, versions = held, gateway_api.allowed_versions(held)
+    elif group != ISTIO_GROUP or kind not in ISTIO_KINDS:
         result.notices.append(f"{file}:{line}: skipping {api_version} {kind} (not an Istio networking kind)")
         return
-    if version not in ISTIO_VERSIONS:
+    if version not in versions:
         result.errors.append(
             Diagnostic(file, lines.get(("apiVersion",), line), "apiVersion",
-                       f"unsupported version {version!r} (expected one of {', '.join(ISTIO_VERSIONS)})")
+                       f"unsupported version {version!r} (expected one of {', '.join(versions)})")
         )
         return
     metadata = body.get("metadata")

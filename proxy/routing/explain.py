@@ -145,6 +145,10 @@ def _action(route: HttpRoute) -> dict[str, Any]:
     if route.cors is not None:
         out["cors"] = {"allow_origins": [m.describe() for m in route.cors.allow_origins],
                        "unmatched_preflights": "FORWARD" if route.cors.forward_unmatched_preflights else "IGNORE"}
+    if route.fault is not None:  # applied before the destination is picked
+        f = route.fault
+        out["fault"] = {"delay_seconds": f.delay_seconds, "delay_percent": f.delay_percent,
+                        "abort_status": f.abort_status, "abort_percent": f.abort_percent}
     if isinstance(action, Redirect):
         out["redirect"] = {"code": action.code, "uri": action.uri, "authority": action.authority,
                            "scheme": action.scheme, "port": action.port, "prefix_rewrite": action.prefix_rewrite,

@@ -21,7 +21,13 @@ from tests.registry import REVIEWS_SE
     ("vs", "VirtualService"), ("virtualservice", "VirtualService"), ("virtualservices", "VirtualService"),
     ("VirtualService", "VirtualService"), ("virtualservices.networking.istio.io", "VirtualService"),
     ("dr", "DestinationRule"), ("destinationrules", "DestinationRule"),
-    ("gw", "Gateway"), ("gateways", "Gateway"),
+    ("gw", "Gateway"), ("gateways.networking.istio.io", "Gateway"), ("gateway.networking.istio.io", "Gateway"),
+    # with both APIs, kubectl resolves `gateway` to the Gateway API's (its group sorts first); `gw` stays Istio's
+    ("gateways", "Gateway.gateway.networking.k8s.io"), ("gateway", "Gateway.gateway.networking.k8s.io"),
+    ("gtw", "Gateway.gateway.networking.k8s.io"), ("gateways.gateway.networking.k8s.io",
+                                                   "Gateway.gateway.networking.k8s.io"),
+    ("httproute", "HTTPRoute"), ("httproutes.gateway.networking.k8s.io", "HTTPRoute"), ("tcproute", "TCPRoute"),
+    ("tlsroutes", "TLSRoute"), ("referencegrant", "ReferenceGrant"), ("svc", "Service"), ("services", "Service"),
     ("se", "ServiceEntry"), ("serviceentries", "ServiceEntry"), ("we", "WorkloadEntry"),
     ("workloadentries", "WorkloadEntry"), ("pods", None),
 ])
@@ -143,4 +149,5 @@ def test_get_refuses_unknown_kinds_without_calling_the_proxy(capsys: pytest.Capt
 
     assert main(["get", "pods", "--admin", "127.0.0.1:1"]) == 1
     assert capsys.readouterr().err == ('error: the server doesn\'t have a resource type "pods" '
-                                       "(one of: vs, dr, gw, se, we)\n")
+                                       "(one of: vs, dr, gw, se, we, gateway, httproute, tcproute, tlsroute, "
+                                       "referencegrant, svc)\n")

@@ -27,8 +27,12 @@ __all__ = ["validate", "canonical_spec"]
 
 def validate(objects: list[RawObject]) -> tuple[list[Diagnostic], list[Diagnostic]]:
     """(errors, warnings) for the whole set of objects at once; never raises on bad input."""
+    from proxy.gatewayapi import kinds
+    from proxy.gatewayapi import validate as gateway_api
+
+    gateway_errors, gateway_warnings = gateway_api.validate(objects)  # Gateway API kinds and Services
     checked: list[_Checked] = []
-    for obj in objects:
+    for obj in (o for o in objects if not kinds.is_gateway_api(o.kind)):
         report = Report(obj)
         spec: Msg | None = None
         try:
@@ -44,7 +48,7 @@ def validate(objects: list[RawObject]) -> tuple[list[Diagnostic], list[Diagnosti
             first.error((), f"internal error while cross-checking objects: {exc!r}")
     errors = [d for c in checked for d in sorted(c.report.errors, key=lambda d: d.line)]
     warnings = [d for c in checked for d in sorted(c.report.warnings, key=lambda d: d.line)]
-    return errors, warnings
+    return errors + gateway_errors, warnings + gateway_warnings
 
 
 def canonical_spec(obj: RawObject) -> dict[str, Any]:
