@@ -145,8 +145,10 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
-def load_text(text: str, file: str, result: LoadResult | None = None) -> LoadResult:
-    """Parse one YAML stream into `result` (a new one if not given)."""
+def load_text(text: str, file: str, result: LoadResult | None = None, default_namespace: str = "default"
+              ) -> LoadResult:
+    """Parse one YAML stream into `result` (a new one if not given); objects without a
+    `metadata.namespace` get `default_namespace`."""
     result = result if result is not None else LoadResult()
     try:
         nodes = _compose_all(text)
@@ -164,7 +166,7 @@ def load_text(text: str, file: str, result: LoadResult | None = None) -> LoadRes
     for index, node in enumerate(nodes):
         if node is None:
             continue  # empty document (e.g. a trailing `---`)
-        _add_document(node, index, file, result, constructor)
+        _add_document(node, index, file, result, constructor, default_namespace)
     return result
 
 
@@ -179,7 +181,7 @@ def _compose_all(text: str) -> list[yaml.Node | None]:
 
 
 def _add_document(node: yaml.Node, index: int, file: str, result: LoadResult,
-                  constructor: yaml.SafeLoader) -> None:
+                  constructor: yaml.SafeLoader, default_namespace: str = "default") -> None:
     line = node.start_mark.line + 1
     lines: dict[Path, int] = {}
     try:
@@ -217,7 +219,7 @@ def _add_document(node: yaml.Node, index: int, file: str, result: LoadResult,
     metadata = body.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     name = metadata.get("name")
-    namespace = metadata.get("namespace") or "default"
+    namespace = metadata.get("namespace") or default_namespace
     if not isinstance(name, str) or not name:
         result.errors.append(Diagnostic(file, lines.get(("metadata",), line), "metadata.name", "name is required"))
         return
