@@ -50,7 +50,9 @@ def admin_call(admin: str, path: str, method: str = "GET") -> dict[str, object]:
 def start_proxy(config_dir: Path, state_dir: Path, admin: str, python: str, root: Path,
                 extra: list[str]) -> subprocess.Popen[bytes]:
     log = open(config_dir.parent / "proxy.log", "wb")  # noqa: SIM115 - lives as long as the process
+    # gateway role only: the sidecar role would also bind the services' own ports (9000, 5201)
     proc = subprocess.Popen([python, "-m", "proxy", "run", "--config", str(config_dir), "--bind", "127.0.0.1",
+                             "--role", "gateway",
                              "--mesh-port", str(free_port()), "--admin", admin, "--access-log", "off",
                              *extra],
                             stdout=log, stderr=subprocess.STDOUT, cwd=root,
