@@ -60,9 +60,8 @@ def default_state_dir(config_paths: Iterable[str]) -> str:
 
 
 def resolve_state_dir(flag: str | None, config_paths: Iterable[str]) -> str:
-    """--state-dir, else $SHIFTPROXY_STATE_DIR, else the per-user default."""
-    chosen = flag or os.environ.get(STATE_DIR_ENV) or default_state_dir(config_paths)
-    return os.path.abspath(chosen)
+    """--state-dir, else $SHIFTPROXY_STATE_DIR (either as given), else the per-user default."""
+    return flag or os.environ.get(STATE_DIR_ENV) or default_state_dir(config_paths)
 
 
 def check_state_dir(state_dir: str, config_paths: Iterable[str]) -> str | None:
