@@ -145,7 +145,14 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+        pending: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
+
+        def on_sighup() -> None:
+            task = loop.create_task(self.reload("SIGHUP"))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         tasks = [loop.create_task(self._flush_access_log())]
         # --workers: worker 0 alone watches, and makes every change live in the others before its own
         if self.options.watch and workers.worker_index() == 0:

@@ -234,7 +234,7 @@ async def delete_objects(server: ServerControl, request: AdminRequest) -> AdminR
 async def _change_objects(server: ServerControl, request: AdminRequest, verb: str,
                           make_plan: Callable[[store.Loaded, list[RawObject]], store.Plan]) -> AdminResponse:
     assert server.state is not None
-    incoming = request_objects(request)
+    incoming = await asyncio.to_thread(request_objects, request)  # a big body must not stall traffic
     if incoming.errors:
         return _rejected(server, [str(e) for e in incoming.errors], [])
     if not incoming.objects:
