@@ -96,8 +96,10 @@ def load_paths(paths: Iterable[str], max_bytes: int = DEFAULT_MAX_BYTES,
     simply has no objects any more.
     """
     result = LoadResult()
+    paths = list(paths)
+    named = {p for p in paths if not os.path.isdir(p)}  # a file named on the command line must exist
     for file in iter_config_files(paths):
-        text = _read(file, max_bytes, result)
+        text = _read(file, max_bytes, result, missing_ok=file not in named)
         if text is None:
             continue
         result.files.append(file)
@@ -112,15 +114,18 @@ def load_paths(paths: Iterable[str], max_bytes: int = DEFAULT_MAX_BYTES,
     return result
 
 
-def _read(file: str, max_bytes: int, result: LoadResult) -> str | None:
+def _read(file: str, max_bytes: int, result: LoadResult, missing_ok: bool = True) -> str | None:
     """The file's text, or None: an error was added (unreadable, too large, not UTF-8) or it vanished."""
     try:
         with open(file, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             # read one byte past the limit: the size may have grown since fstat
             data = fh.read(max_bytes + 1) if size <= max_bytes else b""
-    except FileNotFoundError:
-        return None  # removed since the directory was listed: it is deleted, not broken
+    except FileNotFoundError as exc:
+        if missing_ok:  # removed since its directory was listed: it is deleted, not broken
+            return None
+        result.errors.append(Diagnostic(file, 0, "", f"cannot read: {exc.strerror or exc}"))
+        return None
     except OSError as exc:
         result.errors.append(Diagnostic(file, 0, "", f"cannot read: {exc.strerror or exc}"))
         return None

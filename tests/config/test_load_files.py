@@ -68,6 +68,11 @@ def test_deleted_file_deletes_its_objects(tmp_path: Path) -> None:
     assert second.objects == [] and not second.errors and second.files == []
 
 
+def test_a_named_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    loaded = load_paths([str(tmp_path / "nope.yaml")])
+    assert [str(e) for e in loaded.errors] == [f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"]
+
+
 def test_non_utf8_is_an_error_naming_file_and_line(tmp_path: Path) -> None:
     f = tmp_path / "latin1.yaml"
     f.write_bytes(VS.replace("name: reviews}", "name: reviews}  # caf\xe9").encode("latin-1"))
