@@ -70,15 +70,20 @@ class LoadResult:
     files: list[str] = field(default_factory=list)
 
 
-def iter_config_files(paths: Iterable[str]) -> Iterator[str]:
+def iter_config_files(paths: Iterable[str], errors: list[Diagnostic] | None = None) -> Iterator[str]:
     """Yield YAML files under each path (recursively for directories), sorted for a stable order.
 
     Hidden entries (`.git`, the Kubernetes ConfigMap `..2024_…` data dirs) are skipped: ConfigMap
     mounts expose the same files through the visible symlinks, so reading both would double them.
+    A directory that cannot be listed is added to `errors` (an unreadable directory is not an empty one).
     """
+    def unlistable(exc: OSError) -> None:
+        if errors is not None and not isinstance(exc, FileNotFoundError):  # gone since listed: deleted
+            errors.append(Diagnostic(exc.filename or "", 0, "", f"cannot read directory: {exc.strerror or exc}"))
+
     for path in paths:
         if os.path.isdir(path):
-            for root, dirs, files in os.walk(path, followlinks=True):
+            for root, dirs, files in os.walk(path, onerror=unlistable, followlinks=True):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
@@ -98,7 +103,7 @@ def load_paths(paths: Iterable[str], max_bytes: int = DEFAULT_MAX_BYTES,
     result = LoadResult()
     paths = list(paths)
     named = {p for p in paths if not os.path.isdir(p)}  # a file named on the command line must exist
-    for file in iter_config_files(paths):
+    for file in iter_config_files(paths, result.errors):
         text = _read(file, max_bytes, result, missing_ok=file not in named)
         if text is None:
             continue

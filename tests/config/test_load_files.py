@@ -5,13 +5,16 @@ from one load to the next."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from proxy.config.load import load_paths
-from tests.paths import BOOKINFO_NET
+from tests.admin.test_store import _unprivileged
+from tests.paths import BOOKINFO_NET, ROOT
 
 VS = """\
 apiVersion: networking.istio.io/v1
@@ -101,6 +104,21 @@ def test_unreadable_file_is_an_error(tmp_path: Path) -> None:
     f.chmod(0)
     loaded = load_paths([str(tmp_path)])
     assert [str(e) for e in loaded.errors] == [f"{f}: cannot read: Permission denied"]
+
+
+def test_unlistable_directory_is_an_error_not_an_empty_config(tmp_path: Path) -> None:
+    sub = tmp_path / "routes"
+    sub.mkdir()
+    (sub / "vs.yaml").write_text(VS)
+    sub.chmod(0)
+    child = ("import sys\nfrom proxy.config.load import load_paths\n"
+             "print([str(e) for e in load_paths([sys.argv[1]]).errors])")
+    try:  # in a child that honours file modes even when the tests run as root
+        out = subprocess.run([*_unprivileged(), sys.executable, "-c", child, str(tmp_path)], capture_output=True,
+                             text=True, cwd=ROOT, timeout=30)
+    finally:
+        sub.chmod(0o755)
+    assert out.stdout == f"{[f'{sub}: cannot read directory: Permission denied']}\n", out.stderr
 
 
 def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
