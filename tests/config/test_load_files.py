@@ -4,13 +4,10 @@ from one load to the next."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
-
-import pytest
 
 from proxy.config.load import load_paths
 from tests.admin.test_store import _unprivileged
@@ -97,13 +94,23 @@ def test_file_over_the_limit_is_refused_without_parsing(tmp_path: Path) -> None:
     assert not load_paths([str(big)], max_bytes=big.stat().st_size).errors  # the limit itself is allowed
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+CHILD = ("import sys\nfrom proxy.config.load import load_paths\n"
+         "print([str(e) for e in load_paths([sys.argv[1]]).errors])")
+
+
+def unprivileged_errors(path: Path) -> str:
+    """load_paths' errors, from a child that honours file modes even when the tests run as root."""
+    out = subprocess.run([*_unprivileged(), sys.executable, "-c", CHILD, str(path)], capture_output=True,
+                         text=True, cwd=ROOT, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_unreadable_file_is_an_error(tmp_path: Path) -> None:
     f = tmp_path / "secret.yaml"
     f.write_text(VS)
     f.chmod(0)
-    loaded = load_paths([str(tmp_path)])
-    assert [str(e) for e in loaded.errors] == [f"{f}: cannot read: Permission denied"]
+    assert unprivileged_errors(tmp_path) == f"{[f'{f}: cannot read: Permission denied']}\n"
 
 
 def test_unlistable_directory_is_an_error_not_an_empty_config(tmp_path: Path) -> None:
@@ -111,14 +118,11 @@ def test_unlistable_directory_is_an_error_not_an_empty_config(tmp_path: Path) ->
     sub.mkdir()
     (sub / "vs.yaml").write_text(VS)
     sub.chmod(0)
-    child = ("import sys\nfrom proxy.config.load import load_paths\n"
-             "print([str(e) for e in load_paths([sys.argv[1]]).errors])")
-    try:  # in a child that honours file modes even when the tests run as root
-        out = subprocess.run([*_unprivileged(), sys.executable, "-c", child, str(tmp_path)], capture_output=True,
-                             text=True, cwd=ROOT, timeout=30)
+    try:
+        errors = unprivileged_errors(tmp_path)
     finally:
         sub.chmod(0o755)
-    assert out.stdout == f"{[f'{sub}: cannot read directory: Permission denied']}\n", out.stderr
+    assert errors == f"{[f'{sub}: cannot read directory: Permission denied']}\n"
 
 
 def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
