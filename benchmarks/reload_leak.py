@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -132,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({grown * 1024 / max(args.reloads, 1):+.2f} KiB per reload); limit {args.limit_mib} MiB")
     ok = grown < args.limit_mib
     print("PASS" if ok else "FAIL")
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"proxy log: {work / 'proxy.log'}")
     return 0 if ok else 1
 
 

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -258,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
         for proc in procs:
             proc.wait(30)
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"proxy log: {work / 'proxy.log'}")
     return 0 if ok else 1
 
 
