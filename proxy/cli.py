@@ -11,7 +11,7 @@ from collections import Counter
 
 from proxy import __version__
 from proxy.config.compile import CompileOptions, compile_snapshot
-from proxy.config.load import load_paths
+from proxy.config.load import DEFAULT_MAX_BYTES, load_paths
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -29,6 +29,18 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"address must be HOST:PORT, got {text!r}")
     return host or "127.0.0.1", int(port)
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "k": 1000, "ki": 1024, "m": 1000**2, "mi": 1024**2, "g": 1000**3, "gi": 1024**3}
+    number = text.strip().rstrip("bB")
+    suffix = ""
+    while number and number[-1].isalpha():
+        suffix = number[-1].lower() + suffix
+        number = number[:-1]
+    if not number.isdigit() or suffix not in units or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"size must be a positive number of bytes, e.g. 8388608 or 8Mi; got {text!r}")
+    return int(number) * units[suffix]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, metavar="N",
                      help="processes sharing the listeners through SO_REUSEPORT (default 1); admin served once")
     run.add_argument("--no-watch", action="store_true", help="do not watch config files (SIGHUP still reloads)")
+    run.add_argument("--state-dir", metavar="DIR",
+                     help="writable directory for objects changed by apply/delete, kept across restarts; the "
+                     "config paths are never written (default $SHIFTPROXY_STATE_DIR, else "
+                     "$XDG_STATE_HOME/shiftproxy/<digest of the config paths>, XDG_STATE_HOME defaulting to "
+                     "~/.local/state)")
+    run.add_argument("--max-config-bytes", type=parse_size, default=DEFAULT_MAX_BYTES, metavar="BYTES",
+                     help="largest config file read; a bigger one is a config error (default 8Mi; suffixes "
+                     "Ki, Mi, Gi)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
     validate = sub.add_parser("validate", help="check Istio YAML without running it")
@@ -140,7 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                outbound_traffic_policy=args.outbound_traffic_policy,
                                inbound_capture_port=args.inbound_capture_port),
         admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
-        drain_timeout=args.drain_timeout, watch=not args.no_watch,
+        drain_timeout=args.drain_timeout, watch=not args.no_watch, state_dir=args.state_dir or "",
+        max_config_bytes=args.max_config_bytes,
     )
     return run(options)
 

@@ -128,6 +128,9 @@ def wait_for_peers(args: argparse.Namespace, objects: list[dict[str, Any]], time
 
 # registration ----------------------------------------------------------------------------------------
 
+NAMESPACE_HELP = ("namespace of the objects that name none (default: default); an object naming another "
+                  "namespace is refused, as kubectl does")
+
 
 def add_commands(sub: Any) -> None:
     """Register apply, delete, get and explain on the `shiftproxy` parser."""
@@ -143,12 +146,14 @@ def add_commands(sub: Any) -> None:
     apply.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR|-",
                        help="YAML file, directory of YAML files, or - for stdin (repeatable)")
     apply.add_argument("--dry-run", action="store_true", help="check and report; change nothing")
+    apply.add_argument("-n", "--namespace", help=NAMESPACE_HELP)
     apply.set_defaults(func=cmd_apply)
 
     delete = sub.add_parser("delete", parents=[common], help="delete objects from the running proxy",
                             description="Delete the objects named (kind, namespace, name) in the files.")
     delete.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR|-")
     delete.add_argument("--dry-run", action="store_true", help="check and report; change nothing")
+    delete.add_argument("-n", "--namespace", help=NAMESPACE_HELP)
     delete.set_defaults(func=cmd_delete)
 
     get = sub.add_parser("get", parents=[common], help="list or show objects the proxy is serving",
@@ -231,6 +236,8 @@ def _send_change(args: argparse.Namespace, path: str) -> tuple[int, Any]:
     files = read_files(args.filename)
     body = json.dumps({"files": files}).encode()
     query = [("dry_run", "1")] if args.dry_run else []
+    if args.namespace:
+        query.append(("namespace", args.namespace))
     return admin_client(args).call("POST", path, query, body)
 
 

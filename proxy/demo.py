@@ -133,7 +133,7 @@ def start_all(workdir: Path) -> Processes:
     shutil.copytree(REPO / "config" / "tcp-echo", config / "tcp-echo")
     procs = Processes(workdir)
     procs.start("apps", ["-m", "samples", "all", "--proxy", "http://127.0.0.1:15001"])
-    common = ["-m", "proxy", "run", "--config", str(config)]
+    common = ["-m", "proxy", "run", "--config", str(config), "--state-dir", str(workdir / "state")]
     procs.start("gateway", [*common, "--role", "gateway", "--bind", "127.0.0.1", "--admin", GATEWAY_ADMIN])
     procs.start("sidecar", [*common, "--role", "mesh", "--mesh-port", "15001", "--admin", SIDECAR_ADMIN])
     for admin in (GATEWAY_ADMIN, SIDECAR_ADMIN):

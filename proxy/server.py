@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -18,15 +19,18 @@ from typing import Any
 
 from proxy import workers
 from proxy.accesslog import AccessLog
+from proxy.admin.handlers import install
 from proxy.admin.metrics import Metrics
 from proxy.capture import accept as capture_accept
-from proxy.config.compile import CompileOptions, build_snapshot
+from proxy.config import store
+from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.diagnostics import ConfigError
+from proxy.config.load import DEFAULT_MAX_BYTES, LoadResult, RawObject
 from proxy.config.watch import watch_config
 from proxy.l4 import relay
 from proxy.l7.downstream import HttpDownstream
 from proxy.routing.snapshot import Snapshot
-from proxy.state import ServerState
+from proxy.state import ReloadResult, ServerState
 from proxy.upstream.cluster import ClusterManager
 
 log = logging.getLogger("shiftproxy")
@@ -41,14 +45,11 @@ class RunOptions:
     access_log: str = "text"
     drain_timeout: float = 15.0  # seconds to finish in-flight work on SIGTERM
     watch: bool = True
+    state_dir: str = ""  # applied objects; "" = $SHIFTPROXY_STATE_DIR or the per-user default
+    max_config_bytes: int = DEFAULT_MAX_BYTES  # per config file
 
-
-@dataclass(slots=True)
-class ReloadResult:
-    ok: bool
-    version: int
-    changed: bool
-    errors: list[str] = field(default_factory=list)
+    def __post_init__(self) -> None:
+        self.state_dir = store.resolve_state_dir(self.state_dir or None, self.config_paths)
 
 
 class Server:
@@ -58,31 +59,45 @@ class Server:
         self.listeners: dict[tuple[str, str, int], asyncio.Server] = {}
         self.loaded_at = 0.0
         self.last_error: dict[str, Any] | None = None
+        self.loaded: store.Loaded | None = None
         self.sources: list[str] = []
-        self.objects: list[Any] = []
+        self.objects: list[RawObject] = []
         self.ready = False
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._version = 0
+        self._previous: dict[str, list[RawObject]] = {}  # objects per file of the last load served
+        self._notices: set[str] = set()
+
+    @property
+    def compile_options(self) -> CompileOptions:
+        return self.options.compile
 
     # start-up -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Build the first snapshot and bind everything; raises ConfigError / OSError on failure."""
-        snapshot, loaded = build_snapshot(self.options.config_paths, self.options.compile, version=1)
+        """Build the first snapshot and bind everything; raises ConfigError / StoreError / OSError."""
+        problem = store.check_state_dir(self.options.state_dir, self.options.config_paths)
+        if problem:
+            raise store.StoreError(problem)
+        snapshot, loaded = self._build(1)
         self._version = 1
         metrics = Metrics()
         metrics.config_version = 1
         self.state = ServerState(snapshot, metrics, ClusterManager(), AccessLog(self.options.access_log),
                                  loop=asyncio.get_running_loop())
         self._remember(loaded)
-        for notice in (*loaded.notices, *snapshot.notices):
+        for notice in snapshot.notices:
             log.info("%s", notice)
         for warning in snapshot.warnings:
             log.warning("%s", warning)
+        try:  # so it can be watched, and so a permission problem shows now rather than at the first apply
+            os.makedirs(self.options.state_dir, exist_ok=True)
+            log.info("applied objects are kept in %s", self.options.state_dir)
+        except OSError as exc:
+            log.warning("state directory %s cannot be created (%s): `apply` and `delete` will fail; choose "
+                        "a writable --state-dir", self.options.state_dir, exc.strerror or exc)
         await self._sync_listeners(snapshot, strict=True)
-        from proxy.admin.handlers import install
-
         self.admin = install(self)
         if workers.worker_index() == 0:
             host, port = await self.admin.start(self.options.admin_host, self.options.admin_port)
@@ -93,20 +108,59 @@ class Server:
         log.info("admin listening on http://%s:%d", host, port)
         self.ready = True
 
-    def _remember(self, loaded: Any) -> None:
+    def load(self, config: LoadResult | None = None) -> store.Loaded:
+        """Read the config paths (unless `config` is given) and the state laid over them. Blocking:
+        call it from a worker thread once serving."""
+        if config is None:
+            return store.load_config(self.options.config_paths, self.options.state_dir,
+                                     self.options.max_config_bytes, self._previous)
+        state = store.load_state(self.options.state_dir, self.options.max_config_bytes, self._previous)
+        return store.Loaded(config, state, store.overlay(config, state))
+
+    def _build(self, version: int) -> tuple[Snapshot, store.Loaded]:
+        """load → validate → compile; raises ConfigError with every error at once. Blocking."""
+        from proxy.config.validate import validate
+
+        loaded = self.load()
+        objects = loaded.served.objects
+        errors, warnings = validate(objects)
+        if loaded.served.errors or errors:
+            raise ConfigError(loaded.served.errors + errors)
+        snapshot = compile_snapshot(objects, self.options.compile, version,
+                                    warnings=[str(w) for w in warnings], notices=loaded.served.notices)
+        return snapshot, loaded
+
+    def _remember(self, loaded: store.Loaded) -> None:
         self.loaded_at = time.time()
-        self.sources = list(loaded.files)
-        self.objects = list(loaded.objects)
+        self.loaded = loaded
+        self.sources = list(loaded.served.files)
+        self.objects = list(loaded.served.objects)
+        self._previous = loaded.by_file()
+        fresh = [n for n in loaded.served.notices if n not in self._notices]
+        if self.ready:  # start-up logs every notice itself
+            for notice in fresh:
+                log.info("%s", notice)
+        self._notices = set(loaded.served.notices)
 
     async def serve_forever(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+        pending: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
+
+        def on_sighup() -> None:
+            task = loop.create_task(self.reload("SIGHUP"))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         tasks = [loop.create_task(self._flush_access_log())]
-        if self.options.watch:
-            tasks.append(loop.create_task(
-                watch_config(self.options.config_paths, lambda: self.reload("file change"), self._stop)))
+        # --workers: worker 0 alone watches, and makes every change live in the others before its own
+        if self.options.watch and workers.worker_index() == 0:
+            paths = [*self.options.config_paths]
+            if os.path.isdir(self.options.state_dir):
+                paths.append(self.options.state_dir)  # applies by another proxy sharing this state
+            tasks.append(loop.create_task(watch_config(paths, lambda: self.reload("file change"), self._stop)))
         await self._stop.wait()
         await self.shutdown()
         for task in tasks:
@@ -118,56 +172,75 @@ class Server:
 
     # reload -------------------------------------------------------------------------------------
 
-    async def reload(self, reason: str, extra: list[Any] | None = None, paths: list[str] | None = None
-                     ) -> ReloadResult:
-        """Rebuild from the config paths; swap only if valid and different. Serialised."""
-        assert self.state is not None
-        async with self._reload_lock:
-            state = self.state
-            try:
-                snapshot, loaded = build_snapshot(paths or self.options.config_paths, self.options.compile,
-                                                  self._version + 1, extra)
-            except ConfigError as exc:
-                state.metrics.reloads["failure"] += 1
-                errors = [str(e) for e in exc.errors]
-                self.last_error = {"at": time.time(), "reason": reason, "errors": errors}
-                log.error("config rejected (%s); still serving version %d:\n  %s", reason, self._version,
-                          "\n  ".join(errors))
-                return ReloadResult(False, self._version, False, errors)
-            return await self._swap(snapshot, loaded, reason)
+    async def reload(self, reason: str) -> ReloadResult:
+        """Rebuild from the config paths and state; swap only if valid and different. Serialised.
 
-    async def change(self, reason: str, build: Callable[[int], tuple[Snapshot, Any]]) -> ReloadResult:
-        """Serve what `build(next_version)` returns, serialised with reloads (admin apply/delete).
-
-        `build` validates, compiles and persists; whatever it raises propagates and nothing is swapped.
+        The parsing and compiling run in a worker thread, so traffic and the admin API keep being
+        served while a big file is read.
         """
         assert self.state is not None
         async with self._reload_lock:
-            snapshot, loaded = build(self._version + 1)
+            try:
+                snapshot, loaded = await asyncio.to_thread(self._build, self._version + 1)
+            except ConfigError as exc:
+                errors = [str(e) for e in exc.errors]
+                self.record_failure(reason, errors)
+                return ReloadResult(False, self._version, False, errors)
+            except Exception as exc:  # a bug while building must not end reloading, nor the process
+                log.exception("config reload (%s) failed", reason)
+                errors = [f"internal error while building the config: {exc!r}"]
+                self.record_failure(reason, errors)
+                return ReloadResult(False, self._version, False, errors)
             return await self._swap(snapshot, loaded, reason)
 
-    async def _swap(self, snapshot: Snapshot, loaded: Any, reason: str) -> ReloadResult:
+    def record_failure(self, reason: str, errors: list[str]) -> None:
+        """A config that did not load: counted, shown on /config_dump, logged; the running one stays."""
+        assert self.state is not None
+        self.state.metrics.reloads["failure"] += 1
+        self.last_error = {"at": time.time(), "reason": reason, "errors": errors}
+        log.error("config rejected (%s); still serving version %d:\n  %s", reason, self._version,
+                  "\n  ".join(errors))
+
+    async def change(self, reason: str, build: Callable[[int], tuple[Snapshot, store.Loaded]]) -> ReloadResult:
+        """Serve what `build(next_version)` returns, serialised with reloads (admin apply/delete).
+
+        `build` validates, compiles and persists, in a worker thread; whatever it raises propagates and
+        nothing is swapped.
+        """
+        assert self.state is not None
+        async with self._reload_lock:
+            snapshot, loaded = await asyncio.to_thread(build, self._version + 1)
+            return await self._swap(snapshot, loaded, reason)
+
+    async def _swap(self, snapshot: Snapshot, loaded: store.Loaded, reason: str) -> ReloadResult:
         """Serve `snapshot` unless it equals the running one. Called with the reload lock held."""
         assert self.state is not None
         state = self.state
+        self.last_error = None  # this load succeeded, whether or not it changes what is served
         if snapshot.content_hash == state.snapshot.content_hash:
             self._remember(loaded)
             return ReloadResult(True, self._version, False)
+        warnings = []
+        if workers.sibling_admins():
+            # --workers: the others serve the change before this one does, so whoever sees this worker's
+            # new version (the admin API, the answer to apply or reload) sees a change live everywhere
+            warnings = [f"not yet live in {f}" for f in await asyncio.to_thread(workers.reload_siblings)]
+            for warning in warnings:
+                log.warning("config version %d: %s", self._version + 1, warning)
         self._version += 1
         old = state.snapshot
         state.snapshot = snapshot
         state.metrics.config_version = self._version
         state.metrics.reloads["success"] += 1
-        self.last_error = None
         self._remember(loaded)
         relay.on_snapshot_swap(state, old, snapshot)
         state.cluster_manager.retain(list(snapshot.clusters.values()))  # drop pools of removed endpoints
         await self._sync_listeners(snapshot, strict=False)
         for notice in snapshot.notices:
-            if notice not in old.notices:
+            if notice not in old.notices and notice not in loaded.served.notices:
                 log.info("%s", notice)
         log.info("config version %d serving (%s, hash %s)", self._version, reason, snapshot.content_hash)
-        return ReloadResult(True, self._version, True)
+        return ReloadResult(True, self._version, True, warnings=warnings)
 
     async def _sync_listeners(self, snapshot: Snapshot, strict: bool) -> None:
         assert self.state is not None
@@ -243,6 +316,9 @@ def run(options: RunOptions) -> int:
             print("shiftproxy: invalid config, not starting:", file=sys.stderr)
             for e in exc.errors:
                 print(f"  {e}", file=sys.stderr)
+            return 1
+        except store.StoreError as exc:
+            print(f"shiftproxy: {exc}", file=sys.stderr)
             return 1
         except OSError as exc:
             print(f"shiftproxy: {exc.strerror or exc}", file=sys.stderr)

@@ -21,6 +21,17 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
+class ReloadResult:
+    """The answer of a reload or an admin change: serving `version`, `changed` when it is new."""
+
+    ok: bool
+    version: int
+    changed: bool
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a worker that did not confirm the change
+
+
+@dataclass(slots=True)
 class ServerState:
     snapshot: Snapshot
     metrics: Metrics

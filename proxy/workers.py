@@ -5,8 +5,12 @@ watches the same config paths. Worker 0 serves the admin API on the address aske
 an ephemeral loopback admin port and note it in a shared run directory, so worker 0 can
 - sum their metrics into one `/metrics` (counters and histograms add up; the config version is the
   lowest any worker serves, so a dashboard never claims a change that is not live everywhere);
-- make an applied change live in every worker before `apply` answers (it asks each to reload).
-The supervisor forwards SIGTERM/SIGINT/SIGHUP and restarts a worker that dies unexpectedly.
+- make every change live in every worker before it is live in worker 0: worker 0 alone watches the
+  config and takes SIGHUP, `POST /reload` and `apply`; when its new config is valid and different it
+  asks each other worker to reload and waits for them, then swaps its own. Whatever answers from
+  worker 0 (the reload or apply answer, its config version) is then true of every worker.
+The supervisor forwards SIGTERM/SIGINT to every worker and SIGHUP to worker 0, and restarts a worker
+that dies unexpectedly.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client.metrics_core import Metric
@@ -78,14 +83,22 @@ def fetch(address: str, path: str, method: str = "GET", timeout: float = 10.0) -
 
 
 def reload_siblings() -> list[str]:
-    """Ask every other worker to reload now (blocking; run it in a thread). Returns the failures."""
-    failures = []
-    for address in sibling_admins():
-        try:
-            fetch(address, "/reload", "POST")
-        except OSError as exc:
-            failures.append(f"worker at {address}: {exc}")
-    return failures
+    """Ask every other worker to reload now, all at once (blocking; run it in a thread). Returns the
+    failures."""
+    addresses = sibling_admins()
+    if not addresses:
+        return []
+    with ThreadPoolExecutor(max_workers=len(addresses)) as pool:
+        answers = list(pool.map(_reload_one, addresses))
+    return [a for a in answers if a]
+
+
+def _reload_one(address: str) -> str:
+    try:
+        fetch(address, "/reload", "POST")
+    except OSError as exc:  # urllib's HTTPError (a worker rejecting the config) is an OSError too
+        return f"worker at {address}: {exc}"
+    return ""
 
 
 def merge_metrics(own: str, others: list[str]) -> Iterator[Metric]:
@@ -135,7 +148,9 @@ def supervise(argv: list[str], workers: int) -> int:
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
-        for proc in procs.values():
+        # SIGHUP to worker 0 only: it reloads every other worker before itself
+        targets = [procs[0]] if signum == signal.SIGHUP and 0 in procs else list(procs.values())
+        for proc in targets:
             if proc.poll() is None:
                 proc.send_signal(signum)
 

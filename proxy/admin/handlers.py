@@ -2,7 +2,8 @@
 
 `POST /apply` and `POST /delete` change the config like `kubectl apply|delete`: the request's objects are
 checked against the whole resulting config (every error at once, nothing changed when there is one),
-persisted in the first config directory, and the answer comes only once the new snapshot is serving.
+persisted in the state directory (never in the config paths), and the answer comes only once the new
+snapshot is serving (in every worker).
 `GET /objects` lists the serving objects (`get`); `GET /explain` says where a request or connection would go.
 """
 
@@ -12,7 +13,8 @@ import asyncio
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
@@ -22,22 +24,43 @@ from proxy import workers
 from proxy.admin.metrics import IstioCollector
 from proxy.admin.server import AdminRequest, AdminResponse, AdminServer
 from proxy.config import store
-from proxy.config.compile import compile_snapshot
+from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.diagnostics import ConfigError, Diagnostic
-from proxy.config.load import ISTIO_KINDS, LoadResult, RawObject, load_paths, load_text
+from proxy.config.load import ISTIO_KINDS, LoadResult, RawObject, load_text
 from proxy.gatewayapi import kinds as gateway_api
 from proxy.gatewayapi.status import statuses
 from proxy.routing.explain import ExplainError, explain_http, explain_tcp, find_listener
 from proxy.routing.snapshot import HttpListener, Snapshot
-
-if TYPE_CHECKING:
-    from proxy.server import Server
+from proxy.state import ReloadResult, ServerState
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STDIN = "<stdin>"
 
 
-def install(server: Server) -> AdminServer:
+class ServerControl(Protocol):
+    """What the admin API needs of the running server (proxy.server.Server), without importing it."""
+
+    state: ServerState | None
+    ready: bool
+    loaded_at: float
+    last_error: dict[str, Any] | None
+    loaded: store.Loaded | None
+    sources: list[str]
+    objects: list[RawObject]
+
+    @property
+    def compile_options(self) -> CompileOptions: ...
+
+    def load(self, config: LoadResult | None = None) -> store.Loaded: ...
+
+    def record_failure(self, reason: str, errors: list[str]) -> None: ...
+
+    async def reload(self, reason: str) -> ReloadResult: ...
+
+    async def change(self, reason: str, build: Callable[[int], tuple[Snapshot, store.Loaded]]) -> ReloadResult: ...
+
+
+def install(server: ServerControl) -> AdminServer:
     assert server.state is not None
     admin = AdminServer()
     registry = CollectorRegistry(auto_describe=False)
@@ -72,7 +95,7 @@ def install(server: Server) -> AdminServer:
     async def reload(_: AdminRequest) -> AdminResponse:
         result = await server.reload("admin /reload")
         payload = {"ok": result.ok, "version": result.version, "changed": result.changed,
-                   "errors": result.errors}
+                   "errors": result.errors, "warnings": result.warnings}
         return AdminResponse.json(200 if result.ok else 422, payload)
 
     async def apply(request: AdminRequest) -> AdminResponse:
@@ -100,7 +123,7 @@ def install(server: Server) -> AdminServer:
     return admin
 
 
-def dump(server: Server) -> dict[str, Any]:
+def dump(server: ServerControl) -> dict[str, Any]:
     assert server.state is not None
     snap = server.state.snapshot
     return {
@@ -109,6 +132,7 @@ def dump(server: Server) -> dict[str, Any]:
         "loaded_at": server.loaded_at,
         "sources": server.sources,
         "last_reload_error": server.last_error,
+        "state": server.loaded.state.summary() if server.loaded is not None else None,
         "warnings": list(snap.warnings),
         "objects": [o.body for o in server.objects],
         "listeners": [
@@ -142,7 +166,8 @@ def request_objects(request: AdminRequest) -> LoadResult:
 
     The body is YAML (one or many documents) named by `?filename=` (default `<stdin>`), or JSON
     `{"files": [{"filename": ..., "content": ...}, ...]}` so a client can send several files at once.
-    The same object twice is an error naming both places.
+    `?namespace=` is kubectl's `-n`: the namespace of objects that name none. The same object twice is an
+    error naming both places.
     """
     files: list[tuple[str, str]] = []
     text = request.body.decode("utf-8", errors="replace")
@@ -158,9 +183,10 @@ def request_objects(request: AdminRequest) -> LoadResult:
     if not files:
         files = [(_query(request, "filename", STDIN) or STDIN, text)]
     loaded = LoadResult()
+    namespace = _query(request, "namespace") or "default"
     for filename, content in files:
         loaded.files.append(filename)
-        load_text(content, filename, loaded)
+        load_text(content, filename, loaded, default_namespace=namespace)
     seen: dict[tuple[str, str, str], RawObject] = {}
     unique: list[RawObject] = []
     for obj in loaded.objects:
@@ -186,68 +212,76 @@ def _object_results(plan: store.Plan) -> list[dict[str, Any]]:
              "result": result} for o, result in plan.results]
 
 
-async def apply_objects(server: Server, request: AdminRequest) -> AdminResponse:
+def namespace_mismatch(request: AdminRequest, objects: list[RawObject]) -> str | None:
+    """kubectl's refusal when `-n` names another namespace than an object does, or None."""
+    wanted = _query(request, "namespace")
+    for obj in objects if wanted else []:
+        written = (obj.body.get("metadata") or {}).get("namespace")
+        if written and written != wanted:
+            return (f'the namespace from the provided object "{written}" does not match the namespace '
+                    f'"{wanted}". You must pass \'--namespace={written}\' to perform this operation.')
+    return None
+
+
+async def apply_objects(server: ServerControl, request: AdminRequest) -> AdminResponse:
     """POST /apply: create or replace objects; 422 with every error, 409/500 if they cannot be stored."""
-    assert server.state is not None
-    applied = request_objects(request)
-    if applied.errors:
-        return _rejected(server, [str(e) for e in applied.errors], [])
-    if not applied.objects:
-        return AdminResponse.json(400, {"errors": ["no Istio objects to apply"], "skipped": applied.notices,
-                                        "version": server.state.snapshot.version})
-    return await _change(server, "admin apply", applied, lambda directory, current: store.plan_apply(
-        directory, current, applied.objects), _flag(request, "dry_run"), writes_store=True)
+    return await _change_objects(server, request, "apply", store.plan_apply)
 
 
-async def delete_objects(server: Server, request: AdminRequest) -> AdminResponse:
+async def delete_objects(server: ServerControl, request: AdminRequest) -> AdminResponse:
     """POST /delete: remove objects by kind/namespace/name (the body's specs are ignored)."""
+    return await _change_objects(server, request, "delete", store.plan_delete)
+
+
+async def _change_objects(server: ServerControl, request: AdminRequest, verb: str,
+                          make_plan: Callable[[store.Loaded, list[RawObject]], store.Plan]) -> AdminResponse:
     assert server.state is not None
-    targets = request_objects(request)
-    if targets.errors:
-        return _rejected(server, [str(e) for e in targets.errors], [])
-    if not targets.objects:
-        return AdminResponse.json(400, {"errors": ["no Istio objects to delete"], "skipped": targets.notices,
+    incoming = await asyncio.to_thread(request_objects, request)  # a big body must not stall traffic
+    if incoming.errors:
+        return _rejected(server, [str(e) for e in incoming.errors], [])
+    if not incoming.objects:
+        return AdminResponse.json(400, {"errors": [f"no Istio objects to {verb}"], "skipped": incoming.notices,
                                         "version": server.state.snapshot.version})
-    return await _change(server, "admin delete", targets,
-                         lambda _directory, current: store.plan_delete(current, targets.objects),
-                         _flag(request, "dry_run"), writes_store=False)
+    mismatch = namespace_mismatch(request, incoming.objects)
+    if mismatch:
+        return AdminResponse.json(400, {"error": mismatch, "version": server.state.snapshot.version})
+    return await _change(server, f"admin {verb}", incoming, lambda loaded: make_plan(loaded, incoming.objects),
+                         _flag(request, "dry_run"))
 
 
-async def _change(server: Server, reason: str, incoming: LoadResult, make_plan: Any, dry_run: bool,
-                  writes_store: bool) -> AdminResponse:
+async def _change(server: ServerControl, reason: str, incoming: LoadResult,
+                  make_plan: Callable[[store.Loaded], store.Plan], dry_run: bool) -> AdminResponse:
     assert server.state is not None
-    paths = server.options.config_paths
     warnings: list[str] = []
     plan_holder: list[store.Plan] = []
 
-    def build(version: int) -> tuple[Snapshot, LoadResult]:
-        current = load_paths(paths)
-        directory = paths[0] if paths else ""
-        plan: store.Plan = make_plan(directory, current.objects)
+    def build(version: int) -> tuple[Snapshot, store.Loaded]:  # in a worker thread
+        loaded = server.load()
+        if loaded.served.errors:
+            raise _Broken(loaded.served.errors)
+        plan = make_plan(loaded)
         plan_holder.append(plan)
         errors, warns = _validate(plan.objects)
         # only the request's own warnings: the rest of the config's were said when it was loaded
         warnings.extend(str(w) for w in warns if w.file in incoming.files)
-        if current.errors or errors:
-            raise ConfigError(current.errors + errors)
-        snapshot = compile_snapshot(plan.stored, server.options.compile, version,
-                                    warnings=[str(w) for w in warns], notices=current.notices)
+        if errors:
+            raise ConfigError(errors)
+        snapshot = compile_snapshot(plan.stored, server.compile_options, version,
+                                    warnings=[str(w) for w in warns], notices=loaded.served.notices)
         if dry_run:
             raise _DryRun(snapshot)
-        if plan.changed:
-            if writes_store:
-                store.store_dir(paths)  # a clear answer before touching anything, e.g. a read-only directory
-            store.commit(plan.changes)
-        files = sorted({*current.files, *(c.path for c in plan.changes if c.text is not None)} -
-                       {c.path for c in plan.changes if c.text is None})
-        return snapshot, LoadResult(objects=plan.stored, notices=current.notices, files=files)
+        if not plan.changed:
+            return snapshot, loaded
+        store.commit(plan.changes, loaded.state.directory)
+        return snapshot, server.load(config=loaded.config)
 
     try:
         result = await server.change(reason, build)
-        if result.changed:
-            # --workers: every worker serves the change before the client hears it is live
-            for failure in await asyncio.to_thread(workers.reload_siblings):
-                warnings.append(f"not yet live in {failure}")
+        warnings.extend(result.warnings)
+    except _Broken as exc:  # the config on disk does not load: a reload failure, whoever noticed it
+        errors = [str(e) for e in exc.errors]
+        server.record_failure(reason, errors)
+        return _rejected(server, errors, warnings)
     except ConfigError as exc:
         return _rejected(server, [str(e) for e in exc.errors], warnings)
     except store.StoreError as exc:
@@ -264,6 +298,10 @@ async def _change(server: Server, reason: str, incoming: LoadResult, make_plan: 
     })
 
 
+class _Broken(ConfigError):
+    """The config paths or the state do not load as they are: nothing can be changed on top of them."""
+
+
 class _DryRun(Exception):
     """Raised out of a dry-run build so the server swaps nothing."""
 
@@ -272,7 +310,7 @@ class _DryRun(Exception):
         self.snapshot = snapshot
 
 
-def _rejected(server: Server, errors: list[str], warnings: list[str]) -> AdminResponse:
+def _rejected(server: ServerControl, errors: list[str], warnings: list[str]) -> AdminResponse:
     assert server.state is not None
     return AdminResponse.json(422, {"errors": errors, "warnings": warnings,
                                     "version": server.state.snapshot.version})
@@ -281,7 +319,7 @@ def _rejected(server: Server, errors: list[str], warnings: list[str]) -> AdminRe
 # get -------------------------------------------------------------------------------------------------
 
 
-def list_objects(server: Server, request: AdminRequest) -> AdminResponse:
+def list_objects(server: ServerControl, request: AdminRequest) -> AdminResponse:
     """GET /objects?kind=&namespace=&name=: the serving objects, each with where it is defined."""
     assert server.state is not None
     kind = _query(request, "kind")

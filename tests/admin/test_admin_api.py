@@ -1,7 +1,8 @@
 """The admin API's config operations against a real in-process Server with real upstreams on 127.0.0.1.
 
 apply/delete answer only once the new snapshot serves (checked with traffic right after the answer),
-reject invalid changes whole with every error, and persist what they change in the config directory.
+reject invalid changes whole with every error, and persist what they change in the state directory
+(never in the config paths).
 """
 
 from __future__ import annotations
@@ -114,7 +115,10 @@ def snapshot_of(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
 
 
-async def test_apply_is_live_when_it_answers(server: Server, config_dir: Path) -> None:
+APPLIED_REVIEWS = "applied/virtualservice_default_reviews.yaml"
+
+
+async def test_apply_is_live_when_it_answers(server: Server, config_dir: Path, state_dir: Path) -> None:
     admin = admin_of(server)
     before = server.state.snapshot.version  # type: ignore[union-attr]
     v3 = (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text()
@@ -124,7 +128,9 @@ async def test_apply_is_live_when_it_answers(server: Server, config_dir: Path) -
                                   "namespace": "default", "name": "reviews", "result": "created"}]
     assert answer["version"] == before + 1 == server.state.snapshot.version  # type: ignore[union-attr]
     assert await split(server, 30) == Counter(v3=30)  # the very next requests see it
-    assert (config_dir / "virtualservice-default-reviews.yaml").exists()
+    assert (state_dir / APPLIED_REVIEWS).exists()
+    assert sorted(p.name for p in config_dir.iterdir()) == ["destination-rule-all.yaml",
+                                                           "reviews-service-entry.yaml"]
 
     status, again = await admin.apply((BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
     assert status == 200 and again["objects"][0]["result"] == "unchanged"
@@ -188,19 +194,24 @@ async def test_errors_across_several_files_name_each_file(server: Server) -> Non
     assert [e.split(":")[0] for e in answer["errors"]] == ["a.yaml", "a.yaml", "b.yaml", "b.yaml"]
 
 
-async def test_apply_moves_an_object_out_of_a_users_multi_document_file(server: Server,
-                                                                        config_dir: Path) -> None:
+async def test_apply_over_a_config_file_object_leaves_the_file_alone(server: Server, config_dir: Path,
+                                                                   state_dir: Path) -> None:
     admin = admin_of(server)
     shutil.copy(BOOKINFO_NET / "virtual-service-all-v1.yaml", config_dir / "all.yaml")
     assert (await admin.call("POST", "/reload"))[0] == 200
+    files_before = snapshot_of(config_dir)
     status, answer = await admin.apply((BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
     assert status == 200 and answer["objects"][0]["result"] == "configured"
-    remaining = (config_dir / "all.yaml").read_text()
-    assert "name: reviews" not in remaining and remaining.count("kind: VirtualService") == 3
+    assert snapshot_of(config_dir) == files_before
     status, listed, _ = await admin.call("GET", "/objects?kind=virtualservice&name=reviews")
     (item,) = listed["objects"]
-    assert item["file"].endswith("virtualservice-default-reviews.yaml")
+    assert item["file"] == str(state_dir / APPLIED_REVIEWS)
     assert item["object"]["spec"]["http"][0]["route"][0]["destination"]["subset"] == "v3"
+    dump = (await admin.call("GET", "/config_dump"))[1]
+    assert dump["state"]["dir"] == str(state_dir)
+    assert dump["state"]["applied"] == [{"kind": "VirtualService", "namespace": "default", "name": "reviews",
+                                         "file": str(state_dir / APPLIED_REVIEWS)}]
+    assert str(state_dir / APPLIED_REVIEWS) in dump["sources"]
     # a restart serves the same thing
     await server.shutdown()
     restarted = await start_server([str(config_dir)])
@@ -210,31 +221,60 @@ async def test_apply_moves_an_object_out_of_a_users_multi_document_file(server: 
         await restarted.shutdown()
 
 
-async def test_delete_goes_back_to_the_default_route(server: Server, config_dir: Path) -> None:
+async def test_delete_of_a_config_file_object_hides_it_until_applied_again(
+        server: Server, config_dir: Path, state_dir: Path) -> None:
+    admin = admin_of(server)
+    shutil.copy(BOOKINFO_NET / "virtual-service-reviews-v3.yaml", config_dir / "v3.yaml")
+    assert (await admin.call("POST", "/reload"))[0] == 200
+    assert await split(server, 20) == Counter(v3=20)
+    files_before = snapshot_of(config_dir)
+    vs = (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text()
+    status, answer, _ = await admin.call("POST", "/delete", vs)
+    assert status == 200 and answer["objects"][0]["result"] == "deleted"
+    assert snapshot_of(config_dir) == files_before
+    assert sorted(await split(server, 60)) == ["v1", "v2", "v3"]  # the default route again
+    dump = (await admin.call("GET", "/config_dump"))[1]
+    assert [(d["kind"], d["name"]) for d in dump["state"]["deleted"]] == [("VirtualService", "reviews")]
+    # still hidden after a reload and a restart
+    assert (await admin.call("POST", "/reload"))[1]["changed"] is False
+    await server.shutdown()
+    restarted = await start_server([str(config_dir)])
+    try:
+        assert sorted(await split(restarted, 60)) == ["v1", "v2", "v3"]
+        status, answer = await admin_of(restarted).apply(vs)
+        assert status == 200 and answer["objects"][0]["result"] == "created"
+        assert await split(restarted, 20) == Counter(v3=20)
+        assert not list((state_dir / "deleted").iterdir())
+    finally:
+        await restarted.shutdown()
+
+
+async def test_delete_goes_back_to_the_default_route(server: Server, state_dir: Path) -> None:
     admin = admin_of(server)
     vs = (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text()
     await admin.apply(vs)
     status, answer, _ = await admin.call("POST", "/delete", vs)
     assert status == 200 and answer["objects"][0]["result"] == "deleted"
-    assert not (config_dir / "virtualservice-default-reviews.yaml").exists()
+    assert not (state_dir / APPLIED_REVIEWS).exists()
     assert sorted(await split(server, 60)) == ["v1", "v2", "v3"]
     status, answer, _ = await admin.call("POST", "/delete", vs)
     assert status == 200 and answer["objects"][0]["result"] == "not found" and answer["changed"] is False
 
 
-async def test_dry_run_reports_without_changing(server: Server, config_dir: Path) -> None:
+async def test_dry_run_reports_without_changing(server: Server, config_dir: Path, state_dir: Path) -> None:
     admin = admin_of(server)
     files_before = snapshot_of(config_dir)
+    state_before = snapshot_of(state_dir)
     version = server.state.snapshot.version  # type: ignore[union-attr]
     status, answer, _ = await admin.call("POST", "/apply?dry_run=1",
                                          (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
     assert status == 200 and answer["dry_run"] and answer["would_change_routing"]
     assert answer["objects"][0]["result"] == "created"
     assert answer["version"] == version == server.state.snapshot.version  # type: ignore[union-attr]
-    assert snapshot_of(config_dir) == files_before
+    assert snapshot_of(config_dir) == files_before and snapshot_of(state_dir) == state_before
 
 
-async def test_first_config_path_that_is_a_file_cannot_take_applies(tmp_path: Path, config_dir: Path) -> None:
+async def test_a_single_config_file_can_take_applies(tmp_path: Path, config_dir: Path) -> None:
     single = tmp_path / "all.yaml"
     single.write_text("\n---\n".join(p.read_text() for p in sorted(config_dir.iterdir())))
     server = await start_server([str(single)])
@@ -242,9 +282,9 @@ async def test_first_config_path_that_is_a_file_cannot_take_applies(tmp_path: Pa
         before = single.read_bytes()
         status, answer = await admin_of(server).apply(
             (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
-        assert status == 409
-        assert answer["error"].startswith(f"config path {single} is a file, not a directory")
+        assert status == 200, answer
         assert single.read_bytes() == before and answer["version"] == server.state.snapshot.version  # type: ignore
+        assert await split(server, 20) == Counter(v3=20)
     finally:
         await server.shutdown()
 
@@ -303,23 +343,26 @@ async def test_unknown_endpoint_lists_the_endpoints(server: Server) -> None:
 
 
 
-async def test_read_only_config_directory_is_refused_whole(config_dir: Path) -> None:
-    """A real proxy process that cannot write its config directory (a read-only mount, say)."""
-    prefix = []
-    if os.geteuid() == 0:  # root ignores file modes unless it drops the capability to
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("running as root without setpriv")
-        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
-    files_before = snapshot_of(config_dir)
+def _unprivileged() -> list[str]:
+    """A command prefix that makes root honour file modes (drops the capability to ignore them)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
+
+
+async def _apply_to_unprivileged_proxy(config_dir: Path, state_dir: Path, text: str) -> tuple[int, Any, Any]:
+    """Start a real proxy process that honours file modes, apply `text`: (status, answer, config dump)."""
+    prefix = _unprivileged()
     admin_port = free_port()
-    config_dir.chmod(0o555)
-    log = config_dir.parent / "proxy.log"
+    log = config_dir.parent / f"proxy-{admin_port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "proxy", "run", "--config", str(config_dir),
-             "--bind", "127.0.0.1", "--role", "mesh", "--mesh-port", str(free_port()),
-             "--admin", f"127.0.0.1:{admin_port}", "--access-log", "off"],
+             "--state-dir", str(state_dir), "--bind", "127.0.0.1", "--role", "mesh",
+             "--mesh-port", str(free_port()), "--admin", f"127.0.0.1:{admin_port}", "--access-log", "off"],
             stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     admin = Admin(admin_port)
     try:
@@ -333,13 +376,42 @@ async def test_read_only_config_directory_is_refused_whole(config_dir: Path) -> 
                 pass
             await asyncio.sleep(0.05)
         version = (await admin.call("GET", "/config_dump"))[1]["version"]
-        status, answer = await admin.apply((BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
-        assert status == 409, answer
-        assert answer["error"] == (f"config directory {config_dir} is read-only: "
-                                   "cannot persist applied objects")
-        assert (await admin.call("GET", "/config_dump"))[1]["version"] == version
-        assert snapshot_of(config_dir) == files_before
+        status, answer = await admin.apply(text)
+        dump = (await admin.call("GET", "/config_dump"))[1]
+        assert dump["version"] == version + (1 if status == 200 else 0)
+        return status, answer, dump
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+async def test_read_only_config_directory_takes_applies_in_the_state_directory(config_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """A config directory the proxy cannot write (a ConfigMap or read-only mount): apply still works."""
+    files_before = snapshot_of(config_dir)
+    state = tmp_path / "state"
+    config_dir.chmod(0o555)
+    try:
+        status, answer, dump = await _apply_to_unprivileged_proxy(
+            config_dir, state, (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
+    finally:
         config_dir.chmod(0o755)
+    assert status == 200, answer
+    assert snapshot_of(config_dir) == files_before
+    assert (state / APPLIED_REVIEWS).exists()
+    assert dump["state"]["applied"][0]["file"] == str(state / APPLIED_REVIEWS)
+
+
+async def test_read_only_state_directory_is_refused_whole(config_dir: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o555)
+    try:
+        status, answer, _ = await _apply_to_unprivileged_proxy(
+            config_dir, state, (BOOKINFO_NET / "virtual-service-reviews-v3.yaml").read_text())
+    finally:
+        state.chmod(0o755)
+    assert status == 409, answer
+    assert answer["error"] == (f"state directory {state} is not writable: cannot persist applied objects "
+                               "(choose a writable --state-dir or $SHIFTPROXY_STATE_DIR)")
+    assert list(state.iterdir()) == []

@@ -151,3 +151,27 @@ def test_get_refuses_unknown_kinds_without_calling_the_proxy(capsys: pytest.Capt
     assert capsys.readouterr().err == ('error: the server doesn\'t have a resource type "pods" '
                                        "(one of: vs, dr, gw, se, we, gateway, httproute, tcproute, tlsroute, "
                                        "referencegrant, svc)\n")
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("8388608", 8 * 1024 * 1024), ("8Mi", 8 * 1024 * 1024), ("8MiB", 8 * 1024 * 1024), ("64Ki", 65536),
+    ("1G", 10**9), ("2k", 2000), ("0", None), ("-1", None), ("8 apples", None), ("Mi", None), ("1.5Mi", None),
+])
+def test_max_config_bytes_sizes(text: str, size: int | None) -> None:
+    import argparse
+
+    from proxy.cli import parse_size
+
+    if size is None:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(text)
+    else:
+        assert parse_size(text) == size
+
+
+def test_run_takes_state_dir_and_size_limit() -> None:
+    args = build_parser().parse_args(["run", "-c", "cfg", "--state-dir", "/var/lib/x", "--max-config-bytes", "1Mi"])
+    assert (args.state_dir, args.max_config_bytes) == ("/var/lib/x", 1024 * 1024)
+    apply = build_parser().parse_args(["apply", "-f", "x.yaml", "-n", "shop"])
+    assert apply.namespace == "shop"
+    assert build_parser().parse_args(["delete", "-f", "x.yaml", "--namespace", "shop"]).namespace == "shop"

@@ -1,4 +1,5 @@
-"""Persisting applied and deleted objects: one file per object, documents cut out of other files, atomic."""
+"""Applied state: one file per applied object, deletion records for config objects, laid over the config;
+the config paths are never written; all-or-nothing writes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import store
-from proxy.config.load import load_paths, load_text
+from proxy.config.load import load_text
 from tests.paths import BOOKINFO_NET, ROOT
 
 VS_V1 = """\
@@ -63,167 +64,201 @@ spec:
 """
 
 
-def applied(text: str, filename: str = "vs.yaml") -> list:
-    result = load_text(text, filename)
+def applied(text: str, filename: str = "vs.yaml", namespace: str = "default") -> list:
+    result = load_text(text, filename, default_namespace=namespace)
     assert not result.errors
     return result.objects
 
 
-def apply(directory: Path, text: str, paths: list[str] | None = None) -> store.Plan:
-    current = load_paths(paths or [str(directory)])
-    assert not current.errors, current.errors
-    plan = store.plan_apply(str(directory), current.objects, applied(text))
-    store.commit(plan.changes)
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    config, state = tmp_path / "config", tmp_path / "state"
+    config.mkdir(exist_ok=True)
+    return config, state
+
+
+def load(config: Path, state: Path) -> store.Loaded:
+    loaded = store.load_config([str(config)], str(state))
+    assert not loaded.served.errors, [str(e) for e in loaded.served.errors]
+    return loaded
+
+
+def apply(config: Path, state: Path, text: str, namespace: str = "default") -> store.Plan:
+    plan = store.plan_apply(load(config, state), applied(text, namespace=namespace))
+    store.commit(plan.changes, str(state))
     return plan
 
 
-def keys_and_files(paths: list[str]) -> dict[tuple[str, str, str], str]:
-    loaded = load_paths(paths)
-    assert not loaded.errors, [str(e) for e in loaded.errors]
-    return {o.key: os.path.basename(o.file) for o in loaded.objects}
+def delete(config: Path, state: Path, text: str) -> store.Plan:
+    plan = store.plan_delete(load(config, state), applied(text))
+    store.commit(plan.changes, str(state))
+    return plan
 
 
-def test_new_object_gets_its_own_file_and_reads_back_the_same(tmp_path: Path) -> None:
-    plan = apply(tmp_path, VS_V1)
+def served(config: Path, state: Path) -> dict[tuple[str, str, str], str]:
+    """key -> the subset its first route goes to (or the file name for other kinds)."""
+    out = {}
+    for o in load(config, state).served.objects:
+        routes = o.spec.get("http") or []
+        out[o.key] = routes[0]["route"][0]["destination"]["subset"] if routes else os.path.basename(o.file)
+    return out
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+REVIEWS = ("VirtualService", "default", "reviews")
+
+
+def test_new_object_gets_its_own_file_in_the_state_directory(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
+    plan = apply(config, state, VS_V1)
     assert [r for _, r in plan.results] == ["created"]
-    assert os.listdir(tmp_path) == ["virtualservice-default-reviews.yaml"]
-    loaded = load_paths([str(tmp_path)])
-    (obj,) = loaded.objects
-    assert obj.key == ("VirtualService", "default", "reviews")
+    assert list(files(state)) == ["applied/virtualservice_default_reviews.yaml"]
+    assert os.listdir(config) == []
+    (obj,) = load(config, state).served.objects
+    assert obj.key == REVIEWS
     assert obj.spec == applied(VS_V1)[0].spec
     assert obj.body["metadata"]["namespace"] == "default"
-    assert plan.stored[0].file.endswith("virtualservice-default-reviews.yaml")
+    assert plan.stored[0].file == str(state / "applied" / "virtualservice_default_reviews.yaml")
 
 
 def test_same_object_again_is_unchanged_and_writes_nothing(tmp_path: Path) -> None:
-    apply(tmp_path, VS_V1)
-    before = (tmp_path / "virtualservice-default-reviews.yaml").stat().st_mtime_ns
+    config, state = dirs(tmp_path)
+    apply(config, state, VS_V1)
+    before = files(state)
     # the same object written in other YAML
-    plan = apply(tmp_path, VS_V1.replace("hosts: [reviews]", "hosts:\n  - reviews"))
+    plan = apply(config, state, VS_V1.replace("hosts: [reviews]", "hosts:\n  - reviews"))
     assert [r for _, r in plan.results] == ["unchanged"]
-    assert plan.changes == []
-    assert (tmp_path / "virtualservice-default-reviews.yaml").stat().st_mtime_ns == before
+    assert plan.changes == [] and files(state) == before
 
 
 def test_changed_object_is_configured_in_place(tmp_path: Path) -> None:
-    apply(tmp_path, VS_V1)
-    plan = apply(tmp_path, VS_V3)
+    config, state = dirs(tmp_path)
+    apply(config, state, VS_V1)
+    plan = apply(config, state, VS_V3)
     assert [r for _, r in plan.results] == ["configured"]
-    (obj,) = load_paths([str(tmp_path)]).objects
-    assert obj.spec["http"][0]["route"][0]["destination"]["subset"] == "v3"
+    assert served(config, state) == {REVIEWS: "v3"}
 
 
-def test_applying_an_object_from_a_multi_document_file_cuts_it_out_of_that_file(tmp_path: Path) -> None:
-    user_file = tmp_path / "routes.yaml"
-    user_file.write_text(MULTI)
-    plan = apply(tmp_path, VS_V3)
+def test_applied_object_replaces_the_config_s_and_the_config_is_not_written(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
+    (config / "routes.yaml").write_text(MULTI)
+    before = files(config)
+    plan = apply(config, state, VS_V3)
     assert [r for _, r in plan.results] == ["configured"]
-    # the other documents keep their text byte for byte, comments included
-    start = MULTI.index("---\n# reviews")
-    end = MULTI.index("---\napiVersion", start + 4)
-    assert user_file.read_text() == MULTI[:start] + MULTI[end:]
-    files = keys_and_files([str(tmp_path)])  # no "already defined" error: one definition each
-    assert files == {
-        ("VirtualService", "default", "productpage"): "routes.yaml",
-        ("VirtualService", "default", "ratings"): "routes.yaml",
-        ("VirtualService", "default", "reviews"): "virtualservice-default-reviews.yaml",
-    }
+    assert files(config) == before
+    assert served(config, state) == {("VirtualService", "default", "productpage"): "v1", REVIEWS: "v3",
+                                     ("VirtualService", "default", "ratings"): "v1"}
+    # editing the config file does not undo what was applied
+    (config / "routes.yaml").write_text(MULTI.replace("subset: v1", "subset: v2"))
+    assert served(config, state)[REVIEWS] == "v3"
 
 
-def test_first_document_of_a_file_keeps_the_file_header(tmp_path: Path) -> None:
-    user_file = tmp_path / "routes.yaml"
-    user_file.write_text(MULTI)
-    current = load_paths([str(tmp_path)])
-    target = applied(MULTI)[0]  # productpage, the first document
-    store.commit(store.plan_delete(current.objects, [target]).changes)
-    text = user_file.read_text()
-    assert text.startswith("# bookinfo routes, kept by hand\n---\n# reviews: being migrated\n")
-    assert "productpage" not in text
-    assert set(keys_and_files([str(tmp_path)])) == {("VirtualService", "default", "reviews"),
-                                                    ("VirtualService", "default", "ratings")}
+def test_deleting_an_applied_object_removes_its_file(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
+    apply(config, state, VS_V1)
+    plan = delete(config, state, VS_V1)
+    assert [r for _, r in plan.results] == ["deleted"]
+    assert files(state) == {} and served(config, state) == {}
 
 
-def test_deleting_every_document_of_a_file_removes_the_file(tmp_path: Path) -> None:
-    user_file = tmp_path / "routes.yaml"
-    user_file.write_text(MULTI)
-    (tmp_path / "other.yaml").write_text(VS_V1.replace("name: reviews", "name: details"))
-    current = load_paths([str(tmp_path)])
-    plan = store.plan_delete(current.objects, applied(MULTI))
-    assert [r for _, r in plan.results] == ["deleted", "deleted", "deleted"]
-    store.commit(plan.changes)
-    assert sorted(os.listdir(tmp_path)) == ["other.yaml"]
+def test_deleting_a_config_object_hides_it_until_applied_again(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
+    (config / "routes.yaml").write_text(MULTI)
+    before = files(config)
+    apply(config, state, VS_V3)  # applied over the config's, then deleted: both must go
+    plan = delete(config, state, VS_V1)
+    assert [r for _, r in plan.results] == ["deleted"]
+    assert files(config) == before
+    assert list(files(state)) == ["deleted/virtualservice_default_reviews.json"]
+    assert REVIEWS not in served(config, state)
+    assert load(config, state).state.summary()["deleted"] == [
+        {"kind": "VirtualService", "namespace": "default", "name": "reviews",
+         "file": str(state / "deleted" / "virtualservice_default_reviews.json")}]
+    plan = apply(config, state, VS_V3)
+    assert [r for _, r in plan.results] == ["created"]
+    assert list(files(state)) == ["applied/virtualservice_default_reviews.yaml"]
+    assert served(config, state)[REVIEWS] == "v3"
 
 
 def test_delete_of_a_missing_object_is_not_found_and_changes_nothing(tmp_path: Path) -> None:
-    apply(tmp_path, VS_V1)
-    current = load_paths([str(tmp_path)])
-    plan = store.plan_delete(current.objects, applied(VS_V1.replace("name: reviews", "name: nope")))
+    config, state = dirs(tmp_path)
+    apply(config, state, VS_V1)
+    plan = store.plan_delete(load(config, state), applied(VS_V1.replace("name: reviews", "name: nope")))
     assert [r for _, r in plan.results] == ["not found"]
     assert plan.changes == [] and len(plan.objects) == 1
 
 
-def test_a_file_outside_the_store_directory_is_rewritten_too(tmp_path: Path) -> None:
-    store_dir, user_dir = tmp_path / "applied", tmp_path / "user"
-    store_dir.mkdir()
-    user_dir.mkdir()
-    (user_dir / "routes.yaml").write_text(MULTI)
-    paths = [str(store_dir), str(user_dir)]
-    apply(store_dir, VS_V3, paths)
-    files = keys_and_files(paths)
-    assert files[("VirtualService", "default", "reviews")] == "virtualservice-default-reviews.yaml"
-    assert "name: reviews" not in (user_dir / "routes.yaml").read_text()
-
-
-def test_non_istio_documents_keep_a_file_alive(tmp_path: Path) -> None:
-    text = VS_V1 + "---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews}\n"
-    (tmp_path / "mixed.yaml").write_text(text)
-    current = load_paths([str(tmp_path)])
-    store.commit(store.plan_delete(current.objects, applied(VS_V1)).changes)
-    service = "---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews}\n"
-    assert (tmp_path / "mixed.yaml").read_text() == service
+def test_namespace_is_part_of_the_file_name_and_names_cannot_collide(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
+    apply(config, state, VS_V1.replace("name: reviews", "name: b-c"), namespace="a")
+    apply(config, state, VS_V3.replace("name: reviews", "name: c"), namespace="a-b")
+    apply(config, state, VS_V3.replace("name: reviews", "name: x_y"), namespace="a")
+    assert sorted(files(state)) == ["applied/virtualservice_a-b_c.yaml", "applied/virtualservice_a_b-c.yaml",
+                                    "applied/virtualservice_a_x%5Fy.yaml"]
+    assert served(config, state) == {("VirtualService", "a", "b-c"): "v1", ("VirtualService", "a-b", "c"): "v3",
+                                     ("VirtualService", "a", "x_y"): "v3"}
 
 
 def test_seed_file_round_trips_through_the_store(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
     text = (BOOKINFO_NET / "virtual-service-all-v1.yaml").read_text()
-    plan = apply(tmp_path, text)
+    plan = apply(config, state, text)
     assert [r for _, r in plan.results] == ["created"] * 4
-    loaded = load_paths([str(tmp_path)])
-    assert {o.key: o.spec for o in loaded.objects} == {o.key: o.spec for o in applied(text)}
-
-
-def test_first_config_path_must_be_a_directory(tmp_path: Path) -> None:
-    single = tmp_path / "config.yaml"
-    single.write_text(VS_V1)
-    with pytest.raises(store.StoreError) as info:
-        store.store_dir([str(single)])
-    assert info.value.status == 409
-    assert f"config path {single} is a file, not a directory" in str(info.value)
+    assert {o.key: o.spec for o in load(config, state).served.objects} == {o.key: o.spec for o in applied(text)}
 
 
 def test_no_temp_file_is_left_behind(tmp_path: Path) -> None:
-    (tmp_path / "routes.yaml").write_text(MULTI)
-    apply(tmp_path, VS_V3)
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+    config, state = dirs(tmp_path)
+    apply(config, state, VS_V1)
+    apply(config, state, VS_V3)
+    assert not [p for p in state.rglob(".*")]
+
+
+def test_state_directory_must_not_overlap_the_config(tmp_path: Path) -> None:
+    config, _ = dirs(tmp_path)
+    inside = config / ".state"
+    assert store.check_state_dir(str(inside), [str(config)]) == (
+        f"state directory {inside} overlaps config path {config}: applied state is kept apart from the config "
+        "(choose another --state-dir)")
+    assert store.check_state_dir(str(tmp_path), [str(config)]) is not None  # the config inside the state
+    assert store.check_state_dir(str(tmp_path / "state"), [str(config)]) is None
+
+
+def test_default_state_directory_is_per_user_and_per_config(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv(store.STATE_DIR_ENV, raising=False)
+    a = store.resolve_state_dir(None, ["config/bookinfo", "config/tcp-echo"])
+    assert a == store.resolve_state_dir(None, ["config/tcp-echo", "./config/bookinfo"])  # same config
+    assert a != store.resolve_state_dir(None, ["config/bookinfo"])
+    assert os.path.dirname(a) == str(tmp_path / "xdg" / "shiftproxy")
+    monkeypatch.setenv(store.STATE_DIR_ENV, str(tmp_path / "env"))
+    assert store.resolve_state_dir(None, ["config"]) == str(tmp_path / "env")
+    assert store.resolve_state_dir(str(tmp_path / "flag"), ["config"]) == str(tmp_path / "flag")
+
+
+def test_a_broken_deletion_record_is_an_error_naming_it(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
+    (state / "deleted").mkdir(parents=True)
+    (state / "deleted" / "x.json").write_text("{not json")
+    loaded = store.load_config([str(config)], str(state))
+    assert [e.file for e in loaded.served.errors] == [str(state / "deleted" / "x.json")]
 
 
 # read-only directories: root ignores file modes, so the check runs in a child without CAP_DAC_OVERRIDE
 
 READ_ONLY_CHILD = textwrap.dedent("""
-    import os, sys
+    import sys
     from proxy.config import store
-    from proxy.config.load import load_paths, load_text
-    writable, read_only = sys.argv[1], sys.argv[2]
+    from proxy.config.load import load_text
+    config, state = sys.argv[1], sys.argv[2]
+    loaded = store.load_config([config], state)
+    vs = load_text(sys.argv[3], "vs.yaml").objects + load_text(sys.argv[4], "vs.yaml").objects
+    plan = store.plan_apply(loaded, vs)
     try:
-        store.store_dir([read_only])
-        print("store_dir: accepted")
-    except store.StoreError as exc:
-        print(f"store_dir: {exc.status} {exc}")
-    # one change in a writable directory, one in the read-only one: neither may happen
-    current = load_paths([writable, read_only])
-    vs = load_text(sys.argv[3], "vs.yaml").objects
-    plan = store.plan_apply(writable, current.objects, vs)
-    try:
-        store.commit(plan.changes)
+        store.commit(plan.changes, state)
         print("commit: done")
     except store.StoreError as exc:
         print(f"commit: {exc.status} {exc}")
@@ -239,23 +274,20 @@ def _unprivileged() -> list[str]:
     return [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
 
 
-def test_read_only_directory_is_refused_and_nothing_changes(tmp_path: Path) -> None:
-    writable, read_only = tmp_path / "applied", tmp_path / "mounted"
-    writable.mkdir()
-    read_only.mkdir()
-    (read_only / "routes.yaml").write_text(MULTI)
-    (writable / "keep.yaml").write_text(VS_V1.replace("name: reviews", "name: details"))
-    before = {p: p.read_bytes() for p in (read_only / "routes.yaml", writable / "keep.yaml")}
-    read_only.chmod(0o555)
-    (read_only / "routes.yaml").chmod(0o444)
+def test_read_only_state_directory_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    config, state = dirs(tmp_path)
+    (state / "applied").mkdir(parents=True)
+    (state / "applied" / "keep.yaml").write_text(VS_V1.replace("name: reviews", "name: details"))
+    before = files(state)
+    (state / "applied").chmod(0o555)
     try:
-        out = subprocess.run([*_unprivileged(), sys.executable, "-c", READ_ONLY_CHILD, str(writable),
-                              str(read_only), VS_V3], capture_output=True, text=True, cwd=ROOT, timeout=30)
+        # two objects: neither may be written
+        out = subprocess.run([*_unprivileged(), sys.executable, "-c", READ_ONLY_CHILD, str(config), str(state),
+                              VS_V3, VS_V3.replace("name: reviews", "name: ratings")],
+                             capture_output=True, text=True, cwd=ROOT, timeout=30)
     finally:
-        read_only.chmod(0o755)
+        (state / "applied").chmod(0o755)
     assert out.returncode == 0, out.stderr
-    message = f"config directory {read_only} is read-only: cannot persist applied objects"
-    assert f"store_dir: 409 {message}" in out.stdout
-    assert f"commit: 409 config directory {read_only} is read-only" in out.stdout
-    assert {p: p.read_bytes() for p in before} == before
-    assert sorted(os.listdir(writable)) == ["keep.yaml"]  # the new file was not written either
+    assert out.stdout == (f"commit: 409 state directory {state} is not writable: cannot persist applied objects "
+                          "(choose a writable --state-dir or $SHIFTPROXY_STATE_DIR)\n")
+    assert files(state) == before
