@@ -549,8 +549,11 @@ def _host_admitted(vs_host: str, server_host: str) -> bool:
     return vs_host == "*"
 
 
-def _string_matcher(spec: dict[str, Any] | None, ignore_case: bool = False) -> StringMatcher:
+def _string_matcher(spec: dict[str, Any] | None, ignore_case: bool = False,
+                    star_is_present: bool = False) -> StringMatcher:
     spec = spec or {}
+    if star_is_present and spec.get("regex") == "*":  # Istio: `*` in withoutHeaders is a presence match
+        return StringMatcher.build("present")
     for kind in ("exact", "prefix", "regex"):
         if kind in spec:
             return StringMatcher.build(kind, str(spec[kind]), ignore_case)  # type: ignore[arg-type]
@@ -559,7 +562,8 @@ def _string_matcher(spec: dict[str, Any] | None, ignore_case: bool = False) -> S
 
 def _http_match(block: dict[str, Any], port: int) -> HttpMatch:
     def named(key: str) -> tuple[tuple[str, StringMatcher], ...]:
-        return tuple((str(k).lower(), _string_matcher(v)) for k, v in (block.get(key) or {}).items())
+        return tuple((str(k).lower(), _string_matcher(v, star_is_present=key == "withoutHeaders"))
+                     for k, v in (block.get(key) or {}).items())
 
     def optional(key: str) -> StringMatcher | None:
         return _string_matcher(block[key]) if block.get(key) is not None else None

@@ -7,11 +7,10 @@ calls `matches`. No I/O.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxy.routing.regex import compile_regex
+from proxy.routing.regex import Regex, compile_regex
 
 MatchKind = Literal["exact", "prefix", "regex", "present"]
 
@@ -23,7 +22,7 @@ class StringMatcher:
     kind: MatchKind
     value: str = ""
     ignore_case: bool = False
-    regex: re.Pattern[str] | None = field(default=None, compare=False)
+    regex: Regex | None = field(default=None, compare=False)  # RE2, as Envoy
 
     @staticmethod
     def build(kind: MatchKind, value: str = "", ignore_case: bool = False) -> StringMatcher:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from proxy.routing.match import HttpMatch, RequestView, TcpMatch
+from proxy.routing.regex import RegexRewrite, compile_rewrite
 
 HOST_MEMO_SIZE = 1024
 _MISSING = object()
@@ -143,6 +144,11 @@ class Rewrite:
     authority: str | None = None
     regex_match: str | None = None
     regex_rewrite: str | None = None
+    regex: RegexRewrite | None = field(init=False, compare=False, repr=False)  # compiled once, with RE2
+
+    def __post_init__(self) -> None:
+        compiled = None if self.regex_match is None else compile_rewrite(self.regex_match, self.regex_rewrite or "")
+        object.__setattr__(self, "regex", compiled)
 
 
 @dataclass(frozen=True, slots=True)

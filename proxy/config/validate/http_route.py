@@ -25,6 +25,7 @@ from proxy.config.validate.common import (
     _route_destinations,
     _string_match,
 )
+from proxy.routing.regex import compile_regex, parse_substitution
 
 _RETRY_ON = {"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx",
              "refused-stream", "retriable-status-codes", "retriable-headers", "envoy-ratelimited",
@@ -267,3 +268,15 @@ def _rewrite(r: Report, rewrite: Any) -> None:
             r.error(regex_rewrite.path, "UriRegexRewrite requires both Rewrite and Match fields to be specified")
         elif isinstance(regex_rewrite.get("match"), str):
             _regex(r, regex_rewrite.at("match"), regex_rewrite["match"], "HTTPRewrite.UriRegexRewrite.Match")
+            _substitution(r, regex_rewrite)
+
+
+def _substitution(r: Report, regex_rewrite: Msg) -> None:
+    """Istio passes the rewrite string to Envoy unchecked; one RE2 refuses leaves every path unchanged."""
+    try:
+        groups = compile_regex(regex_rewrite["match"]).groups
+    except ValueError:
+        return  # reported as an error on `match`
+    _, problem = parse_substitution(regex_rewrite.get("rewrite", ""), groups)
+    if problem:
+        r.warn(regex_rewrite.at("rewrite"), f"{problem}; Envoy (RE2) then leaves the path unchanged")
