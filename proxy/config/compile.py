@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from proxy.config.delegate import expand_delegates
 from proxy.config.diagnostics import ConfigError
 from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
@@ -49,7 +50,7 @@ HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 TCP_SERVER_PROTOCOLS = frozenset({"TCP", "MONGO", "TLS"})
 # HTTPRoute fields accepted as valid Istio but not applied by this proxy yet: said once per reload
 NOT_ENFORCED_HTTP = ("mirror", "mirrors", "mirrorPercentage", "mirror_percent",
-                     "mirrorPercent", "corsPolicy", "delegate")
+                     "mirrorPercent", "corsPolicy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,9 @@ class _Compiler:
         self.clusters: dict[str, Cluster] = {}
         self.notices: list[str] = []
         self.subsets, self.policies = self._destination_rules()
-        self.virtual_services = [o for o in objects if o.kind == "VirtualService"]
+        # delegate VirtualServices are merged into their roots here, as istiod does
+        self.virtual_services, delegate_notices = expand_delegates(o for o in objects if o.kind == "VirtualService")
+        self.notices.extend(delegate_notices)
 
     def run(self, version: int, warnings: list[str], notices: list[str]) -> Snapshot:
         self._build_clusters()

@@ -4,6 +4,7 @@ VirtualServices that do not exist, ServiceEntry workload selectors that select n
 
 from __future__ import annotations
 
+from proxy.config.delegate import merge_http_routes
 from proxy.config.diagnostics import Path
 from proxy.config.hosts import check_wildcard_domain, fqdn, host_matches, is_ip
 from proxy.config.schema import Msg, Report
@@ -106,6 +107,11 @@ class _CrossCheck:
                 elif found.get("hosts"):
                     _warn(r, rule.at("delegate"), f"VirtualService {target[0]}/{target[1]} has hosts, so it is not a "
                                                 "delegate and is not used here")
+                else:
+                    leaves = [m for m in found.get("http") or [] if isinstance(m, Msg)]
+                    for n in merge_http_routes(rule, leaves)[1]:
+                        _warn(r, rule.at("delegate"), f"rule {n} of delegate {target[0]}/{target[1]} matches nothing "
+                                                    "this rule's match allows; Istio ignores it")
 
     @staticmethod
     def _gateway_key(gateway: str, ns: str) -> tuple[str, str] | None:

@@ -43,7 +43,8 @@ _CORS_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OP
 def _http_route(r: Report, rule: Msg, in_delegate_vs: bool) -> None:
     name = rule.get("name", "")
     if rule.has("delegate") and not in_delegate_vs:
-        for field, what in (("redirect", "redirect"), ("route", "route"), ("directResponse", "direct_response")):
+        # as Istio: a root rule's own directResponse stays valid (its delegate rules inherit it)
+        for field, what in (("redirect", "redirect"), ("route", "route")):
             if rule.has(field):
                 r.error(rule.at(field), f"root HTTP route {name} must not specify {what}")
     else:
