@@ -52,7 +52,13 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
     port_names: set[str] = set()
     port_numbers: set[int] = set()
     ports = _msgs(se.get("ports"))
-    for port in ports:
+    auto_allocated = _auto_allocates_ip(se, obj, resolution)
+    for k, port in enumerate(se.get("ports") or []):
+        if not isinstance(port, Msg):
+            continue
+        if not se.get("addresses") and not auto_allocated and port.get("protocol", "") in ("", "TCP"):
+            r.warn(se.at("ports", k), "addresses are required for ports serving TCP (or unset) protocol when IP "
+                                      "Autoallocation is not enabled")
         name, number = port.get("name", ""), port.get("number", 0)
         if name in port_names and "name" not in port.bad:
             r.error(port.at("name"), f"service entry port name {name!r} already defined")
@@ -98,6 +104,15 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
                 r.error(port.at("protocol"), "multiple hosts provided with non-HTTP, non-TLS ports")
                 break
     _export_to(r, se, obj.namespace, service_entry=True)
+
+
+def _auto_allocates_ip(se: Msg, obj: RawObject, resolution: str) -> bool:
+    """istiod assigns a VIP (so TCP can be told apart) unless resolution is NONE, addresses are given, or the
+    object opts out with the networking.istio.io/enable-autoallocate-ip label."""
+    metadata = obj.body.get("metadata")
+    labels = (metadata.get("labels") if isinstance(metadata, dict) else None) or {}
+    opt_out = str(labels.get("networking.istio.io/enable-autoallocate-ip", "")).lower() == "false"
+    return resolution != "NONE" and not opt_out and not se.get("addresses")
 
 
 def _workload_entry(r: Report, we: Msg, service_ports: set[str] | None, allow_fqdn: bool) -> None:
