@@ -48,9 +48,6 @@ from proxy.routing.weighted import cumulative
 DRAIN_ANNOTATION = "shiftproxy.io/tcp-drain-on-shift"
 HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 TCP_SERVER_PROTOCOLS = frozenset({"TCP", "MONGO", "TLS"})
-# HTTPRoute fields accepted as valid Istio but not applied by this proxy yet: said once per reload
-NOT_ENFORCED_HTTP = ("mirror", "mirrors", "mirrorPercentage", "mirror_percent",
-                     "mirrorPercent", "corsPolicy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +152,6 @@ class _Compiler:
                      selector: dict[str, str] | None, policy: dict[str, Any]) -> None:
         policy = _port_policy(policy, port.number)
         lb = (policy.get("loadBalancer") or {}).get("simple") or "LEAST_REQUEST"
-        if lb not in ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"):
-            self.notices.append(f"loadBalancer {lb} for {info.fqdn} is not supported; using LEAST_REQUEST")
-            lb = "LEAST_REQUEST"
         pool = policy.get("connectionPool") or {}
         tcp_pool, http_pool = pool.get("tcp") or {}, pool.get("http") or {}
         idle = tcp_pool.get("idleTimeout")
@@ -223,21 +217,9 @@ class _Compiler:
                 matches.append(_http_match(block, port if listener_port is None else 0))
             if blocks and not matches:
                 continue  # every block was for another gateway or port
-            for key in NOT_ENFORCED_HTTP:
-                if key in rule:
-                    self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
-                                        f"spec.http[{index}].{key} is valid Istio but not enforced yet")
+            # fields accepted but not enforced are warned about by validation (proxy.config.enforcement)
             fault = rule.get("fault") or {}
-            abort = fault.get("abort") or {}
-            for key in ("grpcStatus", "http2Error"):
-                if key in abort:
-                    self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
-                                        f"spec.http[{index}].fault.abort.{key} is valid Istio but not enforced yet")
             connect_retries = _connect_retries(rule.get("retries"))
-            if rule.get("retries") and _retry_on(rule["retries"]) - {"connect-failure", "5xx", "gateway-error",
-                                                                      "reset", "reset-before-request"}:
-                self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} spec.http[{index}].retries"
-                                    ": only retries of failed connections are enforced yet")
             out.append(HttpRoute(
                 connect_retries=connect_retries,
                 name=str(rule.get("name") or f"{vs.namespace}/{vs.name}#{index}"),
@@ -281,12 +263,7 @@ class _Compiler:
                 proto = str(server["port"].get("protocol", "")).upper()
                 kind = "http" if proto in HTTP_SERVER_PROTOCOLS else "tcp" if proto in TCP_SERVER_PROTOCOLS else ""
                 if not kind:
-                    self.notices.append(f"{gw.file}: Gateway {gw.namespace}/{gw.name} server port "
-                                        f"{server['port']['number']} protocol {proto} is not supported; skipped")
-                    continue
-                if proto == "TLS":
-                    self.notices.append(f"{gw.file}: Gateway {gw.namespace}/{gw.name} TLS server is relayed as "
-                                        "plain TCP (no SNI routing yet)")
+                    continue  # validation warns: Port.protocol in proxy.config.enforcement
                 servers.setdefault((kind, int(server["port"]["number"])), []).append(
                     (f"{gw.namespace}/{gw.name}", server))
         bind = self.options.bind

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import Client, ProxyProcess, Upstream, service_entry
+from tests.e2e.test_cli_http_task import shiftproxy
 from tests.paths import ROOT
 
 CONFIG = """
@@ -88,3 +89,41 @@ async def test_routes_and_rewrites_as_envoy(config_dir: Path) -> None:
     finally:
         assert proxy.stop() == 0
     assert "Traceback" not in proxy.log()
+
+
+MIRRORED = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: reviews}}]
+    mirror: {host: reviews, subset: v3}
+    retries: {attempts: 2, perTryTimeout: 1s}
+"""
+
+
+async def test_not_enforced_fields_are_warned_by_validate_apply_and_config_dump(config_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    manifest = tmp_path / "ratings.yaml"
+    manifest.write_text(MIRRORED)
+    expected = [f"{manifest}:8: spec.http[0].mirror: valid Istio, not enforced by shiftproxy",
+                f"{manifest}:9: spec.http[0].retries.perTryTimeout: valid Istio, not enforced by shiftproxy"]
+    checked = subprocess.run([sys.executable, "-m", "proxy", "validate", str(manifest)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    said = [line for line in checked.stdout.splitlines() if "not enforced" in line]
+    assert [s.removeprefix("warning: ")[:len(e)] for s, e in zip(said, expected, strict=True)] == expected
+
+    proxy = ProxyProcess(config_dir, ["--access-log", "off"]).start()
+    try:
+        applied = await shiftproxy(proxy, "apply", "-f", str(manifest))
+        assert applied.code == 0, applied.err
+        warned = [line for line in applied.err.splitlines() if "not enforced" in line]
+        assert [w.removeprefix("Warning: ").split(": ", 1)[1][:60] for w in warned] == \
+            [e.split(": ", 1)[1][:60] for e in expected]
+        assert "virtualservice.networking.istio.io/ratings created" in applied.out
+        dumped = [w for w in proxy.config_dump()["warnings"] if "not enforced" in w]
+        assert [w.split(": ", 1)[1][:60] for w in dumped] == [e.split(": ", 1)[1][:60] for e in expected]
+    finally:
+        assert proxy.stop() == 0
