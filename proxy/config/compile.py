@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.config.delegate import expand_delegates
-from proxy.config.diagnostics import ConfigError
+from proxy.config.diagnostics import ConfigError, Diagnostic
 from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
 from proxy.config.load import LoadResult, RawObject, load_paths
@@ -95,7 +95,11 @@ def compile_snapshot(objects: list[RawObject], options: CompileOptions, version:
     from proxy.config.validate import canonical_spec
 
     canonical = [replace(o, body={**o.body, "spec": canonical_spec(o)}) for o in objects]
-    return _Compiler(canonical, options).run(version, warnings or [], notices or [])
+    try:
+        return _Compiler(canonical, options).run(version, warnings or [], notices or [])
+    except Exception as exc:  # a compiler bug rejects the change like an invalid config; it never kills the proxy
+        files = ", ".join(sorted({o.file for o in objects})) or "config"
+        raise ConfigError([Diagnostic(files, 0, "", f"internal error while compiling: {exc!r}")]) from exc
 
 
 class _Compiler:

@@ -14,11 +14,14 @@ import functools
 from collections import Counter
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from proxy.config import compile as compile_module
 from proxy.config.compile import CompileOptions, compile_snapshot
+from proxy.config.diagnostics import ConfigError
 from proxy.config.fields import ENUMS, FIELDS
 from proxy.config.load import RawObject, load_text
 from proxy.config.validate import validate
@@ -28,7 +31,7 @@ from proxy.routing.snapshot import Snapshot, WeightedDestinations
 from tests.registry import REVIEWS_SE
 
 KINDS = ("VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "WorkloadEntry")
-EXAMPLES = 250
+EXAMPLES = 200
 
 HOSTS = ["reviews", "reviews.default.svc.cluster.local", "ratings", "*.example.com", "www.example.com", "*", ""]
 REGEXES = ["*", "*", "(?<x>a)", "(?P<x>a)", "[[:alpha:]]+", "/api/(v1", "a(?=b)", "^/a/(.*)$", ".*", "", "\\pL"]
@@ -260,3 +263,12 @@ def test_every_accepted_config_compiles_and_serves() -> None:
     check()
     # the generator must reach the compiler often enough for the property to say something
     assert seen["accepted"] >= EXAMPLES // 10, seen
+
+
+def test_a_compiler_bug_is_a_config_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> None:
+        raise IndexError("tuple index out of range")
+
+    monkeypatch.setattr(compile_module._Compiler, "run", broken)
+    with pytest.raises(ConfigError, match=r"registry.yaml: internal error while compiling: IndexError"):
+        compile_snapshot(REGISTRY, CompileOptions())
