@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import re2
+from re2 import _re2
 
 MAX_REGEX_LEN = 1024  # Istio's approximation of Envoy's RE2 program-size limit
 
@@ -34,6 +35,11 @@ _HINTS = (
 )
 
 Regex = Any  # a compiled RE2 pattern (re2._Regexp): .fullmatch / .search / .finditer
+# The request path calls RE2 through its binding directly: the `re2` module's Python layer (match
+# objects, offset decoding) costs several times the match itself.
+_ANCHOR_BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
 
 
 def compile_regex(pattern: str) -> Regex:
@@ -44,6 +50,25 @@ def compile_regex(pattern: str) -> Regex:
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         raise ValueError(_message(exc)) from None
+
+
+class FullMatch:
+    """Envoy's safe_regex string matcher: does RE2 match the whole value?"""
+
+    __slots__ = ("pattern", "_set")
+
+    def __init__(self, pattern: str) -> None:
+        compile_regex(pattern)  # the error, if any, as validation words it
+        self.pattern = pattern
+        self._set = _re2.Set(_ANCHOR_BOTH, _OPTIONS)  # a one-pattern set: a boolean DFA match, no submatches
+        self._set.Add(pattern.encode())
+        self._set.Compile()
+
+    def __call__(self, text: str) -> bool:
+        return bool(self._set.Match(text.encode("utf-8", "surrogatepass")))
+
+    def __repr__(self) -> str:
+        return f"FullMatch({self.pattern!r})"
 
 
 def _message(exc: Exception) -> str:
@@ -63,34 +88,47 @@ class RegexRewrite:
     where `\\0`…`\\9` are capture groups and `\\\\` is a backslash."""
 
     pattern: Regex
-    pieces: tuple[str | int, ...]  # literal text, or a group number
+    pieces: tuple[bytes | int, ...]  # literal bytes, or a group number
     valid: bool  # False: RE2 refuses the substitution and Envoy leaves the path unchanged
 
     def apply(self, text: str) -> str:
-        """RE2::GlobalReplace's loop: an empty match right where the last match ended is skipped."""
+        """RE2::GlobalReplace's loop, on the UTF-8 bytes as Envoy sees them: an empty match right where the
+        previous match ended is skipped."""
         if not self.valid:
             return text
-        out: list[str] = []
-        p, end, last_end, count = 0, len(text), -1, 0
-        search = self.pattern.search
+        data = text.encode("utf-8", "surrogatepass")
+        match = self.pattern._regexp.Match
+        out: list[bytes] = []
+        p, end, last_end, count = 0, len(data), -1, 0
         while p <= end:
-            m = search(text, p)
-            if m is None:
+            spans = match(_UNANCHORED, data, p, end)
+            start, stop = spans[0]
+            if start < 0:
                 break
-            start, stop = m.span()
-            out.append(text[p:start])
+            out.append(data[p:start])
             if start == stop == last_end:
-                out.append(text[p:p + 1])
-                p += 1
+                step = _char_length(data, p)
+                out.append(data[p:p + step])
+                p += step
                 continue
             for piece in self.pieces:
-                out.append(piece if isinstance(piece, str) else (m.group(piece) or ""))
+                if isinstance(piece, bytes):
+                    out.append(piece)
+                elif spans[piece] != _NO_MATCH:
+                    out.append(data[spans[piece][0]:spans[piece][1]])
             p = last_end = stop
             count += 1
         if not count:
             return text
-        out.append(text[p:])
-        return "".join(out)
+        out.append(data[p:])
+        return b"".join(out).decode("utf-8", "surrogatepass")
+
+
+def _char_length(data: bytes, i: int) -> int:
+    """Bytes in the UTF-8 character at `i` (1 at the end or on a stray byte)."""
+    if i >= len(data) or data[i] < 0xC0:
+        return 1
+    return min(2 if data[i] < 0xE0 else 3 if data[i] < 0xF0 else 4, len(data) - i)
 
 
 def compile_rewrite(pattern: str, substitution: str) -> RegexRewrite:
@@ -100,9 +138,9 @@ def compile_rewrite(pattern: str, substitution: str) -> RegexRewrite:
     return RegexRewrite(regex, pieces, problem is None)
 
 
-def parse_substitution(substitution: str, groups: int) -> tuple[tuple[str | int, ...], str | None]:
+def parse_substitution(substitution: str, groups: int) -> tuple[tuple[bytes | int, ...], str | None]:
     """Split an RE2 rewrite string into pieces; the second item says why RE2 would refuse it."""
-    pieces: list[str | int] = []
+    pieces: list[bytes | int] = []
     literal: list[str] = []
     i, n = 0, len(substitution)
     while i < n:
@@ -118,7 +156,7 @@ def parse_substitution(substitution: str, groups: int) -> tuple[tuple[str | int,
                 return (), (f"rewrite refers to group \\{group} but the match regex has {groups} capture "
                             f"group{'s' if groups != 1 else ''}")
             if literal:
-                pieces.append("".join(literal))
+                pieces.append("".join(literal).encode())
                 literal = []
             pieces.append(group)
         elif nxt == "\\":
@@ -129,5 +167,5 @@ def parse_substitution(substitution: str, groups: int) -> tuple[tuple[str | int,
                         "allowed")
         i += 2
     if literal:
-        pieces.append("".join(literal))
+        pieces.append("".join(literal).encode())
     return tuple(pieces), None
