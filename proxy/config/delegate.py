@@ -67,7 +67,8 @@ def expand_delegates(virtual_services: Iterable[RawObject]) -> tuple[list[RawObj
                                f"{vs.namespace}; rule ignored")
                 continue
             leaves = [resolve_short_names(r, target.namespace) for r in target.spec.get("http") or []]
-            kept, dropped = merge_http_routes(rule, leaves)
+            # both sides with short names resolved first, as istiod does, so `gw` and `default/gw` agree
+            kept, dropped = merge_http_routes(resolve_short_names(rule, vs.namespace), leaves)
             for n in dropped:
                 notices.append(f"{where}: rule {n} of delegate {key[0]}/{key[1]} conflicts with the root rule's "
                                "match; ignored")
@@ -108,8 +109,11 @@ def _destination(dest: Any, namespace: str) -> Any:
 
 def _gateway(ref: Any, namespace: str) -> Any:
     ref = str(ref)
-    if ref == "mesh" or "/" in ref or "." in ref:
+    if ref == "mesh" or "/" in ref:
         return ref
+    if "." in ref:  # legacy name.namespace.svc.cluster.local
+        name, ns = ref.split(".")[:2]
+        return f"{ns}/{name}"
     return f"{namespace}/{ref}"
 
 

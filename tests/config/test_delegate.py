@@ -122,3 +122,26 @@ def test_a_delegate_is_not_routable_by_itself() -> None:
     snap = snapshot(DELEGATE)  # hosts-less: only reachable through a root
     vh = snap.http_listeners["mesh_http"].route_table.find("reviews")
     assert vh is not None and vh.name.startswith("default:")  # the service's default route, not the delegate
+
+
+def test_gateway_names_are_compared_resolved() -> None:
+    """The root says `gw`, the delegate `default/gw` and `gw.default.svc.cluster.local`: the same gateway."""
+    root = vs("reviews", """
+hosts: [reviews]
+http:
+- match: [{gateways: [gw, mesh]}]
+  delegate: {name: reviews-api}
+""")
+    delegate = vs("reviews-api", """
+http:
+- match: [{gateways: [default/gw]}]
+  route: [{destination: {host: reviews, subset: v3}}]
+- match: [{gateways: [gw.default.svc.cluster.local]}]
+  route: [{destination: {host: reviews, subset: v2}}]
+- match: [{gateways: [other/gw]}]
+  route: [{destination: {host: reviews, subset: v1}}]
+""")
+    snap = snapshot(root, delegate)
+    assert [n for n in snap.notices if "conflicts" in n] == [
+        "extra.yaml: VirtualService default/reviews spec.http[0].delegate: rule 2 of delegate "
+        "default/reviews-api conflicts with the root rule's match; ignored"]

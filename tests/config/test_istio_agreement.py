@@ -118,3 +118,33 @@ def test_diagnostics_on_a_block_valued_key_point_at_the_key(text: str) -> None:
     errors, _ = run(text)
     marked = next(n for n, line in enumerate(text.splitlines(), 1) if line.endswith("# <-"))
     assert errors and errors[0].line == marked, [str(e) for e in errors]
+
+
+RULE = "hosts: [reviews]\nhttp:\n- match: [{MATCH}]\n  route: [{destination: {host: reviews}}]"
+
+
+@pytest.mark.parametrize(("match", "expected"), [
+    ('withoutHeaders: {x-a: {regex: "*"}}', []),  # Istio: `*` here means "present"
+    ('withoutHeaders: {x-a: {regex: "a**"}}', [("spec.http[0].match[0].withoutHeaders.x-a.regex",
+                                                 "invalid regex 'a**': bad repetition operator: **")]),
+    ('headers: {x-a: {regex: "(?<v>v[[:digit:]]+)"}}', []),  # RE2-only spellings are valid
+    ('queryParams: {q: {regex: "a(?=b)"}}', [("spec.http[0].match[0].queryParams.q.regex",
+                                              "invalid regex 'a(?=b)': invalid perl operator: (?= (lookaround")]),
+    ('uri: {regex: "\\\\pL+"}', []),
+])
+def test_regexes_are_checked_by_re2_at_their_path(match: str, expected: list[tuple[str, str]]) -> None:
+    errors, _ = run(vs(RULE.replace("MATCH", match)))
+    assert [(p, r[:len(expected[i][1])]) for i, (p, r) in enumerate(paths(errors))] == expected
+
+
+@pytest.mark.parametrize(("regex_rewrite", "error", "warning"), [
+    ('{match: "(?<x>a)", rewrite: "\\\\1b"}', None, None),
+    ('{match: "*", rewrite: "x"}', "spec.http[0].rewrite.uriRegexRewrite.match", None),
+    ('{match: "(a)", rewrite: "\\\\2"}', None, "spec.http[0].rewrite.uriRegexRewrite.rewrite"),
+])
+def test_uri_regex_rewrite(regex_rewrite: str, error: str | None, warning: str | None) -> None:
+    text = vs("hosts: [reviews]\nhttp:\n- rewrite: {uriRegexRewrite: " + regex_rewrite + "}\n"
+              "  route: [{destination: {host: reviews}}]")
+    errors, warnings = run(text)
+    assert [e.path for e in errors] == ([error] if error else [])
+    assert [w.path for w in warnings if "RE2" in w.reason] == ([warning] if warning else [])
