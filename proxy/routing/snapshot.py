@@ -313,7 +313,7 @@ class Snapshot:
     clusters: Mapping[str, Cluster]
     services: Mapping[str, ServiceInfo]  # by FQDN
     warnings: tuple[str, ...] = ()
-    notices: tuple[str, ...] = ()  # fields accepted but not enforced, skipped kinds
+    notices: tuple[str, ...] = ()  # skipped kinds, ignored delegate rules, port clashes
 
     def listener_keys(self) -> set[tuple[str, str, int]]:
         """(kind, address, port) of every listener, for diffing on reload."""
