@@ -54,6 +54,14 @@ def _retry_on(value: Any) -> str | None:
     return f"only failed connections are retried: {'; '.join(said)}" if said else None
 
 
+def _retries(value: Any) -> str | None:
+    """Without retryOn, Istio's default conditions apply; only their connect-failure is enforced here."""
+    if not isinstance(value, dict) or "retryOn" in value or not value.get("attempts"):
+        return None
+    return ("only failed connections are retried: Istio's default retryOn also retries 503 responses and "
+            "refused-stream, unavailable, cancelled, which are not enforced")
+
+
 def _export_to(value: Any) -> str | None:
     if value == ["*"] or not value:
         return None
@@ -107,7 +115,7 @@ TABLE: dict[tuple[str, str], Status] = {
     ("HTTPRoute", "delegate"): _yes("merged with the delegate VirtualService as istiod does"),
     ("HTTPRoute", "rewrite"): _yes(),
     ("HTTPRoute", "timeout"): _yes(),
-    ("HTTPRoute", "retries"): _yes(),
+    ("HTTPRoute", "retries"): _partly("retries of failed upstream connections", _retries),
     ("HTTPRoute", "fault"): _yes(),
     ("HTTPRoute", "mirror"): _no("traffic mirroring is not implemented"),
     ("HTTPRoute", "mirrors"): _no("traffic mirroring is not implemented"),

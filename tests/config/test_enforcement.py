@@ -134,3 +134,14 @@ def test_enforcing_a_field_is_one_row(monkeypatch: pytest.MonkeyPatch) -> None:
     mirror = next(row for row in rows("VirtualService") if row[0] == "spec.http[].mirror")
     assert mirror[:2] == ("spec.http[].mirror", ENFORCED) and mirror[2].startswith("mirrored")
     assert render() != Path(FIELDS_MD).read_text()
+
+
+@pytest.mark.parametrize(("retries", "warned"), [
+    ("{attempts: 3}", ["spec.http[0].retries"]),  # Istio's default retryOn: 503 and gRPC resets not enforced
+    ("{attempts: 3, retryOn: connect-failure}", []),
+    ("{attempts: 0}", []),
+])
+def test_retries_say_what_is_not_retried(retries: str, warned: list[str]) -> None:
+    rule = f"- route: [{{destination: {{host: reviews}}}}]\n  retries: {retries}"
+    _, warnings = run(vs(f"hosts: [reviews]\nhttp:\n{rule}"))
+    assert [w.path for w in warnings if "enforced by shiftproxy" in w.reason] == warned
