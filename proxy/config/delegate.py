@@ -31,10 +31,12 @@ def is_delegate(vs: RawObject) -> bool:
 
 
 def delegate_key(rule: dict[str, Any], namespace: str) -> tuple[str, str] | None:
+    """(namespace, name) of the rule's delegate; None for a rule without `delegate`. An empty `delegate: {}`
+    names no VirtualService, so istiod finds none and drops the rule: the name is then ""."""
     delegate = rule.get("delegate")
-    if not isinstance(delegate, dict) or not delegate.get("name"):
+    if not isinstance(delegate, dict):
         return None
-    return (str(delegate.get("namespace") or namespace), str(delegate["name"]))
+    return (str(delegate.get("namespace") or namespace), str(delegate.get("name") or ""))
 
 
 def expand_delegates(virtual_services: Iterable[RawObject]) -> tuple[list[RawObject], list[str]]:

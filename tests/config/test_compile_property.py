@@ -240,6 +240,8 @@ spec:
   http:
   - route: [{destination: {host: reviews}}]
 """)),
+    [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "reviews"},
+      "spec": {"hosts": ["reviews"], "http": [{"delegate": {}}]}}],  # found by this test: a delegate without a name
 ]
 
 
@@ -250,6 +252,7 @@ def test_every_accepted_config_compiles_and_serves() -> None:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(st.one_of(configs(), regex_configs(), delegate_configs()))
     @example(ISSUE_EXAMPLES[0])
+    @example(ISSUE_EXAMPLES[1])
     def check(docs: list[dict[str, Any]]) -> None:
         objects = raw_objects(docs)
         errors, warnings = validate(objects)

@@ -145,3 +145,12 @@ http:
     assert [n for n in snap.notices if "conflicts" in n] == [
         "extra.yaml: VirtualService default/reviews spec.http[0].delegate: rule 2 of delegate "
         "default/reviews-api conflicts with the root rule's match; ignored"]
+
+
+def test_an_unnamed_delegate_drops_the_rule() -> None:
+    root = vs("reviews", "hosts: [reviews]\nhttp:\n- delegate: {}\n"
+                         "- route: [{destination: {host: reviews, subset: v2}}]")
+    snap = snapshot(root)
+    assert route_for(snap, "/any") == ("v2", None)
+    _, warnings = validate(load_text("---\n".join((REVIEWS_SE, DR, root)), "d.yaml").objects)
+    assert [w.path for w in warnings if "delegate has no name" in w.reason] == ["spec.http[0].delegate"]

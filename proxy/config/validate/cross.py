@@ -99,7 +99,10 @@ class _CrossCheck:
                 self._known_host(r, dest.at("host"), full)
         for rule in _msgs(vs.get("http")):
             delegate = rule.get("delegate")
-            if isinstance(delegate, Msg) and isinstance(name := delegate.get("name"), str):
+            if isinstance(delegate, Msg) and not delegate.get("name") and "name" not in delegate.bad:
+                _warn(r, rule.at("delegate"), "delegate has no name: the rule is ignored (no VirtualService to "
+                                            "delegate to)")
+            elif isinstance(delegate, Msg) and isinstance(name := delegate.get("name"), str):
                 target = (delegate.get("namespace") or ns, name)
                 found = self.virtual_services.get(target)
                 if found is None:
