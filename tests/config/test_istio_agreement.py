@@ -148,3 +148,25 @@ def test_uri_regex_rewrite(regex_rewrite: str, error: str | None, warning: str |
     errors, warnings = run(text)
     assert [e.path for e in errors] == ([error] if error else [])
     assert [w.path for w in warnings if "RE2" in w.reason] == ([warning] if warning else [])
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("hosts: ['*.example.com']\nresolution: DYNAMIC_DNS\nports: [{number: 80, name: http, protocol: HTTP}]", []),
+    ("hosts: [api.example.com]\nresolution: DYNAMIC_DNS\nports: [{number: 80, name: http, protocol: HTTP}]",
+     [("spec.hosts[0]", "host must be wildcarded for resolution mode DYNAMIC_DNS")]),
+    ("hosts: ['*.example.com']\nresolution: DYNAMIC_DNS\naddresses: [10.0.0.1]\n"
+     "ports: [{number: 5432, name: db, protocol: TCP}]",
+     [("spec.addresses", "addresses cannot be set for resolution type DYNAMIC_DNS"),
+      ("spec.ports[0].protocol", "only HTTP, TLS, GRPC, and HTTP2 protocols are supported")]),
+])
+def test_dynamic_dns_service_entries(spec: str, expected: list[tuple[str, str]]) -> None:
+    errors, _ = run(se(spec))
+    assert [(p, r[:len(expected[i][1])]) for i, (p, r) in enumerate(paths(errors))] == expected
+
+
+@pytest.mark.parametrize(("aggression", "ok"), [("0.5", True), ("1", True), ("0", False), ("-1", False)])
+def test_warmup_aggression_is_any_positive_number(aggression: str, ok: bool) -> None:
+    errors, _ = run(dr(f"host: reviews\ntrafficPolicy:\n  loadBalancer:\n    warmup: {{duration: 10s, aggression: "
+                       f"{aggression}}}"))
+    assert paths(errors) == ([] if ok else [("spec.trafficPolicy.loadBalancer.warmup.aggression",
+                                             "aggression should be greater than 0")])

@@ -464,7 +464,8 @@ INVALID = [
     Case("se-none-with-endpoints", se("hosts: [a.example.com]\nresolution: NONE\nendpoints: [{address: 10.0.0.1}]"),
          [("spec.endpoints", "no endpoints should be provided for resolution type none")]),
     Case("se-dns-wildcard-without-endpoints", se("hosts: ['*.example.com']\nresolution: DNS"),
-         [("spec.hosts[0]", "hosts must be FQDN if no endpoints are provided for resolution mode DNS")]),
+         [("spec.hosts[0]", "hosts must be FQDN or contain only prefix wildcards if no endpoints are provided for "
+                            "resolution mode DNS")]),
     Case("se-port-name-invalid", se("hosts: [a.example.com]\nresolution: DNS\n"
                                     "ports: [{number: 80, name: http_1, protocol: HTTP}]"),
          [("spec.ports[0].name", "invalid port name: http_1")]),

@@ -205,8 +205,8 @@ def _load_balancer(r: Report, lb: Any, has_outlier: bool) -> None:
         _duration(r, warmup, "duration")
         if warmup.get("minimumPercent", 0) > 100:
             r.error(warmup.at("minimumPercent"), "minimumPercent value should be less than or equal to 100")
-        if "aggression" in warmup and warmup["aggression"] < 1:
-            r.error(warmup.at("aggression"), "aggression should be greater than or equal to 1")
+        if "aggression" in warmup and warmup["aggression"] <= 0:  # Envoy: any positive value
+            r.error(warmup.at("aggression"), "aggression should be greater than 0")
 
 
 def _cookie_attributes(r: Report, cookie: Msg) -> None:

@@ -38,7 +38,7 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
             r.error(se.at("hosts", k), "invalid host *")
         elif problem := check_wildcard_domain(host):
             r.error(se.at("hosts", k), problem)
-        elif problem := check_partial_wildcard(host):
+        elif se.get("resolution", "NONE") != "DYNAMIC_DNS" and (problem := check_partial_wildcard(host)):
             r.warn(se.at("hosts", k), problem)
     resolution = se.get("resolution", "NONE")
     cidr = False
@@ -87,16 +87,25 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
         if not endpoints and not se.has("workloadSelector") and "endpoints" not in se.bad:
             r.warn(se.at("endpoints"), "service has no endpoints (resolution STATIC without endpoints or "
                                        "workloadSelector): requests to it will get 503 UH")
-    else:  # DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS
-        if not endpoints and resolution != "DYNAMIC_DNS":
+    elif resolution == "DYNAMIC_DNS":
+        _dynamic_dns(r, se, hosts, ports)
+    else:  # DNS, DNS_ROUND_ROBIN
+        if not endpoints:
             for k, host in enumerate(hosts):
-                if isinstance(host, str) and check_fqdn(host):
-                    r.error(se.at("hosts", k), f"hosts must be FQDN if no endpoints are provided for resolution "
-                                               f"mode {resolution}")
+                if isinstance(host, str) and (problem := check_fqdn(host)):
+                    r.error(se.at("hosts", k), f"hosts must be FQDN or contain only prefix wildcards if no endpoints "
+                                               f"are provided for resolution mode {resolution}, {problem}")
+                    break
         if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
             r.error(se.at("endpoints"), f"there must only be 0 or 1 endpoint for resolution mode {resolution}")
         for endpoint in _msgs(endpoints):
             _workload_entry(r, endpoint, port_names, allow_fqdn=True)
+        if se.get("addresses") and len(hosts) > 1:
+            for port in ports:
+                if _protocol(port.get("protocol", "")) in ("TCP", "MONGO", "REDIS", "MYSQL", "HTTPS", "TLS"):
+                    r.warn(se.at("hosts"), "service entry can not have more than one host specified simultaneously "
+                                           "with address and tcp port")
+                    break
     if resolution != "NONE" and len(hosts) > 1:
         for port in ports:
             protocol = _protocol(port.get("protocol", ""))
@@ -104,6 +113,26 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
                 r.error(port.at("protocol"), "multiple hosts provided with non-HTTP, non-TLS ports")
                 break
     _export_to(r, se, obj.namespace, service_entry=True)
+
+
+_DYNAMIC_DNS_PROTOCOLS = {"HTTP", "TLS", "GRPC", "HTTP2"}
+
+
+def _dynamic_dns(r: Report, se: Msg, hosts: list, ports: list[Msg]) -> None:
+    """Istio's DYNAMIC_DNS rules: wildcard hosts resolved per request, so no addresses and no endpoints."""
+    for k, host in enumerate(hosts):
+        if isinstance(host, str) and not host.startswith("*"):
+            r.error(se.at("hosts", k), "host must be wildcarded for resolution mode DYNAMIC_DNS")
+    if se.get("addresses"):
+        r.error(se.at("addresses"), "addresses cannot be set for resolution type DYNAMIC_DNS. HTTP route domains will "
+                                    "only be generated from the hosts field values")
+    if se.get("endpoints"):
+        r.error(se.at("endpoints"), "endpoints cannot be set for resolution type DYNAMIC_DNS. Destination IP address "
+                                    "determined from hosts field values")
+    for port in ports:
+        if _protocol(port.get("protocol", "")) not in _DYNAMIC_DNS_PROTOCOLS:
+            r.error(port.at("protocol"), "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution type "
+                                         "DYNAMIC_DNS")
 
 
 def _auto_allocates_ip(se: Msg, obj: RawObject, resolution: str) -> bool:
