@@ -70,6 +70,9 @@ class FullMatch:
     def __repr__(self) -> str:
         return f"FullMatch({self.pattern!r})"
 
+    def __reduce__(self) -> tuple[type[FullMatch], tuple[str]]:  # the RE2 set itself cannot be pickled
+        return (FullMatch, (self.pattern,))
+
 
 def _message(exc: Exception) -> str:
     raw = exc.args[0] if exc.args else exc

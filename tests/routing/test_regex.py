@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.l7.router import rewrite_path
-from proxy.routing.regex import compile_regex, compile_rewrite, parse_substitution
+from proxy.routing.regex import FullMatch, compile_regex, compile_rewrite, parse_substitution
 from proxy.routing.snapshot import Rewrite
 
 
@@ -53,3 +53,12 @@ def test_re2_errors_are_value_errors_with_a_hint_and_nothing_on_stderr(capfd: py
     with pytest.raises(ValueError, match=r"no argument for repetition operator: \* \(nothing to repeat\)"):
         compile_regex("*")
     assert capfd.readouterr().err == ""  # RE2 logs parse errors unless told not to
+
+
+def test_compiled_matchers_survive_pickling_and_copying() -> None:
+    import copy
+    import pickle
+
+    matcher = FullMatch("[[:alpha:]]+")
+    for clone in (pickle.loads(pickle.dumps(matcher)), copy.deepcopy(matcher)):
+        assert clone("abc") and not clone("ab1")
