@@ -86,6 +86,15 @@ def _server_protocol(value: Any) -> str | None:
     return None
 
 
+def _service_protocol(value: Any) -> str | None:
+    protocol = str(value).upper()
+    if protocol == "HTTPS":
+        return "HTTPS service ports get no sidecar listener (no TLS origination, no SNI routing)"
+    if protocol == "UDP":
+        return "UDP is not proxied: the sidecar listener for this port is TCP"
+    return None
+
+
 def _resolution(value: Any) -> str | None:
     if value == "NONE":
         return "NONE (pass through to the original destination) is not implemented: the service has no endpoints"
@@ -267,7 +276,8 @@ TABLE: dict[tuple[str, str], Status] = {
     ("ServiceEntry", "exportTo"): _partly("as exportTo: [\"*\"]: one proxy serves every namespace", _export_to),
     ("ServiceEntry", "subjectAltNames"): _no("no mesh mutual TLS here"),
     ("ServicePort", "number"): _yes(),
-    ("ServicePort", "protocol"): _yes(),
+    ("ServicePort", "protocol"): _partly("HTTP, HTTP2, GRPC, GRPC-WEB routed as HTTP; the others but HTTPS and UDP "
+                                         "relayed as TCP", _service_protocol),
     ("ServicePort", "name"): _yes(),
     ("ServicePort", "targetPort"): _yes(),
     ("WorkloadSelector", "labels"): _yes(),

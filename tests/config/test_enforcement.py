@@ -145,3 +145,11 @@ def test_retries_say_what_is_not_retried(retries: str, warned: list[str]) -> Non
     rule = f"- route: [{{destination: {{host: reviews}}}}]\n  retries: {retries}"
     _, warnings = run(vs(f"hosts: [reviews]\nhttp:\n{rule}"))
     assert [w.path for w in warnings if "enforced by shiftproxy" in w.reason] == warned
+
+
+@pytest.mark.parametrize(("protocol", "warned"), [("HTTP", False), ("TCP", False), ("HTTPS", True), ("UDP", True)])
+def test_service_port_protocols_not_served_are_warned(protocol: str, warned: bool) -> None:
+    _, warnings = run(se(f"hosts: [a.example.com]\nresolution: DNS\nports: [{{number: 443, name: p, protocol: "
+                         f"{protocol}}}]"))
+    assert [w.path for w in warnings if "enforced by shiftproxy" in w.reason] == (
+        ["spec.ports[0].protocol"] if warned else [])
