@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Client, ProxyProcess, Upstream, service_entry
+from tests.e2e.harness import Client, ProxyProcess, Upstream, service_entry, write_atomic
 from tests.e2e.test_cli_http_task import shiftproxy
 from tests.paths import ROOT
 
@@ -99,7 +99,7 @@ spec:
   http:
   - route: [{destination: {host: reviews}}]
     mirror: {host: reviews, subset: v3}
-    retries: {attempts: 2, perTryTimeout: 1s}
+    retries: {attempts: 2, perTryTimeout: 1s, retryOn: connect-failure}
 """
 
 
@@ -125,5 +125,18 @@ async def test_not_enforced_fields_are_warned_by_validate_apply_and_config_dump(
         assert "virtualservice.networking.istio.io/ratings created" in applied.out
         dumped = [w for w in proxy.config_dump()["warnings"] if "not enforced" in w]
         assert [w.split(": ", 1)[1][:60] for w in dumped] == [e.split(": ", 1)[1][:60] for e in expected]
+    finally:
+        assert proxy.stop() == 0
+
+
+def test_a_reload_logs_the_new_warnings(config_dir: Path) -> None:
+    proxy = ProxyProcess(config_dir, ["--access-log", "off"]).start()
+    try:
+        version = proxy.version()
+        write_atomic(config_dir / "ratings.yaml", MIRRORED)
+        proxy.wait_version(version)
+        logged = [line for line in proxy.log().splitlines() if "not enforced by shiftproxy" in line]
+        assert [line.split("ratings.yaml:", 1)[1][:28] for line in logged] == ["8: spec.http[0].mirror: vali",
+                                                                                "9: spec.http[0].retries.perT"]
     finally:
         assert proxy.stop() == 0
