@@ -239,6 +239,9 @@ class Server:
         for notice in snapshot.notices:
             if notice not in old.notices and notice not in loaded.served.notices:
                 log.info("%s", notice)
+        for warning in snapshot.warnings:  # e.g. a field a file now sets that is not enforced
+            if warning not in old.warnings:
+                log.warning("%s", warning)
         log.info("config version %d serving (%s, hash %s)", self._version, reason, snapshot.content_hash)
         return ReloadResult(True, self._version, True, warnings=warnings)
 

@@ -19,7 +19,8 @@ from typing import Any
 from proxy.capture.compile import build_capture_table
 from proxy.config import compile_http
 from proxy.config.compile_policy import cluster_resilience, retry_policy
-from proxy.config.diagnostics import ConfigError
+from proxy.config.delegate import expand_delegates
+from proxy.config.diagnostics import ConfigError, Diagnostic
 from proxy.config.duration import parse_duration
 from proxy.config.hosts import fqdn
 from proxy.config.load import LoadResult, RawObject, load_paths
@@ -51,8 +52,6 @@ from proxy.routing.weighted import cumulative
 DRAIN_ANNOTATION = "shiftproxy.io/tcp-drain-on-shift"
 HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 TCP_SERVER_PROTOCOLS = frozenset({"TCP", "MONGO", "TLS"})
-# HTTPRoute fields accepted as valid Istio but not applied by this proxy yet: said once per reload
-NOT_ENFORCED_HTTP = ("delegate",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +105,11 @@ def compile_snapshot(objects: list[RawObject], options: CompileOptions, version:
     # Gateway API kinds → the Istio objects they mean
     objects, translated = translate_gateway_api(objects, options.gateway_labels if options.gateway else None)
     canonical = [replace(o, body={**o.body, "spec": canonical_spec(o)}) for o in objects]
-    return _Compiler(canonical, options).run(version, warnings or [], (notices or []) + translated)
+    try:
+        return _Compiler(canonical, options).run(version, warnings or [], (notices or []) + translated)
+    except Exception as exc:  # a compiler bug rejects the change like an invalid config; it never kills the proxy
+        files = ", ".join(sorted({o.file for o in objects})) or "config"
+        raise ConfigError([Diagnostic(files, 0, "", f"internal error while compiling: {exc!r}")]) from exc
 
 
 class _Compiler:
@@ -117,7 +120,9 @@ class _Compiler:
         self.clusters: dict[str, Cluster] = {}
         self.notices: list[str] = []
         self.subsets, self.policies = self._destination_rules()
-        self.virtual_services = [o for o in objects if o.kind == "VirtualService"]
+        # delegate VirtualServices are merged into their roots here, as istiod does
+        self.virtual_services, delegate_notices = expand_delegates(o for o in objects if o.kind == "VirtualService")
+        self.notices.extend(delegate_notices)
         self.mesh_vs: list[RawObject] = []
 
     def run(self, version: int, warnings: list[str], notices: list[str]) -> Snapshot:
@@ -257,16 +262,8 @@ class _Compiler:
                 matches.append(_http_match(block, port if listener_port is None else 0))
             if blocks and not matches:
                 continue  # every block was for another gateway or port
-            for key in NOT_ENFORCED_HTTP:
-                if key in rule:
-                    self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
-                                        f"spec.http[{index}].{key} is valid Istio but not enforced yet")
+            # fields accepted but not enforced are warned about by validation (proxy.config.enforcement)
             fault = rule.get("fault") or {}
-            abort = fault.get("abort") or {}
-            for key in ("grpcStatus", "http2Error"):
-                if key in abort:
-                    self.notices.append(f"{vs.file}: VirtualService {vs.namespace}/{vs.name} "
-                                        f"spec.http[{index}].fault.abort.{key} is valid Istio but not enforced yet")
             where = f"{vs.file}: VirtualService {vs.namespace}/{vs.name} spec.http[{index}]"
             self.notices.extend(compile_http.format_problems(rule, where))
             connect_retries, retry = retry_policy(rule.get("retries"))
@@ -322,12 +319,7 @@ class _Compiler:
                 proto = str(server["port"].get("protocol", "")).upper()
                 kind = "http" if proto in HTTP_SERVER_PROTOCOLS else "tcp" if proto in TCP_SERVER_PROTOCOLS else ""
                 if not kind:
-                    self.notices.append(f"{gw.file}: Gateway {gw.namespace}/{gw.name} server port "
-                                        f"{server['port']['number']} protocol {proto} is not supported; skipped")
-                    continue
-                if proto == "TLS":
-                    self.notices.append(f"{gw.file}: Gateway {gw.namespace}/{gw.name} TLS server is relayed as "
-                                        "plain TCP (no SNI routing yet)")
+                    continue  # validation warns: Port.protocol in proxy.config.enforcement
                 servers.setdefault((kind, int(server["port"]["number"])), []).append(
                     (f"{gw.namespace}/{gw.name}", server))
         bind = self.options.bind
@@ -581,8 +573,11 @@ def _host_admitted(vs_host: str, server_host: str) -> bool:
     return vs_host == "*"
 
 
-def _string_matcher(spec: dict[str, Any] | None, ignore_case: bool = False) -> StringMatcher:
+def _string_matcher(spec: dict[str, Any] | None, ignore_case: bool = False,
+                    star_is_present: bool = False) -> StringMatcher:
     spec = spec or {}
+    if star_is_present and spec.get("regex") == "*":  # Istio: `*` in withoutHeaders is a presence match
+        return StringMatcher.build("present")
     for kind in ("exact", "prefix", "regex"):
         if kind in spec:
             return StringMatcher.build(kind, str(spec[kind]), ignore_case)  # type: ignore[arg-type]
@@ -591,7 +586,8 @@ def _string_matcher(spec: dict[str, Any] | None, ignore_case: bool = False) -> S
 
 def _http_match(block: dict[str, Any], port: int) -> HttpMatch:
     def named(key: str) -> tuple[tuple[str, StringMatcher], ...]:
-        return tuple((str(k).lower(), _string_matcher(v)) for k, v in (block.get(key) or {}).items())
+        return tuple((str(k).lower(), _string_matcher(v, star_is_present=key == "withoutHeaders"))
+                     for k, v in (block.get(key) or {}).items())
 
     def optional(key: str) -> StringMatcher | None:
         return _string_matcher(block[key]) if block.get(key) is not None else None

@@ -39,7 +39,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "HTTPRouteDestination": {"destination": "Destination", "weight": "int32", "headers": "Headers"},
     "RouteDestination": {"destination": "Destination", "weight": "int32"},
     "L4MatchAttributes": {"destination_subnets": "[string]", "port": "uint32", "source_labels": _LABELS,
-                          "gateways": "[string]", "source_namespace": "string"},
+                          "gateways": "[string]", "source_namespace": "string", "source_subnet": "string"},
     "TLSMatchAttributes": {"sni_hosts": "[string]", "destination_subnets": "[string]", "port": "uint32",
                            "source_labels": _LABELS, "gateways": "[string]", "source_namespace": "string"},
     "Destination": {"host": "string", "subset": "string", "port": "PortSelector"},
@@ -80,11 +80,13 @@ MESSAGES: dict[str, dict[str, str]] = {
                                         "outlier_detection": "OutlierDetection", "tls": "ClientTLSSettings"},
     "TrafficPolicy.TunnelSettings": {"protocol": "string", "target_host": "string", "target_port": "uint32"},
     "TrafficPolicy.ProxyProtocol": {"version": "enum:TrafficPolicy.ProxyProtocol.VERSION"},
-    "TrafficPolicy.RetryBudget": {"percent": "Percent", "min_retry_concurrency": "uint32"},
+    "TrafficPolicy.RetryBudget": {"percent": "Percent", "min_retry_concurrency": "uint32",
+                                  "budget_interval": "duration"},
     "Subset": {"name": "string", "labels": _LABELS, "traffic_policy": "TrafficPolicy"},
     "LoadBalancerSettings": {"simple": "enum:LoadBalancerSettings.SimpleLB",
                              "consistent_hash": "LoadBalancerSettings.ConsistentHashLB",
                              "locality_lb_setting": "LocalityLoadBalancerSetting",
+                             "zone_aware_lb_setting": "ZoneAwareLoadBalancerSetting",
                              "warmup_duration_secs": "duration", "warmup": "WarmupConfiguration"},
     "LoadBalancerSettings.ConsistentHashLB": {
         "http_header_name": "string", "http_cookie": "ConsistentHashLB.HTTPCookie", "use_source_ip": "bool",
@@ -102,6 +104,9 @@ MESSAGES: dict[str, dict[str, str]] = {
                                     "failover_priority": "[string]", "enabled": "bool"},
     "LocalityLoadBalancerSetting.Distribute": {"from": "string", "to": "{uint32}"},
     "LocalityLoadBalancerSetting.Failover": {"from": "string", "to": "string"},
+    "ZoneAwareLoadBalancerSetting": {"enabled": "bool", "failover": "[ZoneAwareLoadBalancerSetting.Failover]",
+                                     "failover_priority": "[string]", "min_cluster_size": "uint64"},
+    "ZoneAwareLoadBalancerSetting.Failover": {"from": "string", "to": "string"},
     "ConnectionPoolSettings": {"tcp": "ConnectionPoolSettings.TCPSettings",
                                "http": "ConnectionPoolSettings.HTTPSettings"},
     "ConnectionPoolSettings.TCPSettings": {
@@ -113,15 +118,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "http1_max_pending_requests": "int32", "http2_max_requests": "int32",
         "max_requests_per_connection": "int32", "max_retries": "int32", "idle_timeout": "duration",
         "h2_upgrade_policy": "enum:HTTPSettings.H2UpgradePolicy", "use_client_protocol": "bool",
-        "max_concurrent_streams": "int32",
-        # newer than the schema tables here: accepted as an opaque mapping
-        "http2_keep_alive": "opaque",
+        "max_concurrent_streams": "int32", "http2_keep_alive": "HTTPSettings.ConnectionKeepalive",
     },
+    "HTTPSettings.ConnectionKeepalive": {"interval": "duration", "timeout": "duration"},
     "OutlierDetection": {
         "split_external_local_origin_errors": "bool", "consecutive_local_origin_failures": "uint32",
         "consecutive_gateway_errors": "uint32", "consecutive_5xx_errors": "uint32", "interval": "duration",
         "base_ejection_time": "duration", "max_ejection_percent": "int32", "min_health_percent": "int32",
-        "consecutive_errors": "int32",
+        "consecutive_errors": "int32", "outlier_detection_http_error_codes": "[uint32]",
     },
     "ClientTLSSettings": {"mode": "enum:ClientTLSSettings.TLSmode", "client_certificate": "string",
                           "private_key": "string", "ca_certificates": "string", "credential_name": "string",
@@ -139,6 +143,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "subject_alt_names": "[string]", "verify_certificate_spki": "[string]",
         "verify_certificate_hash": "[string]", "min_protocol_version": "enum:ServerTLSSettings.TLSProtocol",
         "max_protocol_version": "enum:ServerTLSSettings.TLSProtocol", "cipher_suites": "[string]",
+        "ca_cert_credential_name": "string", "insecure_skip_verify": "bool",
     },
     "ServerTLSSettings.TLSCertificate": {"server_certificate": "string", "private_key": "string",
                                          "ca_certificates": "string"},
@@ -152,6 +157,9 @@ MESSAGES: dict[str, dict[str, str]] = {
     "WorkloadEntry": {"address": "string", "ports": "{uint32}", "labels": _LABELS, "network": "string",
                       "locality": "string", "weight": "uint32", "service_account": "string"},
 }
+
+# Repeated message fields whose items may be null: Istio reads a null HTTP match block as "match everything".
+NULL_ITEMS: frozenset[tuple[str, str]] = frozenset({("HTTPRoute", "match")})
 
 # Groups of fields of which at most one may be set (proto `oneof`).
 ONEOFS: dict[str, list[tuple[str, ...]]] = {

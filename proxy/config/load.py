@@ -269,6 +269,7 @@ def _to_python(node: yaml.Node, path: Path, lines: dict[Path, int], constructor:
             if key in out:
                 raise _DuplicateKey(child, key_node.start_mark.line + 1)
             out[key] = _to_python(value_node, child, lines, constructor)
+            lines[child] = key_node.start_mark.line + 1  # the key's line: a block value starts one below
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*path, i), lines, constructor) for i, item in enumerate(node.value)]

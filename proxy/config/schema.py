@@ -16,7 +16,7 @@ from typing import Any
 
 from proxy.config.diagnostics import Diagnostic, Path, render_path
 from proxy.config.duration import parse_duration_ns
-from proxy.config.fields import ALIASES, ENUMS, FIELDS, ONEOFS
+from proxy.config.fields import ALIASES, ENUMS, FIELDS, NULL_ITEMS, ONEOFS
 from proxy.config.load import RawObject
 
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "uint32": (0, 2**32 - 1), "int64": (-(2**63), 2**63 - 1),
@@ -98,8 +98,10 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def normalize(report: Report, value: Any, path: Path, type_spec: str) -> Any:
-    """Type-check `value` against `type_spec`; report problems; return the typed value or BAD."""
+def normalize(report: Report, value: Any, path: Path, type_spec: str, null_items: bool = False) -> Any:
+    """Type-check `value` against `type_spec`; report problems; return the typed value or BAD.
+
+    `null_items`: a null list item is an empty message (see `fields.NULL_ITEMS`), not an error."""
     if type_spec.startswith("["):
         inner = type_spec[1:-1]
         if not isinstance(value, list):
@@ -107,7 +109,9 @@ def normalize(report: Report, value: Any, path: Path, type_spec: str) -> Any:
             return BAD
         items = []
         for i, item in enumerate(value):
-            if item is None:
+            if item is None and null_items and inner in FIELDS:
+                items.append(Msg((*path, i), inner))
+            elif item is None:
                 report.error((*path, i), "list item may not be null")
                 items.append(BAD)
             else:
@@ -160,7 +164,7 @@ def _message(report: Report, value: Any, path: Path, type_name: str) -> Any:
         msg.keys[name] = key
         if item is None:
             continue  # explicit null: the field is unset, as in JSON
-        typed = normalize(report, item, (*path, key), fields[name])
+        typed = normalize(report, item, (*path, key), fields[name], (type_name, name) in NULL_ITEMS)
         if typed is BAD:
             msg.bad.add(name)
         else:

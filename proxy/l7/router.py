@@ -10,7 +10,6 @@ compile time (routing/formatters.py) and are rendered here; constant values cost
 from __future__ import annotations
 
 import random
-import re
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
@@ -94,17 +93,11 @@ def rewrite_path(rewrite: Rewrite, block: HttpMatch | bool | None, path: bytes) 
     """Istio `rewrite.uri` (matched prefix, or the whole path) or `uriRegexRewrite` (every match)."""
     if rewrite.uri is not None:
         return _replace_path(path, rewrite.uri, block)
-    if rewrite.regex_match is not None:
+    if rewrite.regex is not None:
         raw = path.decode("latin-1")
         bare, sep, query = raw.partition("?")
-        new = _compiled(rewrite.regex_match).sub(rewrite.regex_rewrite or "", bare)
-        return (new + sep + query).encode("latin-1")
+        return (rewrite.regex.apply(bare) + sep + query).encode("latin-1")
     return path
-
-
-@lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 @lru_cache(maxsize=4096)

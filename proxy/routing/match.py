@@ -7,11 +7,10 @@ calls `matches`. No I/O.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxy.routing.regex import compile_regex
+from proxy.routing.regex import FullMatch
 
 MatchKind = Literal["exact", "prefix", "regex", "present"]
 
@@ -23,12 +22,12 @@ class StringMatcher:
     kind: MatchKind
     value: str = ""
     ignore_case: bool = False
-    regex: re.Pattern[str] | None = field(default=None, compare=False)
+    regex: FullMatch | None = field(default=None, compare=False)  # RE2, as Envoy
 
     @staticmethod
     def build(kind: MatchKind, value: str = "", ignore_case: bool = False) -> StringMatcher:
         if kind == "regex":  # RE2 syntax; case options do not apply (use (?i))
-            return StringMatcher(kind, value, False, compile_regex(value))
+            return StringMatcher(kind, value, False, FullMatch(value))
         return StringMatcher(kind, value.lower() if ignore_case else value, ignore_case)
 
     def matches(self, candidate: str | None) -> bool:
@@ -44,7 +43,7 @@ class StringMatcher:
         if kind == "prefix":
             return candidate.startswith(self.value)
         assert self.regex is not None
-        return self.regex.fullmatch(candidate) is not None  # RE2 semantics in Istio: whole value
+        return self.regex(candidate)  # RE2 semantics in Istio: whole value
 
     def describe(self) -> str:
         return "present" if self.kind == "present" else f"{self.kind} {self.value!r}"

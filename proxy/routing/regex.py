@@ -1,119 +1,174 @@
-"""Istio (RE2) regexes checked and compiled with Python's `re`: what RE2 lacks is rejected, RE2-only
-spellings are translated. Used by validation (to explain errors) and by route compilation. No I/O."""
+"""Istio (RE2) regexes, compiled with RE2 itself (the `google-re2` package), as Envoy does.
+
+One engine for validation, matching and `uriRegexRewrite`, so a pattern that validates behaves in the
+data plane exactly as it would in Envoy: RE2 syntax (`(?<name>…)`, `(?P<name>…)`, `[[:alpha:]]`,
+`\\pL`, `\\Q…\\E`), no lookaround or backreferences, leftmost-first matching. No I/O.
+"""
 
 from __future__ import annotations
 
-import re
-import warnings
+from dataclasses import dataclass
+from typing import Any
 
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ", "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
-}
-_MAX_REGEX_LEN = 1024  # Istio's approximation of Envoy's RE2 program-size limit
-_REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+import re2
+from re2 import _re2
+
+MAX_REGEX_LEN = 1024  # Istio's approximation of Envoy's RE2 program-size limit
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # errors come back as exceptions; RE2 would also print them to stderr
+
+# RE2's messages name the construct; these say why it is refused, for users coming from PCRE
+_HINTS = (
+    ("invalid perl operator: (?=", "lookaround is not supported by RE2"),
+    ("invalid perl operator: (?!", "lookaround is not supported by RE2"),
+    ("invalid perl operator: (?<=", "lookaround is not supported by RE2"),
+    ("invalid perl operator: (?<!", "lookaround is not supported by RE2"),
+    ("invalid perl operator: (?>", "atomic groups are not supported by RE2"),
+    ("invalid perl operator: (?P=", "backreferences are not supported by RE2"),
+    ("bad repetition operator: *+", "possessive quantifiers are not supported by RE2"),
+    ("bad repetition operator: ++", "possessive quantifiers are not supported by RE2"),
+    ("bad repetition operator: ?+", "possessive quantifiers are not supported by RE2"),
+    ("invalid repetition size", "RE2 allows at most 1000 repetitions"),
+    ("invalid escape sequence: \\Z", "use \\z or $"),
+    ("no argument for repetition operator", "nothing to repeat"),
+)
+
+Regex = Any  # a compiled RE2 pattern (re2._Regexp): .fullmatch / .search / .finditer
+# The request path calls RE2 through its binding directly: the `re2` module's Python layer (match
+# objects, offset decoding) costs several times the match itself.
+_ANCHOR_BOTH = _re2.RE2.Anchor.ANCHOR_BOTH
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile an Istio (RE2) regex with Python's `re`. Raises ValueError naming the problem.
-
-    Constructs RE2 does not have (lookaround, backreferences, atomic groups, possessive quantifiers,
-    conditionals) are rejected as Istio rejects them; RE2 spellings Python lacks (`\\z`, `(?<name>`,
-    `[[:alpha:]]`, `\\Q...\\E`) are translated. Unicode classes (`\\pL`) are not supported here.
-    """
-    if len(pattern) > _MAX_REGEX_LEN:
-        raise ValueError(f"regex is too large, max length allowed is {_MAX_REGEX_LEN}")
-    translated = _translate_re2(pattern)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FutureWarnings about set syntax Python may change
-        try:
-            return re.compile(translated)
-        except re.error as exc:
-            raise ValueError(str(exc)) from None
+def compile_regex(pattern: str) -> Regex:
+    """Compile an Istio regex with RE2. Raises ValueError naming the problem."""
+    if len(pattern) > MAX_REGEX_LEN:
+        raise ValueError(f"regex is too large, max length allowed is {MAX_REGEX_LEN}")
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        raise ValueError(_message(exc)) from None
 
 
-def _translate_re2(p: str) -> str:
-    out: list[str] = []
-    i, n, in_class, after_quantifier = 0, len(p), False, False
+class FullMatch:
+    """Envoy's safe_regex string matcher: does RE2 match the whole value?"""
+
+    __slots__ = ("pattern", "_set")
+
+    def __init__(self, pattern: str) -> None:
+        compile_regex(pattern)  # the error, if any, as validation words it
+        self.pattern = pattern
+        self._set = _re2.Set(_ANCHOR_BOTH, _OPTIONS)  # a one-pattern set: a boolean DFA match, no submatches
+        self._set.Add(pattern.encode())
+        self._set.Compile()
+
+    def __call__(self, text: str) -> bool:
+        return bool(self._set.Match(text.encode("utf-8", "surrogatepass")))
+
+    def __repr__(self) -> str:
+        return f"FullMatch({self.pattern!r})"
+
+    def __reduce__(self) -> tuple[type[FullMatch], tuple[str]]:  # the RE2 set itself cannot be pickled
+        return (FullMatch, (self.pattern,))
+
+
+def _message(exc: Exception) -> str:
+    raw = exc.args[0] if exc.args else exc
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    if text.startswith("invalid escape sequence: \\") and text[-1:].isdigit():
+        return f"{text} (backreferences are not supported by RE2)"
+    for needle, hint in _HINTS:
+        if needle in text:
+            return f"{text} ({hint})"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class RegexRewrite:
+    """Envoy's `regex_rewrite`: RE2::GlobalReplace of every non-overlapping match with `substitution`,
+    where `\\0`…`\\9` are capture groups and `\\\\` is a backslash."""
+
+    pattern: Regex
+    pieces: tuple[bytes | int, ...]  # literal bytes, or a group number
+    valid: bool  # False: RE2 refuses the substitution and Envoy leaves the path unchanged
+
+    def apply(self, text: str) -> str:
+        """RE2::GlobalReplace's loop, on the UTF-8 bytes as Envoy sees them: an empty match right where the
+        previous match ended is skipped."""
+        if not self.valid:
+            return text
+        data = text.encode("utf-8", "surrogatepass")
+        match = self.pattern._regexp.Match
+        out: list[bytes] = []
+        p, end, last_end, count = 0, len(data), -1, 0
+        while p <= end:
+            spans = match(_UNANCHORED, data, p, end)
+            start, stop = spans[0]
+            if start < 0:
+                break
+            out.append(data[p:start])
+            if start == stop == last_end:
+                step = _char_length(data, p)
+                out.append(data[p:p + step])
+                p += step
+                continue
+            for piece in self.pieces:
+                if isinstance(piece, bytes):
+                    out.append(piece)
+                elif spans[piece] != _NO_MATCH:
+                    out.append(data[spans[piece][0]:spans[piece][1]])
+            p = last_end = stop
+            count += 1
+        if not count:
+            return text
+        out.append(data[p:])
+        return b"".join(out).decode("utf-8", "surrogatepass")
+
+
+def _char_length(data: bytes, i: int) -> int:
+    """Bytes in the UTF-8 character at `i` (1 at the end or on a stray byte)."""
+    if i >= len(data) or data[i] < 0xC0:
+        return 1
+    return min(2 if data[i] < 0xE0 else 3 if data[i] < 0xF0 else 4, len(data) - i)
+
+
+def compile_rewrite(pattern: str, substitution: str) -> RegexRewrite:
+    """Compile `uriRegexRewrite`. Raises ValueError for a pattern RE2 refuses."""
+    regex = compile_regex(pattern)
+    pieces, problem = parse_substitution(substitution, regex.groups)
+    return RegexRewrite(regex, pieces, problem is None)
+
+
+def parse_substitution(substitution: str, groups: int) -> tuple[tuple[bytes | int, ...], str | None]:
+    """Split an RE2 rewrite string into pieces; the second item says why RE2 would refuse it."""
+    pieces: list[bytes | int] = []
+    literal: list[str] = []
+    i, n = 0, len(substitution)
     while i < n:
-        c = p[i]
-        quantifier = False
-        if c == "\\":
-            if i + 1 >= n:
-                raise ValueError("trailing backslash at end of expression")
-            e = p[i + 1]
-            if e == "Q":
-                end = p.find("\\E", i + 2)
-                literal = p[i + 2:] if end < 0 else p[i + 2:end]
-                out.append(re.escape(literal))
-                i = n if end < 0 else end + 2
-                continue
-            if e.isdigit() and e != "0" and not in_class:
-                raise ValueError(f"backreferences (\\{e}) are not supported by RE2")
-            if e == "Z":
-                raise ValueError("\\Z is not supported by RE2 (use \\z or $)")
-            if e in "pPC":
-                raise ValueError(f"\\{e} (Unicode classes / any byte) is not supported here")
-            out.append("\\Z" if e == "z" else p[i:i + 2])
-            i += 2
-        elif in_class:
-            if c == "]":
-                in_class = False
-                out.append(c)
-            elif p.startswith("[:", i):
-                end = p.find(":]", i + 2)
-                name = p[i + 2:end] if end > 0 else ""
-                if name not in _POSIX_CLASSES:
-                    raise ValueError(f"character class {p[i:end + 2] if end > 0 else p[i:]!r} is not supported")
-                out.append(_POSIX_CLASSES[name])
-                i = end + 1
-            else:
-                # RE2 reads these literally inside a class; Python may one day treat them as set operators
-                out.append("\\" + c if c in "[&~|" else c)
+        c = substitution[i]
+        if c != "\\":
+            literal.append(c)
             i += 1
-        elif c == "[":
-            in_class = True
-            out.append("[^" if p.startswith("[^", i) else "[")
-            i += 2 if p.startswith("[^", i) else 1
-            if i < n and p[i] == "]":  # a leading `]` is a literal
-                out.append("\\]")
-                i += 1
-        elif c == "(" and p.startswith("(?", i):
-            rest = p[i + 2:i + 4]
-            if rest[:1] in ("=", "!") or rest in ("<=", "<!"):
-                raise ValueError(f"lookaround {p[i:i + 4]!r} is not supported by RE2")
-            if rest[:1] == ">":
-                raise ValueError("atomic groups (?>...) are not supported by RE2")
-            if rest[:1] in ("(", "#") or rest == "P=":
-                raise ValueError(f"{p[i:i + 4]!r} is not supported by RE2")
-            if rest[:1] == "<" or rest == "P<":  # named group; Python spells it (?P<name>
-                out.append("(?P<")
-                i += 3 if rest[:1] == "<" else 4
-                continue
-            flags = re.match(r"[a-zA-Z-]*", p[i + 2:])
-            letters = flags.group(0) if flags else ""
-            if set(letters) - set("ims-"):
-                raise ValueError(f"flags {letters!r} are not supported (RE2 flags are i, m, s and U; "
-                                 "U is not supported here)")
-            out.append("(?")
-            i += 2
-        elif c in "*+?":
-            if after_quantifier and c == "+":
-                raise ValueError("possessive quantifiers (e.g. '*+') are not supported by RE2")
-            if after_quantifier and c != "?":
-                raise ValueError(f"invalid nested repetition operator {p[i - 1:i + 1]!r}")
-            quantifier = c != "?" or not after_quantifier
-            out.append(c)
-            i += 1
-        elif c == "{" and (rep := _REPEAT.match(p, i)):
-            if any(int(x) > 1000 for x in rep.groups() if x):
-                raise ValueError(f"invalid repeat count {rep.group(0)!r} (RE2 allows at most 1000)")
-            quantifier = True
-            out.append(rep.group(0))
-            i = rep.end()
+            continue
+        nxt = substitution[i + 1] if i + 1 < n else ""
+        if nxt.isdigit() and nxt.isascii():
+            group = int(nxt)
+            if group > groups:
+                return (), (f"rewrite refers to group \\{group} but the match regex has {groups} capture "
+                            f"group{'s' if groups != 1 else ''}")
+            if literal:
+                pieces.append("".join(literal).encode())
+                literal = []
+            pieces.append(group)
+        elif nxt == "\\":
+            literal.append("\\")
         else:
-            out.append(c)
-            i += 1
-        after_quantifier = quantifier
-    return "".join(out)
+            escape = "\\" + nxt
+            return (), (f"invalid rewrite escape {escape!r}: only \\0-\\9 (capture groups) and \\\\ are "
+                        "allowed")
+        i += 2
+    if literal:
+        pieces.append("".join(literal).encode())
+    return tuple(pieces), None

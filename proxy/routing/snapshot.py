@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from proxy.routing.formatters import Format
 from proxy.routing.match import HttpMatch, RequestView, StringMatcher, TcpMatch
+from proxy.routing.regex import RegexRewrite, compile_rewrite
 from proxy.routing.resilience import ConnectionLimits, OutlierPolicy, RetryPolicy, TcpKeepalive
 
 if TYPE_CHECKING:
@@ -175,6 +176,11 @@ class Rewrite:
     authority: str | None = None
     regex_match: str | None = None
     regex_rewrite: str | None = None
+    regex: RegexRewrite | None = field(init=False, compare=False, repr=False)  # compiled once, with RE2
+
+    def __post_init__(self) -> None:
+        compiled = None if self.regex_match is None else compile_rewrite(self.regex_match, self.regex_rewrite or "")
+        object.__setattr__(self, "regex", compiled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +374,7 @@ class Snapshot:
     clusters: Mapping[str, Cluster]
     services: Mapping[str, ServiceInfo]  # by FQDN
     warnings: tuple[str, ...] = ()
-    notices: tuple[str, ...] = ()  # fields accepted but not enforced, skipped kinds
+    notices: tuple[str, ...] = ()  # skipped kinds, ignored delegate rules, port clashes
     # original destination → service port, for connections redirected to the outbound listener (--capture)
     capture: CaptureTable | None = None
 

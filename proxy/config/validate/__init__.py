@@ -3,7 +3,8 @@
 `validate(objects)` returns every error and warning, each tied to file, line and YAML path, and never
 raises. Two passes: per object, the schema walk (`schema.py`: unknown fields, types, enums, oneofs)
 then Istio's semantic rules (`pkg/config/validation` in istio/istio, with its wording where it has
-one); then across objects, the analyzer-style warnings Istio leaves to `istioctl analyze`: subsets no
+one), then a warning for each field this proxy accepts but does not enforce (`not_enforced`); then
+across objects, the analyzer-style warnings Istio leaves to `istioctl analyze`: subsets no
 DestinationRule defines, hosts no ServiceEntry defines, gateways that do not exist.
 
 This module owns the public API and the order of the passes. The rules live in one module per kind
@@ -20,6 +21,7 @@ from proxy.config.diagnostics import Diagnostic
 from proxy.config.load import RawObject
 from proxy.config.schema import Msg, Report, canonical
 from proxy.config.validate.cross import _CrossCheck
+from proxy.config.validate.not_enforced import report_not_enforced
 from proxy.config.validate.objects import _check_object, _Checked
 
 __all__ = ["validate", "canonical_spec"]
@@ -37,6 +39,8 @@ def validate(objects: list[RawObject]) -> tuple[list[Diagnostic], list[Diagnosti
         spec: Msg | None = None
         try:
             spec = _check_object(obj, report)
+            if spec is not None:
+                report_not_enforced(report, spec)
         except Exception as exc:  # a bug in a rule must cost one object, never the whole reload
             report.error((), f"internal error while validating this {obj.kind}: {exc!r}")
         checked.append(_Checked(obj, spec, report))

@@ -184,9 +184,7 @@ def _header_name_problem(name: str) -> str | None:
         return None
     if not _HEADER_NAME.match(name):
         return f"header name {name} is not a valid header name"
-    if name != name.lower():  # the API requires lower-case keys with hyphens, e.g. end-user
-        return f"header name {name!r} must be lowercase"
-    return None
+    return None  # upper case is valid: header names compare case-insensitively
 
 
 def _header_value_problem(value: str) -> str | None:

@@ -4,6 +4,7 @@ VirtualServices that do not exist, ServiceEntry workload selectors that select n
 
 from __future__ import annotations
 
+from proxy.config.delegate import merge_http_routes
 from proxy.config.diagnostics import Path
 from proxy.config.hosts import check_wildcard_domain, fqdn, host_matches, is_ip
 from proxy.config.schema import Msg, Report
@@ -98,7 +99,10 @@ class _CrossCheck:
                 self._known_host(r, dest.at("host"), full)
         for rule in _msgs(vs.get("http")):
             delegate = rule.get("delegate")
-            if isinstance(delegate, Msg) and isinstance(name := delegate.get("name"), str):
+            if isinstance(delegate, Msg) and not delegate.get("name") and "name" not in delegate.bad:
+                _warn(r, rule.at("delegate"), "delegate has no name: the rule is ignored (no VirtualService to "
+                                            "delegate to)")
+            elif isinstance(delegate, Msg) and isinstance(name := delegate.get("name"), str):
                 target = (delegate.get("namespace") or ns, name)
                 found = self.virtual_services.get(target)
                 if found is None:
@@ -106,6 +110,11 @@ class _CrossCheck:
                 elif found.get("hosts"):
                     _warn(r, rule.at("delegate"), f"VirtualService {target[0]}/{target[1]} has hosts, so it is not a "
                                                 "delegate and is not used here")
+                else:
+                    leaves = [m for m in found.get("http") or [] if isinstance(m, Msg)]
+                    for n in merge_http_routes(rule, leaves)[1]:
+                        _warn(r, rule.at("delegate"), f"rule {n} of delegate {target[0]}/{target[1]} matches nothing "
+                                                    "this rule's match allows; Istio ignores it")
 
     @staticmethod
     def _gateway_key(gateway: str, ns: str) -> tuple[str, str] | None:

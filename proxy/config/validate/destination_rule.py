@@ -142,6 +142,13 @@ def _connection_pool(r: Report, pool: Any) -> None:
         if http.get("h2UpgradePolicy") == "UPGRADE" and http.get("useClientProtocol"):
             r.error(http.at("useClientProtocol"), "use client protocol must not be true when H2UpgradePolicy is "
                                                   "UPGRADE")
+        keepalive = http.get("http2KeepAlive")
+        if isinstance(keepalive, Msg):
+            for field in ("interval", "timeout"):
+                if not keepalive.has(field):
+                    r.error(keepalive.at(field), f"http2 keepalive {field} is required")
+                else:
+                    _duration(r, keepalive, field)
     tcp = pool.get("tcp")
     if isinstance(tcp, Msg):
         if tcp.get("maxConnections", 0) < 0:
@@ -171,6 +178,8 @@ def _load_balancer(r: Report, lb: Any, has_outlier: bool) -> None:
         cookie = ch.get("httpCookie")
         if isinstance(cookie, Msg) and not cookie.get("name"):
             r.error(cookie.at("name"), "name required for HttpCookie")
+        if isinstance(cookie, Msg):
+            _cookie_attributes(r, cookie)
         if ch.get("minimumRingSize"):
             r.warn(ch.at("minimumRingSize"), "consistent hash MinimumRingSize is deprecated, use ConsistentHashLB's "
                                              "RingHash configuration instead")
@@ -185,7 +194,10 @@ def _load_balancer(r: Report, lb: Any, has_outlier: bool) -> None:
                 r.error(maglev.at("tableSize"), "tableSize must be less than 5000011 for maglev")
             elif not _is_prime(size):
                 r.error(maglev.at("tableSize"), "tableSize must be a prime number for maglev")
+    if lb.has("localityLbSetting") and lb.has("zoneAwareLbSetting"):
+        r.error(lb.at("zoneAwareLbSetting"), "only one of localityLbSetting and zoneAwareLbSetting can be set")
     _locality_lb(r, lb.get("localityLbSetting"), has_outlier)
+    _zone_aware_lb(r, lb.get("zoneAwareLbSetting"), has_outlier)
     warmup = lb.get("warmup")
     if isinstance(warmup, Msg):
         if not warmup.has("duration"):
@@ -193,8 +205,43 @@ def _load_balancer(r: Report, lb: Any, has_outlier: bool) -> None:
         _duration(r, warmup, "duration")
         if warmup.get("minimumPercent", 0) > 100:
             r.error(warmup.at("minimumPercent"), "minimumPercent value should be less than or equal to 100")
-        if "aggression" in warmup and warmup["aggression"] < 1:
-            r.error(warmup.at("aggression"), "aggression should be greater than or equal to 1")
+        if "aggression" in warmup and warmup["aggression"] <= 0:  # Envoy: any positive value
+            r.error(warmup.at("aggression"), "aggression should be greater than 0")
+
+
+def _cookie_attributes(r: Report, cookie: Msg) -> None:
+    names: set[str] = set()
+    for attribute in _msgs(cookie.get("attributes")):
+        name = attribute.get("name", "")
+        if "name" in attribute.bad:
+            continue
+        if name == "":
+            r.error(attribute.at("name"), "cookie attribute name cannot be empty")
+        elif name in names:
+            r.error(attribute.at("name"), f"duplicate cookie attribute name: {name}")
+        names.add(name)
+
+
+def _zone_aware_lb(r: Report, setting: Any, has_outlier: bool) -> None:
+    """agent.ValidateZoneAwareLbSetting."""
+    if not isinstance(setting, Msg):
+        return
+    for k, label in enumerate(setting.get("failoverPriority") or []):
+        if label in _TOPOLOGY_LABELS:
+            r.error(setting.at("failoverPriority", k), f"'failover_priority' for zone aware lb must not use topology "
+                                                       f"label '{label}'; region- and zone-level routing are handled "
+                                                       "automatically")
+    if (setting.get("failover") or setting.get("failoverPriority")) and not has_outlier:
+        r.warn(setting.path, "outlier detection policy must be provided for failover")
+    for rule in _msgs(setting.get("failover")):
+        source, target = rule.get("from", ""), rule.get("to", "")
+        if source == target:
+            r.error(rule.path, "zone aware lb failover settings must specify different regions")
+        if "/" in source or "/" in target:
+            r.error(rule.path, "zone aware lb failover only specifies region; zone and subzone failover are handled "
+                               "automatically")
+        if "*" in source or "*" in target:
+            r.error(rule.path, "zone aware lb failover region should not contain '*' wildcard")
 
 
 def _locality_lb(r: Report, setting: Any, has_outlier: bool) -> None:

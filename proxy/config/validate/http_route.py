@@ -25,6 +25,7 @@ from proxy.config.validate.common import (
     _route_destinations,
     _string_match,
 )
+from proxy.routing.regex import compile_regex, parse_substitution
 
 _RETRY_ON = {"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx",
              "refused-stream", "retriable-status-codes", "retriable-headers", "envoy-ratelimited",
@@ -42,7 +43,8 @@ _CORS_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OP
 def _http_route(r: Report, rule: Msg, in_delegate_vs: bool) -> None:
     name = rule.get("name", "")
     if rule.has("delegate") and not in_delegate_vs:
-        for field, what in (("redirect", "redirect"), ("route", "route"), ("directResponse", "direct_response")):
+        # as Istio: a root rule's own directResponse stays valid (its delegate rules inherit it)
+        for field, what in (("redirect", "redirect"), ("route", "route")):
             if rule.has(field):
                 r.error(rule.at(field), f"root HTTP route {name} must not specify {what}")
     else:
@@ -267,3 +269,15 @@ def _rewrite(r: Report, rewrite: Any) -> None:
             r.error(regex_rewrite.path, "UriRegexRewrite requires both Rewrite and Match fields to be specified")
         elif isinstance(regex_rewrite.get("match"), str):
             _regex(r, regex_rewrite.at("match"), regex_rewrite["match"], "HTTPRewrite.UriRegexRewrite.Match")
+            _substitution(r, regex_rewrite)
+
+
+def _substitution(r: Report, regex_rewrite: Msg) -> None:
+    """Istio passes the rewrite string to Envoy unchecked; one RE2 refuses leaves every path unchanged."""
+    try:
+        groups = compile_regex(regex_rewrite["match"]).groups
+    except ValueError:
+        return  # reported as an error on `match`
+    _, problem = parse_substitution(regex_rewrite.get("rewrite", ""), groups)
+    if problem:
+        r.warn(regex_rewrite.at("rewrite"), f"{problem}; Envoy (RE2) then leaves the path unchanged")

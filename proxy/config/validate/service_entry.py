@@ -38,7 +38,7 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
             r.error(se.at("hosts", k), "invalid host *")
         elif problem := check_wildcard_domain(host):
             r.error(se.at("hosts", k), problem)
-        elif problem := check_partial_wildcard(host):
+        elif se.get("resolution", "NONE") != "DYNAMIC_DNS" and (problem := check_partial_wildcard(host)):
             r.warn(se.at("hosts", k), problem)
     resolution = se.get("resolution", "NONE")
     cidr = False
@@ -52,7 +52,13 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
     port_names: set[str] = set()
     port_numbers: set[int] = set()
     ports = _msgs(se.get("ports"))
-    for port in ports:
+    auto_allocated = _auto_allocates_ip(se, obj, resolution)
+    for k, port in enumerate(se.get("ports") or []):
+        if not isinstance(port, Msg):
+            continue
+        if not se.get("addresses") and not auto_allocated and port.get("protocol", "") in ("", "TCP"):
+            r.warn(se.at("ports", k), "addresses are required for ports serving TCP (or unset) protocol when IP "
+                                      "Autoallocation is not enabled")
         name, number = port.get("name", ""), port.get("number", 0)
         if name in port_names and "name" not in port.bad:
             r.error(port.at("name"), f"service entry port name {name!r} already defined")
@@ -81,16 +87,25 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
         if not endpoints and not se.has("workloadSelector") and "endpoints" not in se.bad:
             r.warn(se.at("endpoints"), "service has no endpoints (resolution STATIC without endpoints or "
                                        "workloadSelector): requests to it will get 503 UH")
-    else:  # DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS
-        if not endpoints and resolution != "DYNAMIC_DNS":
+    elif resolution == "DYNAMIC_DNS":
+        _dynamic_dns(r, se, hosts, ports)
+    else:  # DNS, DNS_ROUND_ROBIN
+        if not endpoints:
             for k, host in enumerate(hosts):
-                if isinstance(host, str) and check_fqdn(host):
-                    r.error(se.at("hosts", k), f"hosts must be FQDN if no endpoints are provided for resolution "
-                                               f"mode {resolution}")
+                if isinstance(host, str) and (problem := check_fqdn(host)):
+                    r.error(se.at("hosts", k), f"hosts must be FQDN or contain only prefix wildcards if no endpoints "
+                                               f"are provided for resolution mode {resolution}, {problem}")
+                    break
         if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
             r.error(se.at("endpoints"), f"there must only be 0 or 1 endpoint for resolution mode {resolution}")
         for endpoint in _msgs(endpoints):
             _workload_entry(r, endpoint, port_names, allow_fqdn=True)
+        if se.get("addresses") and len(hosts) > 1:
+            for port in ports:
+                if _protocol(port.get("protocol", "")) in ("TCP", "MONGO", "REDIS", "MYSQL", "HTTPS", "TLS"):
+                    r.warn(se.at("hosts"), "service entry can not have more than one host specified simultaneously "
+                                           "with address and tcp port")
+                    break
     if resolution != "NONE" and len(hosts) > 1:
         for port in ports:
             protocol = _protocol(port.get("protocol", ""))
@@ -98,6 +113,35 @@ def _service_entry(r: Report, se: Msg, obj: RawObject) -> None:
                 r.error(port.at("protocol"), "multiple hosts provided with non-HTTP, non-TLS ports")
                 break
     _export_to(r, se, obj.namespace, service_entry=True)
+
+
+_DYNAMIC_DNS_PROTOCOLS = {"HTTP", "TLS", "GRPC", "HTTP2"}
+
+
+def _dynamic_dns(r: Report, se: Msg, hosts: list, ports: list[Msg]) -> None:
+    """Istio's DYNAMIC_DNS rules: wildcard hosts resolved per request, so no addresses and no endpoints."""
+    for k, host in enumerate(hosts):
+        if isinstance(host, str) and not host.startswith("*"):
+            r.error(se.at("hosts", k), "host must be wildcarded for resolution mode DYNAMIC_DNS")
+    if se.get("addresses"):
+        r.error(se.at("addresses"), "addresses cannot be set for resolution type DYNAMIC_DNS. HTTP route domains will "
+                                    "only be generated from the hosts field values")
+    if se.get("endpoints"):
+        r.error(se.at("endpoints"), "endpoints cannot be set for resolution type DYNAMIC_DNS. Destination IP address "
+                                    "determined from hosts field values")
+    for port in ports:
+        if _protocol(port.get("protocol", "")) not in _DYNAMIC_DNS_PROTOCOLS:
+            r.error(port.at("protocol"), "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for resolution type "
+                                         "DYNAMIC_DNS")
+
+
+def _auto_allocates_ip(se: Msg, obj: RawObject, resolution: str) -> bool:
+    """istiod assigns a VIP (so TCP can be told apart) unless resolution is NONE, addresses are given, or the
+    object opts out with the networking.istio.io/enable-autoallocate-ip label."""
+    metadata = obj.body.get("metadata")
+    labels = (metadata.get("labels") if isinstance(metadata, dict) else None) or {}
+    opt_out = str(labels.get("networking.istio.io/enable-autoallocate-ip", "")).lower() == "false"
+    return resolution != "NONE" and not opt_out and not se.get("addresses")
 
 
 def _workload_entry(r: Report, we: Msg, service_ports: set[str] | None, allow_fqdn: bool) -> None:
