@@ -1,6 +1,6 @@
 # shiftproxy: the proxy and the local sample apps in one slim image.
 #   proxy:  docker run -p 8080:8080 -p 31400:31400 -v $PWD/config/compose:/etc/shiftproxy shiftproxy
-#   an app: docker run --entrypoint python shiftproxy -m samples reviews --host 0.0.0.0 --version v3
+#   an app: docker run --entrypoint python shiftproxy -m proxy.samples reviews --host 0.0.0.0 --version v3
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +11,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
-COPY samples ./samples
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin shiftproxy \
     && mkdir -p /etc/shiftproxy \

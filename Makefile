@@ -23,11 +23,11 @@ run: $(STAMP)
 	$(BIN)/shiftproxy run --config config/bookinfo --config config/tcp-echo
 
 test: $(STAMP)
-	$(BIN)/ruff check proxy tests samples benchmarks
+	$(BIN)/ruff check proxy tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy tests samples benchmarks
+	$(BIN)/ruff check proxy tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'

@@ -1,6 +1,6 @@
 """`shiftproxy demo`: the two Istio traffic-shifting tasks on this machine, as plain processes.
 
-Starts the sample apps (`python -m samples all`), the ingress gateway (8080 HTTP, 31400 TCP, admin 15000)
+Starts the sample apps (`python -m proxy.samples all`), the ingress gateway (8080 HTTP, 31400 TCP, admin 15000)
 and productpage's sidecar (15001, admin 15002), all reading one working copy of config/. Interactive mode
 prints the URLs and the steps and waits for Ctrl-C; `--scripted` walks both tasks and prints the split
 observed after each step. Children die with the demo (PR_SET_PDEATHSIG), so nothing is left behind.
@@ -132,7 +132,7 @@ def start_all(workdir: Path) -> Processes:
     shutil.copytree(REPO / "config" / "bookinfo", config / "bookinfo")
     shutil.copytree(REPO / "config" / "tcp-echo", config / "tcp-echo")
     procs = Processes(workdir)
-    procs.start("apps", ["-m", "samples", "all", "--proxy", "http://127.0.0.1:15001"])
+    procs.start("apps", ["-m", "proxy.samples", "all", "--proxy", "http://127.0.0.1:15001"])
     common = ["-m", "proxy", "run", "--config", str(config)]
     procs.start("gateway", [*common, "--role", "gateway", "--bind", "127.0.0.1", "--admin", GATEWAY_ADMIN])
     procs.start("sidecar", [*common, "--role", "mesh", "--mesh-port", "15001", "--admin", SIDECAR_ADMIN])

@@ -1,5 +1,5 @@
 """config/: every example loads cleanly, matches the Istio samples it mirrors, and points at the port plan
-the sample apps use (`python -m samples all`)."""
+the sample apps use (`python -m proxy.samples all`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config.load import RawObject, load_paths
-from samples.__main__ import PLAN
+from proxy.samples.__main__ import PLAN
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
