@@ -171,3 +171,12 @@ def test_local_demo_compiles_to_the_planned_endpoints() -> None:
     assert cluster(9000, "v2", "tcp-echo") == [("127.0.0.1", PLAN["tcp-echo-two"][0])]
     assert cluster(9001, "v1", "tcp-echo") == [("127.0.0.1", PLAN["tcp-echo-one"][1])]
     assert 8080 in {port for _, _, port in snapshot.listener_keys()}
+
+
+@pytest.mark.parametrize("step", sorted(p.name for p in (CONFIG / "steps").glob("*.yaml")))
+def test_each_step_has_the_routes_of_the_istio_sample_of_its_name(step: str) -> None:
+    """config/steps/ stands in for an Istio checkout: same VirtualServices as the file it is named after."""
+    istio = ISTIO / "tcp-echo" / step if step.startswith("tcp-echo") else BOOKINFO_STEPS / step
+    ours = {o.name: o.body["spec"] for o in load(CONFIG / "steps" / step) if o.kind == "VirtualService"}
+    theirs = {o.name: o.body["spec"] for o in load(istio) if o.kind == "VirtualService"}
+    assert ours == theirs and ours
