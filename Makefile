@@ -1,12 +1,14 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.11:
 #   make demo   — create .venv, install, run both Istio traffic-shifting tasks locally
 #   make test   — create .venv, install the test extra, run the whole suite
+# Also: make test-containers — build the image and walk the README's Containers section with podman
+#   (root and apt-get needed; not part of make test)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench run clean
+.PHONY: demo test test-containers lint bench run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check proxy tests benchmarks
 	$(BIN)/python -m pytest -q
+
+test-containers:
+	sh tests/containers/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check proxy tests benchmarks
