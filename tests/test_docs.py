@@ -243,3 +243,9 @@ def test_readme_containers_commands_are_the_ones_make_test_containers_runs() -> 
     assert len(commands) >= 6
     missing = [c for c in commands if not any(c in line for line in run)]
     assert missing == [], "README Containers commands that tests/containers/run.sh does not run"
+
+
+def test_no_product_code_points_outside_the_repository() -> None:
+    offenders = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "proxy").rglob("*.py"))
+                 if "../shared" in p.read_text() or '"shared"' in p.read_text()]
+    assert offenders == []

@@ -97,3 +97,29 @@ def test_the_deprecation_check_sees_a_deprecated_license_table(tmp_path: Path) -
     old = (ROOT / "pyproject.toml").read_text().replace('license = "Apache-2.0"', 'license = { text = "Apache-2.0" }')
     _, log = _build_wheel(tmp_path, old)
     assert "deprecat" in log.lower()
+
+
+def test_proxies_read_config_read_only_and_keep_applied_objects_in_a_state_volume() -> None:
+    """The container user (10001) cannot write a bind-mounted checkout: applied objects go to the named
+    volume, shared by both proxies, and nothing is written into config/compose/."""
+    services = COMPOSE["services"]
+    proxies = [name for name, s in services.items() if s.get("entrypoint") is None and name != "client"]
+    assert sorted(proxies) == ["ingressgateway", "productpage-sidecar"]
+    for name in proxies:
+        service = services[name]
+        assert "./config/compose:/etc/shiftproxy:ro" in service["volumes"], name
+        assert "state:/var/lib/shiftproxy" in service["volumes"], name
+        assert service["environment"]["SHIFTPROXY_STATE_DIR"] == "/var/lib/shiftproxy", name
+    assert "state" in COMPOSE["volumes"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "SHIFTPROXY_STATE_DIR=/var/lib/shiftproxy" in dockerfile
+    assert "chown shiftproxy /var/lib/shiftproxy" in dockerfile  # a fresh named volume inherits the owner
+    assert "COPY config/compose /etc/shiftproxy" in dockerfile and "--chown=10001 config" not in dockerfile
+
+
+def test_app_containers_do_not_inherit_the_proxy_health_check() -> None:
+    for name, service in COMPOSE["services"].items():
+        if service.get("entrypoint") == ["python", "-m", "proxy.samples"]:
+            assert service["healthcheck"] == {"disable": True}, name
+    example = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if "an app:" in line)
+    assert "--no-healthcheck" in example
