@@ -407,7 +407,7 @@ def _explain(args: argparse.Namespace) -> int:
         # the named listener does not route it: say which listener of the other proxies would
         elsewhere, _ = _explain_on([c for c in clients if c.address not in {a["admin"] for a in answers}], query)
         others += elsewhere
-    lines = [dict(verdict, admin=a["admin"]) for a in others for verdict in [_verdict(a)]]
+    lines = [_verdict(a) for a in others]
     lines += [dict(v, admin=a["admin"]) for a in shown + others for v in a.get("other_listeners") or []]
     several = len(clients) > 1
     if args.output == "json":
@@ -426,7 +426,13 @@ def _explain_on(clients: list[AdminClient], query: list[tuple[str, str]]) -> tup
     """Each proxy's answer (tagged with its admin address), and the errors of those that have none."""
     answers, errors = [], []
     for client in clients:
-        status, payload = client.call("GET", "/explain", query)
+        try:
+            status, payload = client.call("GET", "/explain", query)
+        except CliError as exc:  # one proxy down: the others still answer for their listeners
+            errors.append(str(exc))
+            if len(clients) > 1:
+                print(f"Warning: {exc}", file=sys.stderr)
+            continue
         if status == 200:
             answers.append({**payload, "admin": client.address})
         else:

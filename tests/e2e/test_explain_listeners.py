@@ -127,3 +127,14 @@ def test_one_admin_answers_for_its_own_listeners_and_errors_name_the_proxy(proxi
     out = explain(proxies.admins, "--port", "1")
     assert out.returncode == 1
     assert out.stderr.startswith(f"error: 127.0.0.1:{proxies.gateway.admin_port}: no listener on port 1"), out.stderr
+
+
+def test_a_proxy_that_is_down_does_not_hide_the_others(proxies: Proxies) -> None:
+    down = free_port()
+    out = explain(f"127.0.0.1:{down},{proxies.admins}", "--authority", "reviews:9080")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("config version 1; listener mesh_http "), out.stdout
+    assert out.stderr.startswith(f"Warning: cannot reach the shiftproxy admin API at 127.0.0.1:{down}")
+    out = explain(f"127.0.0.1:{down}", "--authority", "reviews:9080")
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"error: cannot reach the shiftproxy admin API at 127.0.0.1:{down}"), out.stderr
