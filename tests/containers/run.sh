@@ -105,9 +105,14 @@ docker() {
   fi
 }
 status() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:8080/productpage; }
-wait_200() {  # until productpage answers 200 through the gateway, at most 60 s
-  i=0; code=$(status)
-  while [ "$code" != 200 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); code=$(status); done
+ready() {  # both proxies pass their health check and productpage answers 200 through the gateway
+  podman healthcheck run "${P}_ingressgateway_1" >/dev/null 2>&1 \
+    && podman healthcheck run "${P}_productpage-sidecar_1" >/dev/null 2>&1 && [ "$(status)" = 200 ]
+}
+wait_200() {  # until ready, at most 120 s; $code: productpage's last status
+  i=0
+  until ready || [ $i -ge 240 ]; do sleep 0.5; i=$((i + 1)); done
+  code=$(status)
 }
 cleanup() {
   $PC down -v >/dev/null 2>&1
@@ -213,6 +218,7 @@ check "the Dockerfile's example app runs with no health check (state: $state)" \
 say "state persists across down/up; down -v starts from config/compose/ alone"
 $PC down >/dev/null 2>&1 && $PC up -d >/dev/null 2>&1
 wait_200
+docker compose exec -T productpage-sidecar shiftproxy get vs </dev/null
 red=$(red_count 20)
 check "after down/up: reviews is still on v3 (${red% *} of 20 pages red)" [ "${red% *}" = 20 ]
 $PC down -v >/dev/null 2>&1 && $PC up -d >/dev/null 2>&1
