@@ -243,15 +243,15 @@ Ctrl-C stops everything."""
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    busy = busy_ports()
-    if busy:
-        print("shiftproxy demo: these ports are in use: " + ", ".join(busy), file=sys.stderr)
-        return 1
     try:
         steps = step_files(args.steps, args.istio_samples)
     except ValueError as exc:
         print(f"shiftproxy demo: {exc}", file=sys.stderr)
         return 2
+    busy = busy_ports()
+    if busy:
+        print("shiftproxy demo: these ports are in use: " + ", ".join(busy), file=sys.stderr)
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="shiftproxy-demo-"))
     procs = Processes(workdir)
     stop = False
