@@ -21,6 +21,7 @@ import yaml
 
 from proxy.config.load import iter_config_files
 from proxy.gatewayapi import kinds as gateway_api
+from proxy.routing.explain import routes, verdict
 
 DEFAULT_ADMIN = "127.0.0.1:15000"
 ADMIN_ENV = "SHIFTPROXY_ADMIN"
@@ -432,28 +433,78 @@ def _explain(args: argparse.Namespace) -> int:
     if args.authority:
         query.append(("authority", args.authority))
     query += [("header", h) for h in args.header]
-    if args.listener:
-        query.append(("listener", args.listener))
+    explicit = [("listener", args.listener)] if args.listener else []
     if args.port is not None:
-        query.append(("port", str(args.port)))
+        explicit.append(("port", str(args.port)))
     if args.destination_ip:
         query.append(("destination_ip", args.destination_ip))
-    status, payload = admin_client(args).call("GET", "/explain", query)
-    if status != 200:
-        raise CliError(payload.get("error") or f"HTTP {status}")
+    clients = admin_clients(args)
+    answers, errors = _explain_on(clients, query + explicit)
+    if not answers:
+        raise CliError("; ".join(errors))
+    # with several proxies (a gateway and a sidecar, say) each answers for its own listeners: show in full
+    # the ones that route the request, and one line for each that does not
+    routed = [a for a in answers if routes(a)]
+    shown = routed or sorted(answers, key=lambda a: a["listener"]["role"] != "mesh")[:1]
+    others = [a for a in answers if a not in shown]
+    if explicit and not routed and len(clients) > 1:
+        # the named listener does not route it: say which listener of the other proxies would
+        elsewhere, _ = _explain_on([c for c in clients if c.address not in {a["admin"] for a in answers}], query)
+        others += elsewhere
+    lines = [_verdict(a) for a in others]
+    lines += [dict(v, admin=a["admin"]) for a in shown + others for v in a.get("other_listeners") or []]
+    several = len(clients) > 1
     if args.output == "json":
-        print(json.dumps(payload, indent=2))
-    else:
-        print(render_explain(payload), end="")
+        primary = dict(shown[0])
+        primary["other_listeners"] = [_verdict(a) for a in shown[1:]] + lines
+        print(json.dumps(primary, indent=2))
+        return 0
+    text = [render_explain(a, admin=a["admin"] if several else None) for a in shown]
+    if lines:
+        text.append("other listeners:\n" + "".join(_other_line(v, several) for v in lines))
+    print("\n".join(text), end="")
     return 0
 
 
-def render_explain(answer: dict[str, Any]) -> str:
+def _explain_on(clients: list[AdminClient], query: list[tuple[str, str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each proxy's answer (tagged with its admin address), and the errors of those that have none."""
+    answers, errors = [], []
+    for client in clients:
+        try:
+            status, payload = client.call("GET", "/explain", query)
+        except CliError as exc:  # one proxy down: the others still answer for their listeners
+            errors.append(str(exc))
+            if len(clients) > 1:
+                print(f"Warning: {exc}", file=sys.stderr)
+            continue
+        if status == 200:
+            answers.append({**payload, "admin": client.address})
+        else:
+            prefix = f"{client.address}: " if len(clients) > 1 else ""
+            errors.append(prefix + (payload.get("error") or f"HTTP {status}"))
+    return answers, errors
+
+
+def _verdict(answer: dict[str, Any]) -> dict[str, Any]:
+    return {**verdict(answer), "admin": answer["admin"]}
+
+
+def _other_line(v: dict[str, Any], several: bool) -> str:
+    li = v["listener"]
+    role = "sidecar" if li["role"] == "mesh" else "gateway"
+    where = f"{role} {li['protocol'].upper()} on {li['address']}:{li['port']}"
+    if several and v.get("admin"):
+        where += f", admin {v['admin']}"
+    return f"  {li['name']} ({where}): {v['summary']}\n"
+
+
+def render_explain(answer: dict[str, Any], admin: str | None = None) -> str:
     """The explain answer as a user reads it: listener, request, host, each rule, then the destinations."""
     li = answer["listener"]
     role = "sidecar" if li["role"] == "mesh" else "gateway"
+    at = f", admin {admin}" if admin else ""
     out = [f"config version {answer['config_version']}; listener {li['name']} "
-           f"({role} {li['protocol'].upper()} on {li['address']}:{li['port']})"]
+           f"({role} {li['protocol'].upper()} on {li['address']}:{li['port']}{at})"]
     if li["protocol"] == "http":
         req = answer["request"]
         out.append(f"request:  {req['method']} {req['authority']}{req['path']}")

@@ -1,6 +1,6 @@
 """`shiftproxy demo`: the two Istio traffic-shifting tasks on this machine, as plain processes.
 
-Starts the sample apps (`python -m samples all`), the ingress gateway (8080 HTTP, 31400 TCP, admin 15000)
+Starts the sample apps (`python -m proxy.samples all`), the ingress gateway (8080 HTTP, 31400 TCP, admin 15000)
 and productpage's sidecar (15001, admin 15002), all reading one working copy of config/. Interactive mode
 prints the URLs and the steps and waits for Ctrl-C; `--scripted` walks both tasks and prints the split
 observed after each step. Children die with the demo (PR_SET_PDEATHSIG), so nothing is left behind.
@@ -42,20 +42,37 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     demo = sub.add_parser("demo", help="run the Bookinfo and tcp-echo traffic-shifting tasks locally")
     demo.add_argument("--scripted", action="store_true", help="walk both tasks and print the observed splits")
     demo.add_argument("--requests", type=int, default=100, help="requests / connections per step (default 100)")
-    demo.add_argument("--steps", type=Path, default=None,
-                      help="directory with the step files (default: Istio's samples beside this checkout if "
-                           "present, else config/steps)")
+    demo.add_argument("--istio-samples", type=Path, metavar="DIR", default=None,
+                      help="the samples/ directory of an Istio checkout: apply its step files "
+                           "(default $ISTIO_SAMPLES; without either, this project's config/steps)")
+    demo.add_argument("--steps", type=Path, metavar="DIR", default=None,
+                      help="one directory holding all five step files (overrides --istio-samples)")
     demo.set_defaults(func=run_demo)
 
 
-def step_files(explicit: Path | None) -> tuple[Path, Path]:
-    """(bookinfo networking dir, tcp-echo dir) holding the seed's step files."""
-    if explicit is not None:
-        return explicit, explicit
-    istio = Path(os.environ.get("ISTIO_SAMPLES", REPO.parent / "shared" / "istio-samples"))
-    if (istio / "bookinfo" / "networking" / HTTP_STEPS[0]).exists():
-        return istio / "bookinfo" / "networking", istio / "tcp-echo"
-    return REPO / "config" / "steps", REPO / "config" / "steps"
+def step_files(steps: Path | None = None, istio_samples: Path | None = None) -> tuple[Path, Path]:
+    """(HTTP steps dir, TCP steps dir): --steps, else an Istio checkout's samples/ (--istio-samples or
+    $ISTIO_SAMPLES), else config/steps. ValueError when a directory given lacks the step files."""
+    if steps is not None:
+        dirs = (steps, steps)
+    else:
+        istio = istio_samples or (Path(os.environ["ISTIO_SAMPLES"]) if os.environ.get("ISTIO_SAMPLES") else None)
+        if istio is None:
+            return REPO / "config" / "steps", REPO / "config" / "steps"
+        dirs = (istio / "bookinfo" / "networking", istio / "tcp-echo")
+    missing = [str(d / name) for d, names in zip(dirs, (HTTP_STEPS, TCP_STEPS), strict=True) for name in names
+               if not (d / name).is_file()]
+    if missing:
+        raise ValueError("step files not found: " + ", ".join(missing))
+    return dirs
+
+
+def shown(path: Path) -> str:
+    """A path as the user types it: relative to the current directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 # --- processes ----------------------------------------------------------------------------------------
@@ -132,7 +149,7 @@ def start_all(workdir: Path) -> Processes:
     shutil.copytree(REPO / "config" / "bookinfo", config / "bookinfo")
     shutil.copytree(REPO / "config" / "tcp-echo", config / "tcp-echo")
     procs = Processes(workdir)
-    procs.start("apps", ["-m", "samples", "all", "--proxy", "http://127.0.0.1:15001"])
+    procs.start("apps", ["-m", "proxy.samples", "all", "--proxy", "http://127.0.0.1:15001"])
     common = ["-m", "proxy", "run", "--config", str(config), "--state-dir", str(workdir / "state")]
     procs.start("gateway", [*common, "--role", "gateway", "--bind", "127.0.0.1", "--admin", GATEWAY_ADMIN])
     procs.start("sidecar", [*common, "--role", "mesh", "--mesh-port", "15001", "--admin", SIDECAR_ADMIN])
@@ -189,11 +206,11 @@ def scripted(procs: Processes, n: int, steps: tuple[Path, Path]) -> None:
     http_dir, tcp_dir = steps
     print(f"\nHTTP traffic shifting: {n} requests to http://127.0.0.1:8080/productpage after each step")
     for name in HTTP_STEPS:
-        print(f"\n$ shiftproxy apply -f {http_dir / name}\n{apply(http_dir / name)}")
+        print(f"\n$ shiftproxy apply -f {shown(http_dir / name)}\n{apply(http_dir / name)}")
         print(table(f"after {name}", productpage_split(n), n), flush=True)
     print(f"\nTCP traffic shifting: {n} connections of `(date; sleep 1) | nc 127.0.0.1 31400` after each step")
     for name in TCP_STEPS:
-        print(f"\n$ shiftproxy apply -f {tcp_dir / name}\n{apply(tcp_dir / name)}")
+        print(f"\n$ shiftproxy apply -f {shown(tcp_dir / name)}\n{apply(tcp_dir / name)}")
         print(table(f"after {name}", tcp_split(n), n), flush=True)
 
 
@@ -211,26 +228,30 @@ In another terminal (both proxies read one config directory; `apply` waits until
   export PATH={Path(sys.executable).parent}:$PATH SHIFTPROXY_ADMIN={ADMINS}
 
 HTTP task (Istio: kubectl apply -f samples/bookinfo/networking/...):
-  shiftproxy apply -f {http_dir / HTTP_STEPS[0]}
-  shiftproxy apply -f {http_dir / HTTP_STEPS[1]}
+  shiftproxy apply -f {shown(http_dir / HTTP_STEPS[0])}
+  shiftproxy apply -f {shown(http_dir / HTTP_STEPS[1])}
   shiftproxy get virtualservice reviews -o yaml
   for i in $(seq 100); do curl -s http://127.0.0.1:8080/productpage | grep -c '{RED}'; done | sort | uniq -c
-  shiftproxy apply -f {http_dir / HTTP_STEPS[2]}
+  shiftproxy apply -f {shown(http_dir / HTTP_STEPS[2])}
 
 TCP task:
-  shiftproxy apply -f {tcp_dir / TCP_STEPS[0]}
+  shiftproxy apply -f {shown(tcp_dir / TCP_STEPS[0])}
   for i in $(seq 20); do (date; sleep 1) | nc -N 127.0.0.1 31400; done   # busybox nc: no -N
-  shiftproxy apply -f {tcp_dir / TCP_STEPS[1]}
+  shiftproxy apply -f {shown(tcp_dir / TCP_STEPS[1])}
 
 Ctrl-C stops everything."""
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    try:
+        steps = step_files(args.steps, args.istio_samples)
+    except ValueError as exc:
+        print(f"shiftproxy demo: {exc}", file=sys.stderr)
+        return 2
     busy = busy_ports()
     if busy:
         print("shiftproxy demo: these ports are in use: " + ", ".join(busy), file=sys.stderr)
         return 1
-    steps = step_files(args.steps)
     workdir = Path(tempfile.mkdtemp(prefix="shiftproxy-demo-"))
     procs = Processes(workdir)
     stop = False

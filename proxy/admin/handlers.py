@@ -29,7 +29,7 @@ from proxy.config.diagnostics import ConfigError, Diagnostic
 from proxy.config.load import ISTIO_KINDS, LoadResult, RawObject, load_text
 from proxy.gatewayapi import kinds as gateway_api
 from proxy.gatewayapi.status import statuses
-from proxy.routing.explain import ExplainError, explain_http, explain_tcp, find_listener
+from proxy.routing.explain import ExplainError, explain_http_everywhere, explain_tcp, find_listener
 from proxy.routing.snapshot import HttpListener, Snapshot
 from proxy.state import ReloadResult, ServerState
 
@@ -367,16 +367,18 @@ def explain_request(snapshot: Snapshot, request: AdminRequest) -> AdminResponse:
     if port_text and not port_text.isdigit():
         return AdminResponse.json(400, {"error": f"port must be a number, got {port_text!r}"})
     try:
-        listener = find_listener(snapshot, _query(request, "listener") or None,
-                                 int(port_text) if port_text else None)
-        if isinstance(listener, HttpListener):
+        name, port = _query(request, "listener") or None, int(port_text) if port_text else None
+        # no listener named: explain on every HTTP listener and answer from the one that routes it
+        listener = None if name is None and port is None and snapshot.http_listeners else \
+            find_listener(snapshot, name, port)
+        if listener is None or isinstance(listener, HttpListener):
             authority = _query(request, "authority") or headers.get("host", "")
             if not authority:
-                raise ExplainError(f"listener {listener.name} is HTTP: say which host "
-                                   "(authority=HOST[:PORT])")
-            answer = explain_http(snapshot, listener, authority, _query(request, "path", "/") or "/",
-                                  _query(request, "method", "GET") or "GET", headers,
-                                  _query(request, "scheme", "http") or "http")
+                where = f"listener {listener.name} is HTTP" if listener else "HTTP listeners"
+                raise ExplainError(f"{where}: say which host (authority=HOST[:PORT])")
+            answer = explain_http_everywhere(snapshot, listener, authority, _query(request, "path", "/") or "/",
+                                             _query(request, "method", "GET") or "GET", headers,
+                                             _query(request, "scheme", "http") or "http")
         else:
             answer = explain_tcp(snapshot, listener, _query(request, "destination_ip") or None)
     except ExplainError as exc:

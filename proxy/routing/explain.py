@@ -114,6 +114,46 @@ def explain_http(snapshot: Snapshot, listener: HttpListener, authority: str, pat
     return out
 
 
+def explain_http_everywhere(snapshot: Snapshot, listener: HttpListener | None, authority: str, path: str = "/",
+                            method: str = "GET", headers: Mapping[str, str] | None = None,
+                            scheme: str = "http") -> dict[str, Any]:
+    """Explain on `listener`, or (None) on the HTTP listener that routes the request, and say in
+    `other_listeners` what every other HTTP listener of this proxy would do with it.
+
+    Without a listener the first that routes it wins, the sidecar's before a gateway's; when none does, the
+    sidecar's answer (or the first gateway's) says why."""
+    candidates = sorted(snapshot.http_listeners.values(), key=lambda li: (li.role != "mesh", li.port, li.name))
+    if not candidates:
+        raise ExplainError(f"this proxy has no HTTP listener; listeners: "
+                           f"{_names([*snapshot.tcp_listeners.values()])}")
+    answers = {li.name: explain_http(snapshot, li, authority, path, method, headers, scheme) for li in candidates}
+    if listener is not None:
+        primary = answers[listener.name]
+    else:
+        primary = min(answers.values(), key=lambda a: not routes(a))  # the first that routes, else the first
+    primary["other_listeners"] = [verdict(a) for a in answers.values() if a is not primary]
+    return primary
+
+
+def routes(answer: Mapping[str, Any]) -> bool:
+    """Whether the request (or connection) of this answer gets a route: destinations, redirect or direct
+    response, not a 404 NR or a closed connection."""
+    return answer.get("route") is not None
+
+
+def verdict(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """One line of an answer for the listing of other listeners: which listener, does it route, how."""
+    if routes(answer):
+        rule = next((r for r in answer.get("rules") or [] if r.get("matched")), {})
+        by = f"rule {rule.get('name')}" if rule.get("virtual_service") else "the default route"
+        summary = f"routes it ({by})"
+    else:
+        result = answer.get("result") or {}
+        status = f"{result['status']} {result.get('flags', '')}: " if result.get("status") else ""
+        summary = f"{status}{result.get('reason', '')}"
+    return {"listener": answer["listener"], "routes": routes(answer), "summary": summary}
+
+
 def _evaluate(route: HttpRoute, req: RequestView) -> tuple[dict[str, Any], bool]:
     entry: dict[str, Any] = {"name": route.name, "virtual_service": route.virtual_service or None,
                              "index": route.rule_index}

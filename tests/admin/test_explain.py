@@ -8,7 +8,14 @@ import pytest
 
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths, load_text
-from proxy.routing.explain import ExplainError, explain_http, explain_tcp, find_listener
+from proxy.routing.explain import (
+    ExplainError,
+    explain_http,
+    explain_http_everywhere,
+    explain_tcp,
+    find_listener,
+    routes,
+)
 from proxy.routing.snapshot import HttpListener, Snapshot, TcpListener, WeightedDestinations
 from tests.paths import BOOKINFO_NET, TCP_ECHO
 from tests.registry import REVIEWS_SE
@@ -200,3 +207,35 @@ def test_listener_lookup_errors_name_the_listeners() -> None:
         find_listener(snap, name="nope")
     with pytest.raises(ExplainError, match="say which listener"):
         find_listener(snap)
+
+
+def test_one_proxy_with_both_roles_answers_from_the_listener_that_routes_it() -> None:
+    snap = snapshot(BOOKINFO_NET / "bookinfo-gateway.yaml", BOOKINFO_NET / "destination-rule-all.yaml",
+                    BOOKINFO_NET / "virtual-service-reviews-50-v3.yaml", bind="127.0.0.1")
+    answer = explain_http_everywhere(snap, None, "reviews:9080", "/reviews/0")
+    assert answer["listener"]["name"] == "mesh_http" and routes(answer)
+    assert [(o["listener"]["name"], o["routes"], o["summary"]) for o in answer["other_listeners"]] == [
+        ("gateway_http_8080", False, "404 NR: no rule of default/bookinfo matches this request")]
+    # the gateway's path: the gateway routes it, the sidecar does not know the host
+    answer = explain_http_everywhere(snap, None, "bookinfo.example", "/productpage")
+    assert answer["listener"]["name"] == "gateway_http_8080" and routes(answer)
+    (other,) = answer["other_listeners"]
+    assert other["listener"]["name"] == "mesh_http" and not other["routes"]
+    assert other["summary"].startswith("404 NR: no VirtualService or service on listener mesh_http serves")
+    # a named listener is explained even when it does not route; the 404 answer names the one that does
+    gateway = find_listener(snap, port=8080)
+    assert isinstance(gateway, HttpListener)
+    answer = explain_http_everywhere(snap, gateway, "reviews:9080", "/reviews/0")
+    assert answer["result"]["status"] == 404
+    assert [(o["listener"]["name"], o["summary"]) for o in answer["other_listeners"]] == [
+        ("mesh_http", "routes it (rule default/reviews#0)")]
+
+
+def test_nothing_routes_it_the_sidecar_says_why() -> None:
+    snap = snapshot(BOOKINFO_NET / "bookinfo-gateway.yaml", bind="127.0.0.1")
+    answer = explain_http_everywhere(snap, None, "ratingz:9080")
+    assert answer["listener"]["name"] == "mesh_http" and answer["result"]["status"] == 404
+    assert [o["routes"] for o in answer["other_listeners"]] == [False]
+    tcp_only = snapshot(TCP_ECHO / "tcp-echo-20-v2.yaml", extra=TCP_ECHO_CONFIG, mesh=False)
+    with pytest.raises(ExplainError, match="no HTTP listener; listeners: gateway_tcp_31400"):
+        explain_http_everywhere(tcp_only, None, "reviews")

@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Run every async sample test on both loops: `python -m samples` uses uvloop, in-process users may not."""
+    """Run every async sample test on both loops: `python -m proxy.samples` uses uvloop, in-process users may not."""
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 

@@ -1,5 +1,5 @@
 """Shared helpers for the sample-app tests: a raw HTTP/1.1 client and a recording forward proxy, both on real
-loopback sockets and deliberately independent of `samples.http`, so they check its bytes."""
+loopback sockets and deliberately independent of `proxy.samples.http`, so they check its bytes."""
 
 from __future__ import annotations
 

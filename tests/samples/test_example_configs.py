@@ -1,5 +1,5 @@
 """config/: every example loads cleanly, matches the Istio samples it mirrors, and points at the port plan
-the sample apps use (`python -m samples all`)."""
+the sample apps use (`python -m proxy.samples all`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config.load import RawObject, load_paths
-from samples.__main__ import PLAN
+from proxy.samples.__main__ import PLAN
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config"
@@ -42,7 +42,11 @@ def test_there_are_examples() -> None:
 def test_every_file_loads_without_errors(path: Path) -> None:
     objects = load(path)
     assert objects
-    assert all(o.api_version == "networking.istio.io/v1" for o in objects)
+    if "gateway-api" in path.parts:  # Istio's Gateway API samples: Gateway API kinds and core Services
+        assert all(o.api_version in ("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2", "v1")
+                   for o in objects)
+    else:
+        assert all(o.api_version == "networking.istio.io/v1" for o in objects)
 
 
 @pytest.mark.parametrize("variant", sorted(DEMO_SETS))
@@ -171,3 +175,12 @@ def test_local_demo_compiles_to_the_planned_endpoints() -> None:
     assert cluster(9000, "v2", "tcp-echo") == [("127.0.0.1", PLAN["tcp-echo-two"][0])]
     assert cluster(9001, "v1", "tcp-echo") == [("127.0.0.1", PLAN["tcp-echo-one"][1])]
     assert 8080 in {port for _, _, port in snapshot.listener_keys()}
+
+
+@pytest.mark.parametrize("step", sorted(p.name for p in (CONFIG / "steps").glob("*.yaml")))
+def test_each_step_has_the_routes_of_the_istio_sample_of_its_name(step: str) -> None:
+    """config/steps/ stands in for an Istio checkout: same VirtualServices as the file it is named after."""
+    istio = ISTIO / "tcp-echo" / step if step.startswith("tcp-echo") else BOOKINFO_STEPS / step
+    ours = {o.name: o.body["spec"] for o in load(CONFIG / "steps" / step) if o.kind == "VirtualService"}
+    theirs = {o.name: o.body["spec"] for o in load(istio) if o.kind == "VirtualService"}
+    assert ours == theirs and ours

@@ -1,4 +1,4 @@
-"""`python -m samples`: real processes that print where they listen, honour HTTP_PROXY, stop on SIGTERM."""
+"""`python -m proxy.samples`: real processes that print where they listen, honour HTTP_PROXY, stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sample_helpers import RecordingProxy, http
 
-from samples import start_ratings
-from samples.__main__ import PLAN, main, parse_ports, service_address
+from proxy.samples import start_ratings
+from proxy.samples.__main__ import PLAN, main, parse_ports, service_address
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
@@ -24,11 +24,11 @@ LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 @asynccontextmanager
 async def sample_process(*args: str, listeners: int = 1, env: dict[str, str] | None = None
                          ) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[int], list[str]]]:
-    """Run `python -m samples ARGS` until it printed `listeners` listening lines; SIGTERM it on exit."""
+    """Run `python -m proxy.samples ARGS` until it printed `listeners` listening lines; SIGTERM it on exit."""
     full_env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "no_proxy", "hostname")}
     full_env.update(env or {})
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "samples", *args, cwd=ROOT, env=full_env,
+        sys.executable, "-m", "proxy.samples", *args, cwd=ROOT, env=full_env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert process.stdout is not None
     ports, lines = [], []
@@ -91,7 +91,7 @@ async def test_a_busy_port_exits_1_with_a_message() -> None:
     port = blocker.sockets[0].getsockname()[1]
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "samples", "details", "--port", str(port), cwd=ROOT,
+            sys.executable, "-m", "proxy.samples", "details", "--port", str(port), cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         async with asyncio.timeout(20):
             _, stderr = await process.communicate()

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sample_helpers import exchange, http, parse_response, split_responses
 
-from samples import start_details, start_ratings
+from proxy.samples import start_details, start_ratings
 
 DETAILS_0 = (b'{"id":0,"author":"William Shakespeare","year":1595,"type":"paperback","pages":200,'
              b'"publisher":"PublisherA","language":"English","ISBN-10":"1234567890","ISBN-13":"123-1234567890"}')

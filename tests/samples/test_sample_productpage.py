@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import pytest
 from sample_helpers import RecordingProxy, closed_port, http
 
-from samples import SampleServer, start_details, start_productpage, start_ratings, start_reviews
-from samples.http import Request, Response, serve_http
+from proxy.samples import SampleServer, start_details, start_productpage, start_ratings, start_reviews
+from proxy.samples.http import Request, Response, serve_http
 
 FILLED = '<svg id="glyphicon glyphicon-star"'
 OUTLINE = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none"'

@@ -7,17 +7,17 @@ import asyncio
 import pytest
 from sample_helpers import RecordingProxy, closed_port, http
 
-from samples import start_ratings, start_reviews
-from samples.http import Request, Response, json_response, serve_http
-from samples.reviews import VERSIONS
-from samples.server import SampleServer
+from proxy.samples import start_ratings, start_reviews
+from proxy.samples.http import Request, Response, json_response, serve_http
+from proxy.samples.reviews import VERSIONS
+from proxy.samples.server import SampleServer
 
 R1 = "An extremely entertaining play by Shakespeare. The slapstick humour is refreshing!"
 R2 = "Absolutely fun and entertaining. The play lacks thematic depth when compared to other plays by Shakespeare."
 
 
 def expected(podname: str, rating1: str = "", rating2: str = "", clustername: str = "null", pid: str = "0") -> bytes:
-    # written out independently of samples.reviews.reviews_body, whitespace included
+    # written out independently of proxy.samples.reviews.reviews_body, whitespace included
     return (f'{{"id": "{pid}","podname": "{podname}","clustername": "{clustername}","reviews": '
             f'[{{  "reviewer": "Reviewer1",  "text": "{R1}"{rating1}}},'
             f'{{  "reviewer": "Reviewer2",  "text": "{R2}"{rating2}}}]}}').encode()

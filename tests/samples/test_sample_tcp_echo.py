@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from samples import start_tcp_echo
+from proxy.samples import start_tcp_echo
 
 
 async def converse(port: int, *chunks: bytes) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from samples.http import Request, Response, json_response, serve_http
-from samples.server import SampleServer
+from proxy.samples.http import Request, Response, json_response, serve_http
+from proxy.samples.server import SampleServer
 
 _ID = re.compile(r"[+-]?\d+")
 

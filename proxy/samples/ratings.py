@@ -11,8 +11,8 @@ import random
 import re
 from collections.abc import Awaitable
 
-from samples.http import Request, Response, json_response, serve_http
-from samples.server import SampleServer
+from proxy.samples.http import Request, Response, json_response, serve_http
+from proxy.samples.server import SampleServer
 
 VERSIONS = ("v1", "v-faulty", "v-delayed")
 DELAY = 7.0  # seconds, v-delayed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from samples.server import SampleServer
+from proxy.samples.server import SampleServer
 
 MAX_LINE = 16 << 20  # a "line" longer than this closes the connection instead of growing without bound
 

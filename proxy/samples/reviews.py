@@ -13,8 +13,8 @@ import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from samples.http import HttpClient, Request, Response, UpstreamError, forward_headers, json_response, serve_http
-from samples.server import SampleServer
+from proxy.samples.http import HttpClient, Request, Response, UpstreamError, forward_headers, json_response, serve_http
+from proxy.samples.server import SampleServer
 
 
 @dataclass(frozen=True, slots=True)

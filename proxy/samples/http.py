@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from samples.server import SampleServer
+from proxy.samples.server import SampleServer
 
 MAX_BODY = 1 << 20  # request bodies (the login form) and upstream response bodies
 MAX_PIPELINE = 16  # queued requests per connection before reading pauses

@@ -1,4 +1,4 @@
-"""`python -m samples <app>`: run one sample app (or `all` of them) until SIGTERM/SIGINT.
+"""`python -m proxy.samples <app>`: run one sample app (or `all` of them) until SIGTERM/SIGINT.
 
 Each listener prints `<name> listening on HOST:PORT` once it is bound (port 0 picks a free port and
 prints it). Outbound calls go through `--proxy` (default: `$HTTP_PROXY`) unless the host is in
@@ -15,15 +15,15 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from samples.details import start_details
-from samples.http import parse_proxy_url
-from samples.productpage import start_productpage
-from samples.ratings import VERSIONS as RATINGS_VERSIONS
-from samples.ratings import start_ratings
-from samples.reviews import VERSIONS as REVIEWS_VERSIONS
-from samples.reviews import start_reviews
-from samples.server import SampleServer
-from samples.tcp_echo import start_tcp_echo
+from proxy.samples.details import start_details
+from proxy.samples.http import parse_proxy_url
+from proxy.samples.productpage import start_productpage
+from proxy.samples.ratings import VERSIONS as RATINGS_VERSIONS
+from proxy.samples.ratings import start_ratings
+from proxy.samples.reviews import VERSIONS as REVIEWS_VERSIONS
+from proxy.samples.reviews import start_reviews
+from proxy.samples.server import SampleServer
+from proxy.samples.tcp_echo import start_tcp_echo
 
 # The local port plan of `all`, the same one config/bookinfo and config/tcp-echo point at.
 PLAN = {
@@ -61,7 +61,7 @@ def parse_ports(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m samples", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m proxy.samples", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     apps = parser.add_subparsers(dest="app", required=True)
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
-from samples.http import (
+from proxy.samples.http import (
     HTML,
     JSON,
     TEXT,
@@ -32,8 +32,8 @@ from samples.http import (
     json_response,
     serve_http,
 )
-from samples.productpage_html import PRODUCTS, render_index, render_productpage
-from samples.server import SampleServer
+from proxy.samples.productpage_html import PRODUCTS, render_index, render_productpage
+from proxy.samples.server import SampleServer
 
 TIMEOUT = 3.0  # seconds, every outbound call (connect and read)
 REVIEWS_ATTEMPTS = 2  # a deliberate double try, kept for the fault-injection task
