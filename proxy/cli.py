@@ -12,6 +12,7 @@ from collections import Counter
 from proxy import __version__
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths
+from proxy.routing import path_normalization
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes sharing the listeners through SO_REUSEPORT (default 1); admin served once")
     run.add_argument("--no-watch", action="store_true", help="do not watch config files (SIGHUP still reloads)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--path-normalization", choices=path_normalization.CHOICES, default="base",
+                     help="request path normalization before routing, as Istio's meshConfig.pathNormalization "
+                          "(default base: RFC 3986, as Envoy's normalize_path)")
+    run.add_argument("--preserve-external-request-id", action="store_true",
+                     help="keep a client's x-request-id on gateway listeners (default: replaced, as Envoy does "
+                          "for external requests)")
 
     validate = sub.add_parser("validate", help="check Istio YAML without running it")
     validate.add_argument("paths", nargs="+", metavar="PATH")
@@ -116,6 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                mesh_tcp_port_offset=args.mesh_tcp_port_offset),
         admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
         drain_timeout=args.drain_timeout, watch=not args.no_watch,
+        path_normalization=path_normalization.PathNormalization(args.path_normalization),
+        preserve_external_request_id=args.preserve_external_request_id,
     )
     return run(options)
 

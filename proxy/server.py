@@ -24,6 +24,7 @@ from proxy.config.diagnostics import ConfigError
 from proxy.config.watch import watch_config
 from proxy.l4 import relay
 from proxy.l7.downstream import HttpDownstream
+from proxy.routing.path_normalization import PathNormalization
 from proxy.routing.snapshot import Snapshot
 from proxy.state import ServerState
 from proxy.upstream.cluster import ClusterManager
@@ -40,6 +41,8 @@ class RunOptions:
     access_log: str = "text"
     drain_timeout: float = 15.0  # seconds to finish in-flight work on SIGTERM
     watch: bool = True
+    path_normalization: PathNormalization = PathNormalization.BASE
+    preserve_external_request_id: bool = False
 
 
 @dataclass(slots=True)
@@ -73,7 +76,8 @@ class Server:
         metrics = Metrics()
         metrics.config_version = 1
         self.state = ServerState(snapshot, metrics, ClusterManager(), AccessLog(self.options.access_log),
-                                 loop=asyncio.get_running_loop())
+                                 loop=asyncio.get_running_loop(), path_normalization=self.options.path_normalization,
+                                 preserve_external_request_id=self.options.preserve_external_request_id)
         self._remember(loaded)
         for notice in (*loaded.notices, *snapshot.notices):
             log.info("%s", notice)

@@ -7,9 +7,20 @@ access-log line. The connection code in `downstream.py` does the rest (sockets, 
 requests).
 
 Upstream request head: HTTP/1.1 always; `host` as received (the URI's authority for an absolute-form
-target, rewritten by `rewrite.authority` or a `host` header operation); hop-by-hop headers left out;
-`x-forwarded-for` gets the client address appended, `x-forwarded-proto` is set, `x-request-id` is kept
-or generated; the body keeps its framing (Content-Length, or chunked re-encoded as it streams).
+target, rewritten by `rewrite.authority` or a `host` header operation); the path normalized as routed
+(`--path-normalization`); hop-by-hop headers left out; `x-forwarded-proto` is set; the body keeps its
+framing (Content-Length, or chunked re-encoded as it streams).
+
+Edge headers follow what istiod configures: a gateway listener is Envoy with `use_remote_address: true`
+(the client is external), so the client address is appended to `x-forwarded-for`, the client's
+`x-envoy-*` internal headers are dropped and its `x-request-id` replaced by a fresh one (unless
+`--preserve-external-request-id`); the sidecar's outbound listener has `use_remote_address: false`
+(the client is the local app, trusted), so all three pass through unchanged and `x-request-id` is only
+generated when missing.
+
+Upgrades: `websocket` is allowed (Istio enables it on every listener); any other token gets Envoy's
+answer for an upgrade type not configured, 403 with the connection closed (h2c never gets here: the
+codec strips it).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from proxy.l7.router import (
     split_target,
 )
 from proxy.routing.match import split_authority
+from proxy.routing.path_normalization import normalize
 from proxy.routing.snapshot import (
     Cluster,
     Destination,
@@ -55,6 +67,10 @@ _X_FORWARDED_PROTO = b"x-forwarded-proto: http\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE = b"connection: keep-alive\r\n"
+_WEBSOCKET = b"websocket"
+# Envoy: an upgrade type not in upgrade_configs is refused with 403 and no body (details upgrade_failed)
+UPGRADE_FAILED = LocalReply(403, b"", "-")
+PATH_NORMALIZATION_FAILED = LocalReply(400, b"", "-")  # Envoy: no body, details path_normalization_failed
 
 _CONTENT_LENGTH_LINES: dict[int, bytes] = {}
 
@@ -85,8 +101,8 @@ class Exchange:
         self.start = start
         self.failure: LocalReply | None = None  # a malformed request: answered with this when its turn comes
         self.head_only = head is not None and head.method == b"HEAD"
-        # an upgrade the upstream refuses leaves the connection in an unknown state: close after it
-        self.keep_alive = head is not None and head.keep_alive and head.upgrade is None
+        # an upgrade the upstream refuses is followed by the client's next request, as any other
+        self.keep_alive = head is not None and head.keep_alive
         self.close = False  # the response says `connection: close`
         self.path = b""
         self.authority = b""
@@ -138,7 +154,10 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
             return errors.CONNECT_NOT_SUPPORTED, ()
         elif target != b"*":
             return errors.protocol_error(400), ()
-    ex.path = path
+    normal = normalize(path, state.path_normalization)
+    ex.path = path if normal is None else normal
+    if normal is None:
+        return PATH_NORMALIZATION_FAILED, ()
     authority = ex.authority = host or b""
     if listener is None:
         return errors.NO_ROUTE, ()
@@ -156,6 +175,9 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if chosen is None:
         return errors.NO_ROUTE, ()
     ex.route = chosen
+    if head.upgrade is not None and head.upgrade.strip().lower() != _WEBSOCKET:
+        ex.keep_alive = False  # Envoy closes: the bytes after an upgrade head are not known to be HTTP
+        return UPGRADE_FAILED, ()
     if chosen.fault is not None:
         abort = _inject_fault(ex, chosen.fault, state)
         if abort is not None:
@@ -179,7 +201,8 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if endpoint is None:
         return errors.NO_HEALTHY_UPSTREAM, ()
     ex.endpoint = endpoint
-    ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip)
+    ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip if listener.role == "gateway" else None,
+                                 state.preserve_external_request_id)
     return None
 
 
@@ -195,8 +218,11 @@ def _inject_fault(ex: Exchange, fault: Fault, state: ServerState) -> LocalReply 
 
 
 def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Destination,
-                   view: RequestView | None, client_ip: bytes) -> bytes:
+                   view: RequestView | None, client_ip: bytes | None, preserve_request_id: bool) -> bytes:
+    """`client_ip` is None on the sidecar role (Envoy's use_remote_address false), else the edge rules apply."""
     headers = head.headers
+    if head.envoy_headers is not None and client_ip is None:  # only the trusted local app may set them
+        headers = headers + head.envoy_headers
     host = head.host if head.target[:1] == b"/" else ex.authority
     path = ex.path
     rewrite = route.rewrite
@@ -213,7 +239,7 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
     if dest.response_headers is not None or route.response_headers is not None:
         ex.response_ops = tuple(o for o in (dest.response_headers, route.response_headers) if o is not None)
     request_id = head.request_id
-    if request_id is None:
+    if request_id is None or (client_ip is not None and not preserve_request_id):
         request_id = new_request_id()
     ex.request_id = request_id
     forwarded_for = head.forwarded_for
