@@ -155,9 +155,10 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         elif target != b"*":
             return errors.protocol_error(400), ()
     normal = normalize(path, state.path_normalization)
-    ex.path = path if normal is None else normal
     if normal is None:
+        ex.path = path
         return PATH_NORMALIZATION_FAILED, ()
+    ex.path = path = normal
     authority = ex.authority = host or b""
     if listener is None:
         return errors.NO_ROUTE, ()
