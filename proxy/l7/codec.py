@@ -96,6 +96,7 @@ class ResponseHandler(Protocol):
     def on_response_head(self, head: ResponseHead) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_complete(self) -> None: ...
+    def response_body_bytes(self) -> int: ...  # body bytes of the response being read, so far
 
 
 # how the request decoder treats a header (anything not listed is forwarded as is)
@@ -415,7 +416,7 @@ class ResponseDecoder:
 
     __slots__ = ("on_body", "head_request", "keep_alive", "complete", "until_eof", "_handler", "_parser",
                  "_limit", "_wire", "_span", "_bound", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
-                 "_conn", "_upgrade")
+                 "_conn", "_upgrade", "_chunk_open", "_chunk_wire", "_body_mark")
 
     def __init__(self, handler: ResponseHandler, max_head: int = MAX_RESPONSE_HEAD) -> None:
         self._handler = handler
@@ -429,6 +430,9 @@ class ResponseDecoder:
         self._interim = False
         self._wire = 0
         self._span = 0
+        self._chunk_open = False
+        self._chunk_wire = 0
+        self._body_mark = -1
         self._parser = httptools.HttpResponseParser(self)
 
     def feed(self, data: bytes) -> int | None:
@@ -463,7 +467,23 @@ class ResponseDecoder:
                 raise CodecError(502, "response head too large")
             if len(self._headers) + (self._size >> 32) > MAX_HEADERS:
                 raise CodecError(502, "too many response headers")
+        elif self._chunk_open:  # as for requests: a trailer field growing without end
+            self._chunk_wire += len(data)
+            if self._chunk_wire > self._limit + _WIRE_SLACK:
+                body = self._handler.response_body_bytes()
+                if body == self._body_mark:
+                    raise CodecError(502, "response trailers too large")
+                self._body_mark = body
+                self._chunk_wire = 0
         return None
+
+    def on_chunk_header(self) -> None:
+        self._chunk_open = True
+        self._chunk_wire = 0
+        self._body_mark = -1
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
 
     def finish(self) -> bool:
         """The upstream closed: True if that completed a response delimited by the connection close."""

@@ -13,6 +13,9 @@ class BodyCounting(Recorder):
     def request_body_bytes(self) -> int:
         return len(self.body())
 
+    def response_body_bytes(self) -> int:
+        return len(self.body())
+
 
 def feed_request(*chunks: bytes) -> tuple[BodyCounting, list[int | None]]:
     recorder = BodyCounting()
@@ -153,3 +156,19 @@ def test_response_trailers_and_header_count_are_bounded() -> None:
     ResponseDecoder(recorder).feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nx: 1\r\n\r\n")
     [head] = recorder.heads()
     assert isinstance(head, ResponseHead) and head.headers == [] and recorder.events[-1] == "complete"
+
+
+def test_response_endless_trailer_field_and_large_chunk() -> None:
+    decoder = ResponseDecoder(BodyCounting())
+    decoder.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-long: ")
+    with pytest.raises(CodecError) as caught:
+        for _ in range(16):
+            decoder.feed(b"v" * (16 * 1024))
+    assert caught.value.status == 502
+    recorder = BodyCounting()
+    decoder = ResponseDecoder(recorder)
+    decoder.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % (1 << 20))
+    for _ in range(64):
+        decoder.feed(b"d" * (16 * 1024))
+    decoder.feed(b"\r\n0\r\n\r\n")
+    assert len(recorder.body()) == 1 << 20 and recorder.events[-1] == "complete"
