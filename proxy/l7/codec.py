@@ -123,6 +123,8 @@ _SIZE_MASK = _ONE_FIELD - 1
 # a Host value outside RFC 3986's authority characters (Envoy's authority check): whitespace, `/`, ...
 _INVALID_HOST = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=:@\[\]%]")
 _H2C = b"h2c"
+# a head shorter than this cannot hold more than MAX_HEADERS fields (each is 3 bytes or more)
+_COUNT_BOUND = 3 * MAX_HEADERS
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
 # the Connection values nearly every peer sends: they name no header, so the token split can be skipped
 _PLAIN_CONNECTION = frozenset((b"close", b"keep-alive", b"Close", b"Keep-Alive", b"upgrade", b"Upgrade"))
@@ -196,31 +198,26 @@ class RequestDecoder:
 
         Raises CodecError for malformed input; an exception raised by the handler propagates as is.
         """
-        while True:
-            was_in_head = self.in_head
-            # no head completed in this chunk is longer than the chunks it spans: the exact size of a head
-            # is only computed when this bound passes the limit
-            self._bound = self._span + len(data) if was_in_head else len(data)
-            try:
-                self._parser.feed_data(data)
-            except httptools.HttpParserUpgrade as exc:
-                offset = int(exc.args[0])
-                if not self._stripped:
-                    return offset
-                # an h2c upgrade, stripped: what follows is the next request
-                self._stripped = False
-                self.restart()
-                data = data[offset:]
-                if data:
-                    continue
-                return None
-            except httptools.HttpParserCallbackError as exc:
-                if exc.__context__ is not None:
-                    raise exc.__context__ from None
-                raise CodecError(400, str(exc)) from None
-            except httptools.HttpParserError as exc:
-                raise CodecError(400, str(exc) or "malformed request") from None
-            break
+        was_in_head = self.in_head
+        # no head completed in this chunk is longer than the chunks it spans: the exact size of a head
+        # is only computed when this bound passes the limit
+        self._bound = self._span + len(data) if was_in_head else len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = int(exc.args[0])
+            if not self._stripped:
+                return offset
+            # an h2c upgrade, stripped: what follows is the next request
+            self._stripped = False
+            self.restart()
+            return self.feed(data[offset:]) if offset < len(data) else None
+        except httptools.HttpParserCallbackError as exc:
+            if exc.__context__ is not None:
+                raise exc.__context__ from None
+            raise CodecError(400, str(exc)) from None
+        except httptools.HttpParserError as exc:
+            raise CodecError(400, str(exc) or "malformed request") from None
         if self.in_head:
             self._span = self._bound
             self._unfinished_head(data, was_in_head)
@@ -326,7 +323,7 @@ class RequestDecoder:
 
     def on_headers_complete(self) -> None:
         headers = self._headers
-        if self._bound > 3 * MAX_HEADERS:  # else too short to break a limit (a field is 3 bytes or more)
+        if self._bound > _COUNT_BOUND:  # else too short to break a limit
             self._check_head_size()
         parser = self._parser
         keep_alive = parser.should_keep_alive()
@@ -346,8 +343,6 @@ class RequestDecoder:
                 raise CodecError(505, f"HTTP/{version} is not supported")
         url = self._url
         host = self._host
-        if url[:1] != b"/":
-            _check_target(parser.get_method(), url)
         if host is None:
             if not http10 and url[:1] == b"/":
                 raise CodecError(400, "missing host header")
@@ -383,8 +378,9 @@ class RequestDecoder:
             raise CodecError(431, "request head too large")
 
 
-def _check_target(method: bytes, url: bytes) -> None:
-    """A request-target that is not origin-form (RFC 9112 §3.2), checked as Envoy does."""
+def check_target(method: bytes, url: bytes) -> None:
+    """A request-target that is not origin-form (RFC 9112 §3.2), checked as Envoy does; raises CodecError.
+    Called by the router for the rare targets that do not start with `/`, so origin-form pays nothing."""
     if url == b"*":
         if method != b"OPTIONS":
             raise CodecError(400, "'*' target with a method other than OPTIONS")
@@ -528,7 +524,7 @@ class ResponseDecoder:
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        if self._bound > 3 * MAX_HEADERS:  # else too short to break a limit
+        if self._bound > _COUNT_BOUND:  # else too short to break a limit
             if len(self._headers) + (self._size >> 32) > MAX_HEADERS:
                 raise CodecError(502, "too many response headers")
             if self._bound > self._limit and (self._size & _SIZE_MASK) + _list_size(self._headers) > self._limit:

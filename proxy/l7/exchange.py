@@ -29,7 +29,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from proxy.l7 import errors
-from proxy.l7.codec import CRLF, RequestHead, ResponseHead, request_head
+from proxy.l7.codec import CRLF, CodecError, RequestHead, ResponseHead, check_target, request_head
 from proxy.l7.codec import response_head as serialize_response_head
 from proxy.l7.errors import STATUS_LINES, LocalReply
 from proxy.l7.router import (
@@ -147,6 +147,10 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if target[:1] == b"/":
         path = target
     else:
+        try:
+            check_target(head.method, target)
+        except CodecError as exc:
+            return errors.protocol_error(exc.status), ()
         authority, path = split_target(target)
         if authority is not None:  # absolute-form (a client using HTTP_PROXY): the URI's authority wins
             host = authority

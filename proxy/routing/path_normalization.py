@@ -53,12 +53,13 @@ def normalize(target: bytes, mode: PathNormalization) -> bytes | None:
     """`target` (an origin-form path with its query) normalized per `mode`; None if it must be refused."""
     if mode is _NONE:
         return target
+    # the quick check, on the whole target (a query with any of these takes the longer way, still right):
+    # nothing to decode, no backslash, no dot segment, no empty segment
+    if b"%" not in target and b"\\" not in target and b"/." not in target and (
+            b"//" not in target or not mode.merge_slashes):
+        return target
     query = target.find(b"?")
     path = target if query < 0 else target[:query]
-    # the quick check: nothing to decode, no backslash, no dot segment, no empty segment
-    if b"%" not in path and b"\\" not in path and b"/." not in path and (
-            b"//" not in path or not mode.merge_slashes):
-        return target
     normal = normalize_path(path, mode)
     if normal is None:
         return None

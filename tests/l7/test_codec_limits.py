@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.l7.codec import MAX_HEADERS, CodecError, RequestDecoder, RequestHead, ResponseDecoder, ResponseHead
+from proxy.l7.codec import (
+    MAX_HEADERS,
+    CodecError,
+    RequestDecoder,
+    RequestHead,
+    ResponseDecoder,
+    ResponseHead,
+    check_target,
+)
 from tests.l7.test_codec import Recorder
 
 
@@ -100,10 +108,25 @@ def test_restart_parses_held_bytes_as_a_request() -> None:
     assert [h.target for h in recorder.heads()] == [b"/ws", b"/next"]  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(("method", "target", "error"), [
+    (b"GET", b"*", "'*' target with a method other than OPTIONS"),
+    (b"GET", b"http:///x", "absolute-form target with an empty authority"),
+    (b"GET", b"http://u@h/x", "absolute-form target with userinfo"),
+    (b"GET", b"http://h b/x", "invalid authority in the target"),
+    (b"OPTIONS", b"*", None),
+    (b"GET", b"http://h:80/x?y", None),
+    (b"GET", b"HTTP://[::1]:80", None),
+])
+def test_targets_other_than_origin_form(method: bytes, target: bytes, error: str | None) -> None:
+    if error is None:
+        check_target(method, target)
+    else:
+        with pytest.raises(CodecError, match=error.replace("*", r"\*")) as caught:
+            check_target(method, target)
+        assert caught.value.status == 400
+
+
 @pytest.mark.parametrize(("data", "status"), [
-    (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    (b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-    (b"GET http://u@h/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n", 400),
