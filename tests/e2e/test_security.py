@@ -151,7 +151,7 @@ def test_trailer_flood_gets_431(gateway: ProxyProcess, backend: RecordingBackend
     try:
         try:  # the proxy answers after ~100 trailers and stops reading: the write may be cut short
             client.send(b"POST /public/upload HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        b"3\r\nabc\r\n0\r\n" + b"a:\r\n" * 200_000)
+                        b"0\r\n" + b"a:\r\n" * 200_000)
         except (BrokenPipeError, ConnectionResetError):
             pass
         assert client.response().status == 431
@@ -164,7 +164,7 @@ def test_one_endless_trailer_field_gets_431(gateway: ProxyProcess) -> None:
     try:
         try:
             client.send(b"POST /public/upload HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        b"3\r\nabc\r\n0\r\nx-long: " + b"v" * (4 << 20))
+                        b"0\r\nx-long: " + b"v" * (4 << 20))
         except (BrokenPipeError, ConnectionResetError):
             pass
         assert client.response().status == 431
