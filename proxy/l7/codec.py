@@ -116,10 +116,6 @@ ENVOY_HEADERS = frozenset(b"x-envoy-" + n for n in (
     b"upstream-healthchecked-cluster", b"upstream-stream-duration-ms", b"decorator-operation"))
 _REQUEST_HEADERS = {**_HOP_BY_HOP, b"host": _HOST, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
                     b"x-forwarded-proto": _DROP, b"x-request-id": _RID, **dict.fromkeys(ENVOY_HEADERS, _ENVOY)}
-# Headers not kept in the list are counted in one int as they come: the number of fields in the high
-# bits, their bytes in the low ones (one addition per header instead of two counters)
-_ONE_FIELD = 1 << 32
-_SIZE_MASK = _ONE_FIELD - 1
 # a Host value outside RFC 3986's authority characters (Envoy's authority check): whitespace, `/`, ...
 _INVALID_HOST = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=:@\[\]%]")
 _H2C = b"h2c"
@@ -158,8 +154,8 @@ class RequestDecoder:
 
     __slots__ = ("on_body", "on_message_complete", "in_head", "started", "_handler", "_clock", "_parser", "_limit",
                  "_wire", "_span", "_bound", "_size", "_url", "_headers", "_host", "_cl", "_te", "_conn", "_upgrade",
-                 "_expect", "_xff", "_rid", "_envoy", "_stripped", "_valid_host", "_chunk_open", "_chunk_wire",
-                 "_body_mark")
+                 "_expect", "_xff", "_rid", "_envoy", "_fields", "_stripped", "_valid_host", "_chunk_open",
+                 "_chunk_wire", "_body_mark")
 
     def __init__(self, handler: RequestHandler, max_head: int = MAX_REQUEST_HEAD,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -234,7 +230,7 @@ class RequestDecoder:
             self._wire += len(data)
             if self._wire > self._limit + _WIRE_SLACK:
                 raise CodecError(431, "request head too large")
-            if len(self._headers) + (self._size >> 32) + (len(self._envoy) if self._envoy else 0) > MAX_HEADERS:
+            if len(self._headers) + self._fields + (len(self._envoy) if self._envoy else 0) > MAX_HEADERS:
                 raise CodecError(431, "too many request headers")
         if self._url and self._parser.get_http_version() == "0.0":
             # llhttp sets the version once it has read it: a request line that ended without one is
@@ -259,7 +255,7 @@ class RequestDecoder:
         self.in_head = True
         self._wire = 0
         # the per-request fields, set here only (llhttp calls nothing else before this)
-        self._size = 0
+        self._size = self._fields = 0
         self._url = b""
         self._headers = []
         self._host = self._cl = self._te = self._conn = self._upgrade = self._xff = self._rid = self._envoy = None
@@ -278,7 +274,9 @@ class RequestDecoder:
         if kind is None:
             self._headers.append((name, value))  # counted at the end, and only if the head may be too big
             return
-        self._size += _ONE_FIELD + len(name) + len(value)  # headers not kept in the list are counted as they come
+        # headers not kept in the list are counted as they come
+        self._size += len(name) + len(value)
+        self._fields += 1
         if kind == _HOST:
             if self._host is not None:
                 raise CodecError(400, "multiple host headers")
@@ -295,22 +293,25 @@ class RequestDecoder:
             if value.strip().lower() == b"100-continue":
                 self._expect = True
             else:
-                self._size -= _ONE_FIELD + len(name) + len(value)  # kept in the list: counted there
+                self._size -= len(name) + len(value)  # kept in the list: counted there
+                self._fields -= 1
                 self._headers.append((name, value))
         elif kind == _XFF:
             self._xff = value if self._xff is None else self._xff + b", " + value
         elif kind == _RID:
             self._rid = value
         elif kind == _ENVOY:
-            self._size -= _ONE_FIELD + len(name) + len(value)  # counted with the list
+            self._size -= len(name) + len(value)  # counted with the list
+            self._fields -= 1
             if self._envoy is None:
                 self._envoy = []
             self._envoy.append((name, value))
 
     def _trailer(self, name: bytes, value: bytes) -> None:
         """A trailer field: counted against the limits, then dropped."""
-        self._size += _ONE_FIELD + len(name) + len(value)
-        if self._size >> 32 > MAX_HEADERS or self._size & _SIZE_MASK > self._limit:
+        self._size += len(name) + len(value)
+        self._fields += 1
+        if self._fields > MAX_HEADERS or self._size > self._limit:
             raise CodecError(431, "request trailers too large")
 
     def on_chunk_header(self) -> None:
@@ -360,7 +361,7 @@ class RequestDecoder:
                     self._stripped = True
                     headers = [h for h in headers if h[0] != b"http2-settings"]
         self.in_head = False  # only now: a head rejected above still counts from `started`
-        self._size = 0  # from here on: the trailers
+        self._size = self._fields = 0  # from here on: the trailers
         self._handler.on_request_head(RequestHead(
             parser.get_method(), url, http10, headers, host,
             None if self._cl is None else int(self._cl),  # llhttp has checked it is digits only
@@ -370,10 +371,10 @@ class RequestDecoder:
 
     def _check_head_size(self) -> None:
         headers = self._headers
-        count = len(headers) + (self._size >> 32) + (len(self._envoy) if self._envoy else 0)
+        count = len(headers) + self._fields + (len(self._envoy) if self._envoy else 0)
         if count > MAX_HEADERS:
             raise CodecError(431, "too many request headers")
-        if self._bound > self._limit and (self._size & _SIZE_MASK) + len(self._url) + _list_size(headers) + (
+        if self._bound > self._limit and self._size + len(self._url) + _list_size(headers) + (
                 _list_size(self._envoy) if self._envoy else 0) > self._limit:
             raise CodecError(431, "request head too large")
 
@@ -412,7 +413,7 @@ class ResponseDecoder:
 
     __slots__ = ("on_body", "head_request", "keep_alive", "complete", "until_eof", "_handler", "_parser",
                  "_limit", "_wire", "_span", "_bound", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
-                 "_conn", "_upgrade", "_chunk_open", "_chunk_wire", "_body_mark")
+                 "_conn", "_upgrade", "_fields", "_chunk_open", "_chunk_wire", "_body_mark")
 
     def __init__(self, handler: ResponseHandler, max_head: int = MAX_RESPONSE_HEAD) -> None:
         self._handler = handler
@@ -461,7 +462,7 @@ class ResponseDecoder:
             self._wire += len(data)
             if self._wire > self._limit + _WIRE_SLACK:
                 raise CodecError(502, "response head too large")
-            if len(self._headers) + (self._size >> 32) > MAX_HEADERS:
+            if len(self._headers) + self._fields > MAX_HEADERS:
                 raise CodecError(502, "too many response headers")
         elif self._chunk_open:  # as for requests: a trailer field growing without end
             self._chunk_wire += len(data)
@@ -497,14 +498,15 @@ class ResponseDecoder:
         self.until_eof = False
         self._wire = 0
         # the per-response fields, set here only (llhttp calls nothing else before this)
-        self._size = 0
+        self._size = self._fields = 0
         self._headers = []
         self._cl = self._te = self._conn = self._upgrade = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:  # a trailer: counted against the limits, then dropped
-            self._size += _ONE_FIELD + len(name) + len(value)
-            if self._size >> 32 > MAX_HEADERS or self._size & _SIZE_MASK > self._limit:
+            self._size += len(name) + len(value)
+            self._fields += 1
+            if self._fields > MAX_HEADERS or self._size > self._limit:
                 raise CodecError(502, "response trailers too large")
             return
         name = name.lower()
@@ -512,7 +514,8 @@ class ResponseDecoder:
         if kind is None:
             self._headers.append((name, value))  # counted at the end, and only if the head may be too big
             return
-        self._size += _ONE_FIELD + len(name) + len(value)
+        self._size += len(name) + len(value)
+        self._fields += 1
         if kind == _CL:
             self._cl = value
         elif kind == _TE:
@@ -525,11 +528,11 @@ class ResponseDecoder:
     def on_headers_complete(self) -> None:
         self.in_head = False
         if self._bound > _COUNT_BOUND:  # else too short to break a limit
-            if len(self._headers) + (self._size >> 32) > MAX_HEADERS:
+            if len(self._headers) + self._fields > MAX_HEADERS:
                 raise CodecError(502, "too many response headers")
-            if self._bound > self._limit and (self._size & _SIZE_MASK) + _list_size(self._headers) > self._limit:
+            if self._bound > self._limit and self._size + _list_size(self._headers) > self._limit:
                 raise CodecError(502, "response head too large")
-        self._size = 0  # from here on: the trailers
+        self._size = self._fields = 0  # from here on: the trailers
         parser = self._parser
         status = parser.get_status_code()
         headers = self._headers if self._conn is None else _drop_named(self._headers, self._conn)

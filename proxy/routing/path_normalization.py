@@ -54,9 +54,10 @@ def normalize(target: bytes, mode: PathNormalization) -> bytes | None:
     if mode is _NONE:
         return target
     # the quick check, on the whole target (a query with any of these takes the longer way, still right):
-    # nothing to decode, no backslash, no dot segment, no empty segment
-    if b"%" not in target and b"\\" not in target and b"/." not in target and (
-            b"//" not in target or not mode.merge_slashes):
+    # nothing to decode, no backslash, no dot segment, no empty segment. find(), not `in`: on CPython
+    # `bytes in bytes` first tries the operand as an int and builds a TypeError it then discards.
+    find = target.find
+    if find(b"%") < 0 and find(b"\\") < 0 and find(b"/.") < 0 and (find(b"//") < 0 or not mode.merge_slashes):
         return target
     query = target.find(b"?")
     path = target if query < 0 else target[:query]
