@@ -12,6 +12,7 @@ from collections import Counter
 from proxy import __version__
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import DEFAULT_MAX_BYTES, load_paths
+from proxy.routing import path_normalization
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="largest config file read; a bigger one is a config error (default 8Mi; suffixes "
                      "Ki, Mi, Gi)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--path-normalization", choices=path_normalization.CHOICES, default="base",
+                     help="request path normalization before routing, as Istio's meshConfig.pathNormalization "
+                          "(default base: RFC 3986, as Envoy's normalize_path)")
+    run.add_argument("--preserve-external-request-id", action="store_true",
+                     help="keep a client's x-request-id on gateway listeners (default: replaced, as Envoy does "
+                          "for external requests)")
 
     validate = sub.add_parser("validate", help="check Istio YAML without running it")
     validate.add_argument("paths", nargs="+", metavar="PATH")
@@ -162,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
         drain_timeout=args.drain_timeout, watch=not args.no_watch, state_dir=args.state_dir or "",
         max_config_bytes=args.max_config_bytes,
+        path_normalization=path_normalization.PathNormalization(args.path_normalization),
+        preserve_external_request_id=args.preserve_external_request_id,
     )
     return run(options)
 

@@ -29,6 +29,7 @@ from proxy.config.load import DEFAULT_MAX_BYTES, LoadResult, RawObject
 from proxy.config.watch import watch_config
 from proxy.l4 import relay
 from proxy.l7.downstream import HttpDownstream
+from proxy.routing.path_normalization import PathNormalization
 from proxy.routing.snapshot import Snapshot
 from proxy.state import ReloadResult, ServerState
 from proxy.upstream.cluster import ClusterManager
@@ -47,6 +48,8 @@ class RunOptions:
     watch: bool = True
     state_dir: str = ""  # applied objects; "" = $SHIFTPROXY_STATE_DIR or the per-user default
     max_config_bytes: int = DEFAULT_MAX_BYTES  # per config file
+    path_normalization: PathNormalization = PathNormalization.BASE
+    preserve_external_request_id: bool = False
 
     def __post_init__(self) -> None:
         self.state_dir = store.resolve_state_dir(self.state_dir or None, self.config_paths)
@@ -85,7 +88,8 @@ class Server:
         metrics = Metrics()
         metrics.config_version = 1
         self.state = ServerState(snapshot, metrics, ClusterManager(), AccessLog(self.options.access_log),
-                                 loop=asyncio.get_running_loop())
+                                 loop=asyncio.get_running_loop(), path_normalization=self.options.path_normalization,
+                                 preserve_external_request_id=self.options.preserve_external_request_id)
         self._remember(loaded)
         for notice in snapshot.notices:
             log.info("%s", notice)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.admin.metrics import Metrics
 from proxy.l7.watchdog import Watchdog
+from proxy.routing.path_normalization import PathNormalization
 from proxy.routing.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ class ServerState:
     loop: asyncio.AbstractEventLoop | None = None
     # the idle and request-header timeouts of every downstream HTTP connection, on one timer
     http_watchdog: Watchdog = field(default_factory=Watchdog)
+    # edge rules for HTTP requests (`run --path-normalization`, `--preserve-external-request-id`)
+    path_normalization: PathNormalization = PathNormalization.BASE
+    preserve_external_request_id: bool = False
 
     def __post_init__(self) -> None:
         self.metrics.resilience_source = self.cluster_manager.resilience_stats

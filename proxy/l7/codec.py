@@ -3,7 +3,13 @@
 Owns: turning bytes into request and response heads (`RequestHead`, `ResponseHead`) with header names
 lower-cased and hop-by-hop, framing and proxy-owned headers taken out into fields; the framing checks
 llhttp leaves to its user (Transfer-Encoding other than `chunked`, several Host headers, HTTP versions,
-head size limits); head serialization (one join); chunked encoding.
+request-target and Host sanity, head and trailer limits); head serialization (one join); chunked encoding.
+
+Limits, as Envoy's defaults: a head, and separately the trailers of a chunked message, may hold at most
+60 KiB of names and values and 100 fields; a request over either gets 431, a response 502 (the upstream
+broke the protocol). Trailers are read and counted, then dropped (Envoy's HTTP/1 default). An `h2c`
+upgrade is stripped here (Upgrade and HTTP2-Settings removed, the request goes on as plain HTTP/1.1), as
+Envoy's codec does; any other upgrade is reported in `RequestHead.upgrade` for the caller to allow or refuse.
 
 Rule: nothing here buffers a body. Body bytes go to the handler's `on_*_body` as llhttp yields them, so
 the caller decides where they go and when to stop reading. llhttp already rejects a message with both
@@ -12,6 +18,7 @@ Content-Length and Transfer-Encoding, and duplicate Content-Length headers (iden
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ import httptools
 
 MAX_REQUEST_HEAD = 60 * 1024  # Envoy's default max_request_headers_kb
 MAX_RESPONSE_HEAD = 60 * 1024  # Envoy's default max_response_headers_kb
+MAX_HEADERS = 100  # Envoy's default max_headers_count, for heads and for trailers
 # The incremental guard counts wire bytes (CRLFs, ": "), the exact check only names and values.
 _WIRE_SLACK = 8 * 1024
 
@@ -58,6 +66,9 @@ class RequestHead:
     expect_continue: bool
     forwarded_for: bytes | None
     request_id: bytes | None
+    # Envoy's internal x-envoy-* request headers, kept apart: the gateway role drops them, the sidecar
+    # role forwards them (as Envoy does with and without use_remote_address)
+    envoy_headers: list[Header] | None = None
 
     @property
     def has_body(self) -> bool:
@@ -78,21 +89,39 @@ class RequestHandler(Protocol):
     def on_request_head(self, head: RequestHead) -> None: ...
     def on_request_body(self, data: bytes) -> None: ...
     def on_request_complete(self) -> None: ...
+    def request_body_bytes(self) -> int: ...  # body bytes of the request being read, so far
 
 
 class ResponseHandler(Protocol):
     def on_response_head(self, head: ResponseHead) -> None: ...
     def on_response_body(self, data: bytes) -> None: ...
     def on_response_complete(self) -> None: ...
+    def response_body_bytes(self) -> int: ...  # body bytes of the response being read, so far
 
 
 # how the request decoder treats a header (anything not listed is forwarded as is)
-_DROP, _HOST, _CL, _TE, _CONN, _UPGRADE, _EXPECT, _XFF, _RID = range(9)
+_DROP, _HOST, _CL, _TE, _CONN, _UPGRADE, _EXPECT, _XFF, _RID, _ENVOY = range(10)
 _HOP_BY_HOP = {b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP, b"trailer": _DROP,
                b"content-length": _CL, b"transfer-encoding": _TE, b"connection": _CONN, b"upgrade": _UPGRADE}
+# every x-envoy-* header Envoy defines (source/common/http/headers.h): all of them are Envoy-internal
+ENVOY_HEADERS = frozenset(b"x-envoy-" + n for n in (
+    b"attempt-count", b"cluster", b"degraded", b"downstream-service-cluster", b"downstream-service-node",
+    b"external-address", b"force-trace", b"hedge-on-per-try-timeout", b"immediate-health-check-fail",
+    b"is-timeout-retry", b"original-url", b"internal", b"ip-tags", b"local-overloaded", b"max-retries",
+    b"not-forwarded", b"original-dst-host", b"original-method", b"original-path", b"overloaded",
+    b"drop-overload", b"ratelimited", b"retry-on", b"retry-grpc-on", b"retriable-status-codes",
+    b"retriable-header-names", b"upstream-alt-stat-name", b"upstream-canary", b"upstream-host-address",
+    b"upstream-hostname", b"upstream-rq-timeout-alt-response", b"upstream-rq-timeout-ms",
+    b"upstream-rq-per-try-timeout-ms", b"expected-rq-timeout-ms", b"upstream-service-time",
+    b"upstream-healthchecked-cluster", b"upstream-stream-duration-ms", b"decorator-operation"))
 _REQUEST_HEADERS = {**_HOP_BY_HOP, b"host": _HOST, b"expect": _EXPECT, b"x-forwarded-for": _XFF,
-                    b"x-forwarded-proto": _DROP, b"x-request-id": _RID,
+                    b"x-forwarded-proto": _DROP, b"x-request-id": _RID, **dict.fromkeys(ENVOY_HEADERS, _ENVOY),
                     b"x-envoy-attempt-count": _DROP}  # the proxy sets it (its own attempt count)
+# a Host value outside RFC 3986's authority characters (Envoy's authority check): whitespace, `/`, ...
+_INVALID_HOST = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=:@\[\]%]")
+_H2C = b"h2c"
+# a head shorter than this cannot hold more than MAX_HEADERS fields (each is 3 bytes or more)
+_COUNT_BOUND = 3 * MAX_HEADERS
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
 # the Connection values nearly every peer sends: they name no header, so the token split can be skipped
 _PLAIN_CONNECTION = frozenset((b"close", b"keep-alive", b"Close", b"Keep-Alive", b"upgrade", b"Upgrade"))
@@ -126,7 +155,8 @@ class RequestDecoder:
 
     __slots__ = ("on_body", "on_message_complete", "in_head", "started", "_handler", "_clock", "_parser", "_limit",
                  "_wire", "_span", "_bound", "_size", "_url", "_headers", "_host", "_cl", "_te", "_conn", "_upgrade",
-                 "_expect", "_xff", "_rid")
+                 "_expect", "_xff", "_rid", "_envoy", "_fields", "_stripped", "_valid_host", "_chunk_open",
+                 "_chunk_wire", "_body_mark")
 
     def __init__(self, handler: RequestHandler, max_head: int = MAX_REQUEST_HEAD,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -140,10 +170,25 @@ class RequestDecoder:
         self.in_head = False
         self._wire = 0
         self._span = 0
-        self._parser = httptools.HttpRequestParser(self)
+        self._stripped = False
+        self._valid_host = b""  # the last Host value found valid: a keep-alive client repeats it
+        self._chunk_open = False
+        self._chunk_wire = 0
+        self._body_mark = -1
+        self._parser = self._new_parser()
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(self)
         # bytes after a `Connection: close` request are ignored (the connection closes after its
         # response) rather than answered with a 400 behind it
-        self._parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        return parser
+
+    def restart(self) -> None:
+        """Parse what follows an upgrade request's head as HTTP again (llhttp stops for good there)."""
+        self._parser = self._new_parser()
+        self.in_head = False
+        self._chunk_open = False
 
     def feed(self, data: bytes) -> int | None:
         """Parse `data`; the offset where raw tunnel bytes start after an Upgrade/CONNECT head, else None.
@@ -157,7 +202,13 @@ class RequestDecoder:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            return int(exc.args[0])
+            offset = int(exc.args[0])
+            if not self._stripped:
+                return offset
+            # an h2c upgrade, stripped: what follows is the next request
+            self._stripped = False
+            self.restart()
+            return self.feed(data[offset:]) if offset < len(data) else None
         except httptools.HttpParserCallbackError as exc:
             if exc.__context__ is not None:
                 raise exc.__context__ from None
@@ -166,12 +217,38 @@ class RequestDecoder:
             raise CodecError(400, str(exc) or "malformed request") from None
         if self.in_head:
             self._span = self._bound
-        if was_in_head and self.in_head:
-            # the whole chunk belonged to an unfinished head: bound what llhttp accumulates for us
+            self._unfinished_head(data, was_in_head)
+        elif self._chunk_open:
+            self._chunk_wire += len(data)
+            if self._chunk_wire > self._limit + _WIRE_SLACK:
+                self._check_chunk_progress()
+        return None
+
+    def _unfinished_head(self, data: bytes, was_in_head: bool) -> None:
+        """A head still incomplete after a read: bound what llhttp accumulates, spot HTTP/0.9."""
+        if was_in_head:
+            # the whole chunk belonged to an unfinished head
             self._wire += len(data)
             if self._wire > self._limit + _WIRE_SLACK:
                 raise CodecError(431, "request head too large")
-        return None
+            if len(self._headers) + self._fields + (len(self._envoy) if self._envoy else 0) > MAX_HEADERS:
+                raise CodecError(431, "too many request headers")
+        if self._url and self._parser.get_http_version() == "0.0":
+            # llhttp sets the version once it has read it: a request line that ended without one is
+            # HTTP/0.9, whose client waits for an answer without sending a blank line
+            line_ended = b"\n" in data if was_in_head else data.rstrip(b"\r\n").endswith(self._url) and (
+                data.endswith(b"\n"))
+            if line_ended:
+                raise CodecError(426, "HTTP/0.9 is not supported")
+
+    def _check_chunk_progress(self) -> None:
+        """Over 60 KiB read while one chunk is open: fine if body bytes came, else it is the trailer
+        section (after the last chunk) growing inside llhttp's field buffer."""
+        body = self._handler.request_body_bytes()
+        if body == self._body_mark:
+            raise CodecError(431, "request trailers too large")
+        self._body_mark = body
+        self._chunk_wire = 0
 
     # llhttp callbacks
 
@@ -179,10 +256,10 @@ class RequestDecoder:
         self.in_head = True
         self._wire = 0
         # the per-request fields, set here only (llhttp calls nothing else before this)
-        self._size = 0
+        self._size = self._fields = 0
         self._url = b""
         self._headers = []
-        self._host = self._cl = self._te = self._conn = self._upgrade = self._xff = self._rid = None
+        self._host = self._cl = self._te = self._conn = self._upgrade = self._xff = self._rid = self._envoy = None
         self._expect = False
         self.started = self._clock()
 
@@ -190,12 +267,17 @@ class RequestDecoder:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            self._trailer(name, value)
+            return
         name = name.lower()
         kind = _REQUEST_HEADERS.get(name)
         if kind is None:
             self._headers.append((name, value))  # counted at the end, and only if the head may be too big
             return
-        self._size += len(name) + len(value)  # headers not kept in the list are counted as they come
+        # headers not kept in the list are counted as they come
+        self._size += len(name) + len(value)
+        self._fields += 1
         if kind == _HOST:
             if self._host is not None:
                 raise CodecError(400, "multiple host headers")
@@ -213,15 +295,38 @@ class RequestDecoder:
                 self._expect = True
             else:
                 self._size -= len(name) + len(value)  # kept in the list: counted there
+                self._fields -= 1
                 self._headers.append((name, value))
         elif kind == _XFF:
             self._xff = value if self._xff is None else self._xff + b", " + value
         elif kind == _RID:
             self._rid = value
+        elif kind == _ENVOY:
+            self._size -= len(name) + len(value)  # counted with the list
+            self._fields -= 1
+            if self._envoy is None:
+                self._envoy = []
+            self._envoy.append((name, value))
+
+    def _trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field: counted against the limits, then dropped."""
+        self._size += len(name) + len(value)
+        self._fields += 1
+        if self._fields > MAX_HEADERS or self._size > self._limit:
+            raise CodecError(431, "request trailers too large")
+
+    def on_chunk_header(self) -> None:
+        self._chunk_open = True
+        self._chunk_wire = 0
+        self._body_mark = -1
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
 
     def on_headers_complete(self) -> None:
-        if self._bound > self._limit and self._size + len(self._url) + _list_size(self._headers) > self._limit:
-            raise CodecError(431, "request head too large")
+        headers = self._headers
+        if self._bound > _COUNT_BOUND:  # else too short to break a limit
+            self._check_head_size()
         parser = self._parser
         keep_alive = parser.should_keep_alive()
         if keep_alive and self._conn is None:
@@ -232,24 +337,71 @@ class RequestDecoder:
                 http10 = False
             elif version == "1.0":
                 http10 = True
+                if self._te is not None:  # RFC 9112 §6.1: a 1.0 message is not framed by it
+                    raise CodecError(400, "transfer-encoding in an HTTP/1.0 request")
+            elif version == "0.9":
+                raise CodecError(426, "HTTP/0.9 is not supported")
             else:
                 raise CodecError(505, f"HTTP/{version} is not supported")
         url = self._url
-        if self._host is None and not http10 and url[:1] == b"/":
-            raise CodecError(400, "missing host header")
-        headers = self._headers
+        host = self._host
+        if host is None:
+            if not http10 and url[:1] == b"/":
+                raise CodecError(400, "missing host header")
+        elif host != self._valid_host:
+            if _INVALID_HOST.search(host) is not None:
+                raise CodecError(400, "invalid host header")
+            self._valid_host = host
         upgrade = None
         if self._conn is not None:
             headers = _drop_named(headers, self._conn)
             if self._upgrade is not None and b"upgrade" in connection_tokens(self._conn):
                 upgrade = self._upgrade
+                if upgrade.strip().lower() == _H2C:
+                    upgrade = None  # Envoy's codec: h2c is not supported, the request goes on as HTTP/1.1
+                    self._stripped = True
+                    headers = [h for h in headers if h[0] != b"http2-settings"]
         self.in_head = False  # only now: a head rejected above still counts from `started`
+        self._size = self._fields = 0  # from here on: the trailers
         self._handler.on_request_head(RequestHead(
-            parser.get_method(), url, http10, headers, self._host,
+            parser.get_method(), url, http10, headers, host,
             None if self._cl is None else int(self._cl),  # llhttp has checked it is digits only
             self._te is not None and _is_chunked(self._te),
-            keep_alive, upgrade, self._expect, self._xff, self._rid,
+            keep_alive, upgrade, self._expect, self._xff, self._rid, self._envoy,
         ))
+
+    def _check_head_size(self) -> None:
+        headers = self._headers
+        count = len(headers) + self._fields + (len(self._envoy) if self._envoy else 0)
+        if count > MAX_HEADERS:
+            raise CodecError(431, "too many request headers")
+        if self._bound > self._limit and self._size + len(self._url) + _list_size(headers) + (
+                _list_size(self._envoy) if self._envoy else 0) > self._limit:
+            raise CodecError(431, "request head too large")
+
+
+def check_target(method: bytes, url: bytes) -> None:
+    """A request-target that is not origin-form (RFC 9112 §3.2), checked as Envoy does; raises CodecError.
+    Called by the router for the rare targets that do not start with `/`, so origin-form pays nothing."""
+    if url == b"*":
+        if method != b"OPTIONS":
+            raise CodecError(400, "'*' target with a method other than OPTIONS")
+        return
+    scheme_end = url.find(b"://")
+    if scheme_end > 0:  # absolute-form
+        rest = url[scheme_end + 3:]
+        end = len(rest)
+        for sep in (b"/", b"?", b"#"):
+            i = rest.find(sep)
+            if 0 <= i < end:
+                end = i
+        authority = rest[:end]
+        if not authority:
+            raise CodecError(400, "absolute-form target with an empty authority")
+        if b"@" in authority:
+            raise CodecError(400, "absolute-form target with userinfo")
+        if _INVALID_HOST.search(authority) is not None:
+            raise CodecError(400, "invalid authority in the target")
 
 
 class ResponseDecoder:
@@ -262,7 +414,7 @@ class ResponseDecoder:
 
     __slots__ = ("on_body", "head_request", "keep_alive", "complete", "until_eof", "_handler", "_parser",
                  "_limit", "_wire", "_span", "_bound", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
-                 "_conn", "_upgrade")
+                 "_conn", "_upgrade", "_fields", "_chunk_open", "_chunk_wire", "_body_mark")
 
     def __init__(self, handler: ResponseHandler, max_head: int = MAX_RESPONSE_HEAD) -> None:
         self._handler = handler
@@ -276,6 +428,9 @@ class ResponseDecoder:
         self._interim = False
         self._wire = 0
         self._span = 0
+        self._chunk_open = False
+        self._chunk_wire = 0
+        self._body_mark = -1
         self._parser = httptools.HttpResponseParser(self)
 
     def feed(self, data: bytes) -> int | None:
@@ -308,7 +463,25 @@ class ResponseDecoder:
             self._wire += len(data)
             if self._wire > self._limit + _WIRE_SLACK:
                 raise CodecError(502, "response head too large")
+            if len(self._headers) + self._fields > MAX_HEADERS:
+                raise CodecError(502, "too many response headers")
+        elif self._chunk_open:  # as for requests: a trailer field growing without end
+            self._chunk_wire += len(data)
+            if self._chunk_wire > self._limit + _WIRE_SLACK:
+                body = self._handler.response_body_bytes()
+                if body == self._body_mark:
+                    raise CodecError(502, "response trailers too large")
+                self._body_mark = body
+                self._chunk_wire = 0
         return None
+
+    def on_chunk_header(self) -> None:
+        self._chunk_open = True
+        self._chunk_wire = 0
+        self._body_mark = -1
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
 
     def finish(self) -> bool:
         """The upstream closed: True if that completed a response delimited by the connection close."""
@@ -326,17 +499,24 @@ class ResponseDecoder:
         self.until_eof = False
         self._wire = 0
         # the per-response fields, set here only (llhttp calls nothing else before this)
-        self._size = 0
+        self._size = self._fields = 0
         self._headers = []
         self._cl = self._te = self._conn = self._upgrade = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:  # a trailer: counted against the limits, then dropped
+            self._size += len(name) + len(value)
+            self._fields += 1
+            if self._fields > MAX_HEADERS or self._size > self._limit:
+                raise CodecError(502, "response trailers too large")
+            return
         name = name.lower()
         kind = _HOP_BY_HOP.get(name)
         if kind is None:
             self._headers.append((name, value))  # counted at the end, and only if the head may be too big
             return
         self._size += len(name) + len(value)
+        self._fields += 1
         if kind == _CL:
             self._cl = value
         elif kind == _TE:
@@ -348,8 +528,12 @@ class ResponseDecoder:
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        if self._bound > self._limit and self._size + _list_size(self._headers) > self._limit:
-            raise CodecError(502, "response head too large")
+        if self._bound > _COUNT_BOUND:  # else too short to break a limit
+            if len(self._headers) + self._fields > MAX_HEADERS:
+                raise CodecError(502, "too many response headers")
+            if self._bound > self._limit and self._size + _list_size(self._headers) > self._limit:
+                raise CodecError(502, "response head too large")
+        self._size = self._fields = 0  # from here on: the trailers
         parser = self._parser
         status = parser.get_status_code()
         headers = self._headers if self._conn is None else _drop_named(self._headers, self._conn)

@@ -20,8 +20,10 @@ Theory of operation:
 - `Expect: 100-continue` is answered by the proxy (Envoy's default): `100 Continue` goes to the client
   once the request is routed to an endpoint, and the Expect header is not forwarded. A request answered
   by the proxy before its body arrived (404, 503, ...) gets `connection: close` instead.
-- Upgrade (WebSocket): the request is forwarded with `Connection: upgrade`; after the upstream's 101 both
-  connections become a raw byte tunnel (EOF relayed as half-close). Any other answer closes the connection.
+- Upgrade (WebSocket): the request is forwarded with `Connection: upgrade`. Bytes after its head are held,
+  and reading pauses, until the upstream answers: after a 101 they are sent and both connections become a
+  raw byte tunnel (EOF relayed as half-close); after any other answer they are parsed as the next request
+  and routed like one. An upstream connection that carried an upgrade attempt is never pooled.
 - Nothing a peer sends raises out of a callback: a malformed request gets Envoy's 4xx/5xx (flag DPE)
   and the connection closes once the requests before it are answered.
 - Timeouts: an idle keep-alive connection closes after `idle_timeout`; a request head that takes longer
@@ -79,6 +81,7 @@ _PAUSE_UPSTREAM = 1  # the upstream's write buffer is full
 _PAUSE_QUEUED = 2  # a pipelined request waits for the one in flight
 _PAUSE_BUFFER = 4  # BUFFER_LIMIT bytes are held for an upstream connection being opened
 _PAUSE_BROKEN = 8  # a malformed request was read: nothing after it is
+_PAUSE_UPGRADE = 16  # an upgrade request waits for the upstream's answer before what follows it is read
 
 
 class HttpDownstream(Attempts, asyncio.Protocol):
@@ -89,6 +92,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         "_upgrading", "_read_paused", "_write_paused", "_starting", "_peer_eof", "_tunnel_eofs",
         "_feeding", "_up_out", "out",
         "_idle_since",
+        "_held",
     )
 
     def __init__(self, listener_name: str, state: ServerState, idle_timeout: float = IDLE_TIMEOUT,
@@ -110,6 +114,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         self.keep_alive = True  # False once shutting down: close after the response in flight
         self.closing = False
         self._upgrading: Exchange | None = None  # bytes after an Upgrade head are raw, for this request
+        self._held = b""  # bytes after an upgrade request's head, until the upstream's answer
         self._read_paused = 0
         self._write_paused = False
         self._starting = False
@@ -164,8 +169,11 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             return
         upgrading = self._upgrading
         if upgrading is not None:
-            upgrading.request_bytes += len(data)
-            self._forward(upgrading, data)
+            if upgrading.tunnel:
+                upgrading.request_bytes += len(data)
+                self._forward(upgrading, data)
+            else:  # read before pausing took effect: held with the rest
+                self._held += data
             return
         self._feeding = True
         try:
@@ -185,12 +193,16 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self._flush_upstream()
         if offset is not None and not self.closing:
             ex = self.receiving
-            if ex is not None and ex.head is not None and ex.head.upgrade is not None and not ex.done:
-                self._upgrading = ex
-                if offset < len(data):
-                    ex.request_bytes += len(data) - offset
-                    self._forward(ex, data[offset:])
-            else:  # CONNECT, or an upgrade already answered: nothing after it is HTTP we can read
+            if ex is not None and ex.head is not None and ex.head.upgrade is not None:
+                # nothing after an upgrade request's head goes upstream before its 101
+                self.decoder.restart()
+                if not ex.done:
+                    self._upgrading = ex
+                    self._held = data[offset:]
+                    self._pause_reading(_PAUSE_UPGRADE)
+                elif offset < len(data):  # already answered (refused, no route): the next request
+                    self.data_received(data[offset:])
+            else:  # CONNECT: nothing after it is HTTP we can read
                 self.keep_alive = False
                 self._pause_reading(_PAUSE_BROKEN)
 
@@ -260,6 +272,10 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self._hold(ex, chunk_size_line(size))
             self._hold(ex, data)
             self._hold(ex, CRLF)
+
+    def request_body_bytes(self) -> int:
+        ex = self.receiving
+        return ex.request_bytes if ex is not None else 0
 
     def on_request_complete(self) -> None:
         ex = self.receiving
@@ -489,7 +505,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             idle = min(idle, conn.opened + cluster.max_connection_duration - self.loop.time())
         # conn.keep_alive, inlined
         if conn.is_open and conn.decoder.keep_alive and not conn.tunnel and ex.request_complete and (
-                conn.pool is not None and (limit == 0 or conn.requests < limit)) and idle > 0:
+                conn.pool is not None and (limit == 0 or conn.requests < limit)) and idle > 0 and (
+                ex.head.upgrade is None):  # type: ignore[union-attr]  # the upstream may have switched anyway
             conn.pool.release(conn, idle)
         else:
             conn.close()
@@ -627,6 +644,11 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             ex.timer.cancel()
             ex.timer = None
         self.transport.write(exchange.switching_protocols_head(ex, head))  # type: ignore[union-attr]
+        held, self._held = self._held, b""
+        if held:  # the tunnel's first bytes, read with the upgrade request
+            ex.request_bytes += len(held)
+            self._forward(ex, held)
+        self._resume_reading(_PAUSE_UPGRADE)
 
     def on_upstream_upgraded(self, conn: HttpUpstream, data: bytes) -> None:
         ex = self.exchange
@@ -716,19 +738,25 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             exchange.log(state.access_log, ex, code, flags, duration_ms)
         if self.exchange is ex:
             self.exchange = None
-        if self._upgrading is ex:
+        held = None
+        if self._upgrading is ex:  # refused or ended: what followed its head is the next request
             self._upgrading = None
-            self.keep_alive = False
+            held, self._held = self._held, b""
         if self.closing:
             return
         if ex.close or not self.keep_alive or not ex.request_complete:
-            self._close(linger=not ex.request_complete or bool(self._read_paused & _PAUSE_BROKEN))
+            self._close(linger=not ex.request_complete or bool(self._read_paused & (_PAUSE_BROKEN | _PAUSE_UPGRADE)))
             return
         self._idle_since = now
         if self._read_paused & _PAUSE_BUFFER:
             self._resume_reading(_PAUSE_BUFFER)
         if self.queue:
             self._run_queue()
+        if held is not None:
+            self._resume_reading(_PAUSE_UPGRADE)
+            if held:
+                self.data_received(held)
+                return
         if self._peer_eof and self.exchange is None and not self.queue:
             self._close()
 

@@ -7,9 +7,20 @@ access-log line. The connection code in `downstream.py` does the rest (sockets, 
 requests).
 
 Upstream request head: HTTP/1.1 always; `host` as received (the URI's authority for an absolute-form
-target, rewritten by `rewrite.authority` or a `host` header operation); hop-by-hop headers left out;
-`x-forwarded-for` gets the client address appended, `x-forwarded-proto` is set, `x-request-id` is kept
-or generated; the body keeps its framing (Content-Length, or chunked re-encoded as it streams).
+target, rewritten by `rewrite.authority` or a `host` header operation); the path normalized as routed
+(`--path-normalization`); hop-by-hop headers left out; `x-forwarded-proto` is set; the body keeps its
+framing (Content-Length, or chunked re-encoded as it streams).
+
+Edge headers follow what istiod configures: a gateway listener is Envoy with `use_remote_address: true`
+(the client is external), so the client address is appended to `x-forwarded-for`, the client's
+`x-envoy-*` internal headers are dropped and its `x-request-id` replaced by a fresh one (unless
+`--preserve-external-request-id`); the sidecar's outbound listener has `use_remote_address: false`
+(the client is the local app, trusted), so all three pass through unchanged and `x-request-id` is only
+generated when missing.
+
+Upgrades: `websocket` is allowed (Istio enables it on every listener); any other token gets Envoy's
+answer for an upgrade type not configured, 403 with the connection closed (h2c never gets here: the
+codec strips it).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.l7 import cors as cors_filter
 from proxy.l7 import errors, mirror
-from proxy.l7.codec import CRLF, RequestHead, ResponseHead, request_head
+from proxy.l7.codec import CRLF, CodecError, RequestHead, ResponseHead, check_target, request_head
 from proxy.l7.codec import response_head as serialize_response_head
 from proxy.l7.errors import STATUS_LINES, LocalReply
 from proxy.l7.router import (
@@ -34,6 +45,7 @@ from proxy.l7.router import (
 )
 from proxy.routing.formatters import FormatContext
 from proxy.routing.match import split_authority
+from proxy.routing.path_normalization import normalize
 from proxy.routing.snapshot import (
     Cluster,
     Destination,
@@ -64,6 +76,10 @@ _KEEP_ALIVE = b"connection: keep-alive\r\n"
 # Istio turns on Envoy's include_request_attempt_count for every virtual host: the header is always sent
 _ATTEMPT_COUNT = b"x-envoy-attempt-count: "
 _FIRST_ATTEMPT = _ATTEMPT_COUNT + b"1\r\n"
+_WEBSOCKET = b"websocket"
+# Envoy: an upgrade type not in upgrade_configs is refused with 403 and no body (details upgrade_failed)
+UPGRADE_FAILED = LocalReply(403, b"", "-")
+PATH_NORMALIZATION_FAILED = LocalReply(400, b"", "-")  # Envoy: no body, details path_normalization_failed
 
 _CONTENT_LENGTH_LINES: dict[int, bytes] = {}
 
@@ -95,8 +111,8 @@ class Exchange:
         self.start = start
         self.failure: LocalReply | None = None  # a malformed request: answered with this when its turn comes
         self.head_only = head is not None and head.method == b"HEAD"
-        # an upgrade the upstream refuses leaves the connection in an unknown state: close after it
-        self.keep_alive = head is not None and head.keep_alive and head.upgrade is None
+        # an upgrade the upstream refuses is followed by the client's next request, as any other
+        self.keep_alive = head is not None and head.keep_alive
         self.close = False  # the response says `connection: close`
         self.path = b""
         self.authority = b""
@@ -151,6 +167,10 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if target[:1] == b"/":
         path = target
     else:
+        try:
+            check_target(head.method, target)
+        except CodecError as exc:
+            return errors.protocol_error(exc.status), ()
         authority, path = split_target(target)
         if authority is not None:  # absolute-form (a client using HTTP_PROXY): the URI's authority wins
             host = authority
@@ -158,7 +178,11 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
             return errors.CONNECT_NOT_SUPPORTED, ()
         elif target != b"*":
             return errors.protocol_error(400), ()
-    ex.path = path
+    normal = normalize(path, state.path_normalization)
+    if normal is None:
+        ex.path = path
+        return PATH_NORMALIZATION_FAILED, ()
+    ex.path = path = normal
     authority = ex.authority = host or b""
     if listener is None:
         return errors.NO_ROUTE, ()
@@ -176,6 +200,9 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if chosen is None:
         return errors.NO_ROUTE, ()
     ex.route = chosen
+    if head.upgrade is not None and head.upgrade.strip().lower() != _WEBSOCKET:
+        ex.keep_alive = False  # Envoy closes: the bytes after an upgrade head are not known to be HTTP
+        return UPGRADE_FAILED, ()
     cors = chosen.cors
     if cors is not None:  # Envoy's CORS filter runs before fault injection and the router
         preflight, cors_headers = cors_filter.apply(cors, head.method, head.headers)
@@ -214,7 +241,9 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     if endpoint is None:
         return errors.NO_HEALTHY_UPSTREAM, ()
     ex.endpoint = endpoint
-    ex.out_head = _upstream_head(ex, head, chosen, dest, view, client_ip, transport, state)
+    ex.out_head = _upstream_head(ex, head, chosen, dest, view,
+                                 client_ip if listener.role == "gateway" else None,
+                                 state.preserve_external_request_id, transport, state)
     if chosen.mirrors and head.upgrade is None:  # an upgrade (WebSocket) is not copied
         ex.mirror = mirror.start(state, chosen.mirrors, ex.out_head, head.chunked, ex.request_complete,
                                  chosen.timeout, ex.pending, ex.pending_size, ex.delay)
@@ -271,9 +300,12 @@ def _has_formats(*ops: HeaderOps | None) -> bool:
 
 
 def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Destination,
-                   view: RequestView | None, client_ip: bytes, transport: Any = None,
-                   state: ServerState | None = None) -> bytes:
+                   view: RequestView | None, client_ip: bytes | None, preserve_request_id: bool,
+                   transport: Any = None, state: ServerState | None = None) -> bytes:
+    """`client_ip` is None on the sidecar role (Envoy's use_remote_address false), else the edge rules apply."""
     headers = head.headers
+    if head.envoy_headers is not None and client_ip is None:  # only the trusted local app may set them
+        headers = headers + head.envoy_headers
     host = head.host if head.target[:1] == b"/" else ex.authority
     path = ex.path
     rewrite = route.rewrite
@@ -283,7 +315,7 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
         if rewrite.authority:
             host = rewrite.authority.encode("latin-1")
     request_id = head.request_id
-    if request_id is None:
+    if request_id is None or (client_ip is not None and not preserve_request_id):
         request_id = new_request_id()
     ex.request_id = request_id
     forwarded_for = head.forwarded_for

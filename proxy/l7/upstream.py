@@ -167,3 +167,7 @@ class HttpUpstream(asyncio.Protocol):
     def on_response_complete(self) -> None:
         if self.downstream is not None:
             self.downstream.on_upstream_complete(self)
+
+    def response_body_bytes(self) -> int:
+        ex = self.downstream.exchange if self.downstream is not None else None
+        return ex.response_bytes if ex is not None else 0

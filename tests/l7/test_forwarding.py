@@ -251,14 +251,18 @@ async def test_upgrade_becomes_a_tunnel(start_proxy: StartProxy, upstreams: Star
     assert v1.requests[0].header("connection") == "upgrade"
 
 
-async def test_refused_upgrade_is_answered_then_closed(start_proxy: StartProxy, upstreams: StartUpstream) -> None:
+async def test_refused_upgrade_leaves_the_connection_usable(start_proxy: StartProxy,
+                                                           upstreams: StartUpstream) -> None:
     v1 = await upstreams("v1")
     proxy = await start_proxy(simple_snapshot((cluster("v1", v1), 100)))
     client = await proxy.connect()
-    response = await client.request(path="/ws", headers=(("Connection", "Upgrade"), ("Upgrade", "h2c")))
-    assert response.status == 400
-    assert response.header("connection") == "close"
-    assert await client.at_eof()
+    # the upstream ignores the upgrade and answers 200: the client's next request is read as usual, and
+    # goes out on a new upstream connection (one that carried an upgrade attempt is never pooled)
+    response = await client.request(path="/plain", headers=(("Connection", "Upgrade"), ("Upgrade", "websocket")))
+    assert response.status == 200 and response.header("connection") is None
+    assert (await client.request(path="/after")).status == 200
+    assert [r.target for r in v1.requests] == ["/plain", "/after"]
+    assert v1.accepted == 2
 
 
 async def test_forwarded_headers_and_request_id(start_proxy: StartProxy, upstreams: StartUpstream) -> None:
@@ -274,7 +278,9 @@ async def test_forwarded_headers_and_request_id(start_proxy: StartProxy, upstrea
     assert uuid.UUID(first.header("x-request-id") or "").version == 4
     assert first.header("host") == "reviews"
     assert second.header("x-forwarded-for") == "10.1.2.3, 127.0.0.1"
-    assert second.header("x-request-id") == "given-id"
+    # a gateway replaces an external request id (Envoy, use_remote_address: true)
+    assert second.header("x-request-id") != "given-id"
+    assert uuid.UUID(second.header("x-request-id") or "").version == 4
     assert second.header("x-forwarded-proto") == "http"
 
 
@@ -310,6 +316,7 @@ async def test_istio_metrics_and_access_log(start_proxy: StartProxy, upstreams: 
     proxy = await start_proxy(simple_snapshot((cluster("v1", v1), 100)))
     stream = io.StringIO()
     proxy.state.access_log = AccessLog("json", stream)
+    proxy.state.preserve_external_request_id = True
     client = await proxy.connect()
     await client.request(method="POST", path="/a?b=c", body=b"12345", headers=(("X-Request-Id", "rid-1"),))
     await client.request(host="nowhere")
