@@ -30,6 +30,7 @@ from proxy.config.load import ISTIO_KINDS, LoadResult, RawObject, load_text
 from proxy.gatewayapi import kinds as gateway_api
 from proxy.gatewayapi.status import statuses
 from proxy.routing.explain import ExplainError, explain_http_everywhere, explain_tcp, find_listener
+from proxy.routing.path_normalization import PathNormalization, normalize
 from proxy.routing.snapshot import HttpListener, Snapshot
 from proxy.state import ReloadResult, ServerState
 
@@ -109,7 +110,7 @@ def install(server: ServerControl) -> AdminServer:
 
     async def explain(request: AdminRequest) -> AdminResponse:
         assert server.state is not None
-        return explain_request(server.state.snapshot, request)
+        return explain_request(server.state.snapshot, request, server.state.path_normalization)
 
     admin.route("GET", "/ready", ready)
     admin.route("GET", "/metrics", metrics)
@@ -354,8 +355,12 @@ def list_objects(server: ServerControl, request: AdminRequest) -> AdminResponse:
 # explain ---------------------------------------------------------------------------------------------
 
 
-def explain_request(snapshot: Snapshot, request: AdminRequest) -> AdminResponse:
-    """GET /explain?authority=&path=&method=&header=k:v&listener=&port=&destination_ip="""
+def explain_request(snapshot: Snapshot, request: AdminRequest,
+                    normalization: PathNormalization = PathNormalization.BASE) -> AdminResponse:
+    """GET /explain?authority=&path=&method=&header=k:v&listener=&port=&destination_ip=
+
+    The path is normalized as the listeners normalize a request's (`run --path-normalization`), so the
+    answer is about the route that request would really take."""
     headers: dict[str, str] = {}
     for key, value in request.query:
         if key == "header":
@@ -376,7 +381,12 @@ def explain_request(snapshot: Snapshot, request: AdminRequest) -> AdminResponse:
             if not authority:
                 where = f"listener {listener.name} is HTTP" if listener else "HTTP listeners"
                 raise ExplainError(f"{where}: say which host (authority=HOST[:PORT])")
-            answer = explain_http_everywhere(snapshot, listener, authority, _query(request, "path", "/") or "/",
+            raw_path = _query(request, "path", "/") or "/"
+            path = normalize(raw_path.encode("latin-1", "replace"), normalization)
+            if path is None:
+                raise ExplainError(f"path {raw_path!r} is refused with 400 by path normalization "
+                                   f"({normalization.value}): it climbs above / or has a bad escape")
+            answer = explain_http_everywhere(snapshot, listener, authority, path.decode("latin-1"),
                                              _query(request, "method", "GET") or "GET", headers,
                                              _query(request, "scheme", "http") or "http")
         else:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 
+from proxy.admin.handlers import explain_request
+from proxy.admin.server import AdminRequest
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths, load_text
 from proxy.routing.explain import (
@@ -16,6 +19,7 @@ from proxy.routing.explain import (
     find_listener,
     routes,
 )
+from proxy.routing.path_normalization import PathNormalization
 from proxy.routing.snapshot import HttpListener, Snapshot, TcpListener, WeightedDestinations
 from tests.paths import BOOKINFO_NET, TCP_ECHO
 from tests.registry import REVIEWS_SE
@@ -239,3 +243,35 @@ def test_nothing_routes_it_the_sidecar_says_why() -> None:
     tcp_only = snapshot(TCP_ECHO / "tcp-echo-20-v2.yaml", extra=TCP_ECHO_CONFIG, mesh=False)
     with pytest.raises(ExplainError, match="no HTTP listener; listeners: gateway_tcp_31400"):
         explain_http_everywhere(tcp_only, None, "reviews")
+
+
+ADMIN_ONLY = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /admin}}]
+    directResponse: {status: 403}
+  - route: [{destination: {host: reviews}}]
+"""
+
+
+@pytest.mark.parametrize(("path", "mode", "status"), [
+    ("/public/../admin/x", PathNormalization.BASE, 403),  # normalized as the listener does: the /admin rule
+    ("/%61dmin", PathNormalization.BASE, 403),
+    ("/public/../admin/x", PathNormalization.NONE, 200),  # not normalized: the prefix rule does not see /admin
+    ("/../admin", PathNormalization.BASE, 400),  # climbs above the root: the listener refuses it
+])
+def test_explain_normalizes_the_path_as_the_listener_does(path: str, mode: PathNormalization, status: int) -> None:
+    snap = snapshot(extra=REVIEWS_SE + "---" + ADMIN_ONLY)
+    request = AdminRequest("GET", "/explain", [("authority", "reviews:9080"), ("path", path)], {}, b"")
+    answer = explain_request(snap, request, mode)
+    body = json.loads(answer.body)
+    if status == 400:
+        assert answer.status == 400 and "path normalization" in body["error"]
+    else:
+        assert answer.status == 200
+        route = body["route"]
+        assert (route.get("direct_response", {}).get("status") or 200) == status, body
