@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.admin.metrics import Metrics
 from proxy.l7.watchdog import Watchdog
 from proxy.routing.snapshot import Snapshot
+from proxy.upstream.shift import empty_stats
 
 if TYPE_CHECKING:
     from proxy.accesslog import AccessLog
@@ -50,3 +51,4 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.metrics.resilience_source = self.cluster_manager.resilience_stats
+        self.metrics.shift_source = lambda: empty_stats(self.snapshot, self.cluster_manager)
