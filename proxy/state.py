@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.admin.metrics import Metrics
+from proxy.admin.ui import TrafficPage
 from proxy.l7.watchdog import Watchdog
 from proxy.routing.snapshot import Snapshot
 from proxy.upstream.shift import empty_stats
@@ -48,6 +49,8 @@ class ServerState:
     loop: asyncio.AbstractEventLoop | None = None
     # the idle and request-header timeouts of every downstream HTTP connection, on one timer
     http_watchdog: Watchdog = field(default_factory=Watchdog)
+    # the live traffic page's samples and recent config changes (proxy.admin.ui)
+    traffic_page: TrafficPage = field(default_factory=TrafficPage)
 
     def __post_init__(self) -> None:
         self.metrics.resilience_source = self.cluster_manager.resilience_stats
