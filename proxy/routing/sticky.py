@@ -63,10 +63,15 @@ def pick_index(key_hash: int, salts: Sequence[int], inverse_weights: Sequence[fl
     """The winning destination's index: the largest ln(u_i) / w_i (= the smallest -ln(u_i) / w_i).
     Destinations with inverse weight 0 (weight 0) and those in `excluded` never win; -1 when none can."""
     best, best_score = -1, -math.inf
+    log = math.log
     for i, inverse in enumerate(inverse_weights):
         if not inverse or i in excluded:
             continue
-        score = _log_uniform(key_hash, salts[i]) * inverse
+        # _log_uniform(key_hash, salts[i]), inlined: this runs per destination per request
+        x = ((key_hash ^ salts[i]) + 0x9E3779B97F4A7C15) & _MASK64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+        score = log((((x ^ (x >> 31)) >> 11) + 0.5) / _TWO_53) * inverse
         if score > best_score:
             best, best_score = i, score
     return best
