@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from proxy.routing.snapshot import Cluster, Destination, Endpoint, Snapshot, TcpRoute, WeightedDestinations
-from proxy.upstream import keepalive, outlier, shift
+from proxy.l4 import shifting
+from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("NR", None, None)
             return
         self.route = route
-        destination = self._pick(route)
+        destination = shifting.pick(self, route)  # sticky, never an empty destination
         self.cluster_name = destination.cluster_name
         cluster = destination.cluster
         if cluster is None:
@@ -273,47 +274,13 @@ class TcpDownstream(asyncio.Protocol):
         key = hash64(client.encode()) if hashing is not None and hashing.source_ip and client else None
         return self.state.cluster_manager.choose_endpoint(cluster, key)
 
-    def _pick(self, route: TcpRoute) -> Destination:
-        """The connection's destination: sticky by source IP if asked, never an empty one (proxy.upstream.shift)."""
-        action = route.destinations
-        if len(action.destinations) == 1:
-            return action.destinations[0]
-        manager = self.state.cluster_manager
-        destination, moved = shift.pick(action, manager, self.state.rng.getrandbits(32), self._key_hash(action))
-        if moved:
-            self._moved(route.name)
-        return destination
-
-    def _key_hash(self, action: WeightedDestinations) -> int | None:
-        """The sticky key of a connection: its source IP (a cookie or header key has none at L4)."""
-        sticky = action.sticky
-        client = self.downstream_address.rpartition(":")[0]
-        return hash64(client.encode()) if sticky is not None and sticky.key.source_ip and client else None
-
-    def _moved(self, route_name: str) -> None:
-        self.flags = shift.EMPTY_FLAG  # access log: moved off an empty destination
-        moved = self.state.cluster_manager.moved
-        moved[route_name] = moved.get(route_name, 0) + 1
-
     def _reroute(self, cluster: Cluster, endpoint: Endpoint) -> bool:
-        """The connect to `endpoint` failed: when its cluster has no reachable endpoint left, connect to
-        another destination of the route instead (nothing was relayed yet)."""
-        manager = self.state.cluster_manager
-        route = self.route
-        if not manager.connect_failed(cluster, endpoint) or route is None or self._closing:
+        """The connect failed and left its cluster empty: connect to another destination instead
+        (nothing was relayed yet; proxy.l4.shifting)."""
+        moved = shifting.reroute(self, cluster, endpoint)
+        if moved is None:
             return False
-        action = route.destinations
-        current = next((d for d in action.destinations if d.cluster is cluster), None)
-        dest = shift.reroute(action, manager, current, self.state.rng.getrandbits(32), self._key_hash(action))
-        chosen = manager.choose_endpoint(dest.cluster) if dest is not None and dest.cluster is not None else None
-        if dest is None or chosen is None:
-            return False
-        if self.counted:
-            manager.request_finished(cluster, endpoint)
-            self.counted = manager.request_started(dest.cluster, chosen)  # type: ignore[arg-type]
-        self.cluster_name, self.cluster, self.endpoint = dest.cluster_name, dest.cluster, chosen
-        self._moved(route.name)
-        self._connect_task = self.loop.create_task(self._connect(dest.cluster, chosen))  # type: ignore[arg-type]
+        self._connect_task = self.loop.create_task(self._connect(*moved))
         return True
 
     def _drain_close(self) -> None:
