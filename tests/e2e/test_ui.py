@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Client, ProxyProcess, Upstream, service_entry, write_atomic
+from tests.e2e.harness import Client, ProxyProcess, Upstream, free_port, service_entry, write_atomic
+from tests.e2e.test_tcp_shifting import EchoServer
 from tests.paths import ROOT
 
 V2 = "outbound|9080|v2|reviews.default.svc.cluster.local"
@@ -47,14 +48,54 @@ spec:
 """
 
 
+def tcp_echo(port: int, one: int, two: int) -> str:
+    """tcp-echo on the sidecar at `port`, 80/20 per connection."""
+    return service_entry("tcp-echo", port, [(one, "v1"), (two, "v2")], protocol="TCP", port_name="tcp") + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - route:
+    - {destination: {host: tcp-echo, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, subset: v2}, weight: 20}
+"""
+
+
 @pytest.fixture
-def config_dir(tmp_path: Path, reviews: dict[str, Upstream]) -> Path:
+async def config_dir(tmp_path: Path, reviews: dict[str, Upstream]) -> Any:
+    one, two = await EchoServer("one").start(), await EchoServer("two").start()
     d = tmp_path / "config"
     d.mkdir()
     (d / "se.yaml").write_text(service_entry("reviews", 9080, [(reviews[v].port, v) for v in ("v1", "v2")]))
     (d / "dr.yaml").write_text(DESTINATION_RULE)
     (d / "vs.yaml").write_text(virtual_service(10))
-    return d
+    (d / "tcp-echo.yaml").write_text(tcp_echo(free_port(), one.port, two.port))
+    yield d
+    one.close()
+    two.close()
+
+
+async def open_tcp(config_dir: Path, n: int) -> list[asyncio.StreamWriter]:
+    """n long-lived connections through the sidecar's tcp-echo listener, each answered once."""
+    port = int((config_dir / "tcp-echo.yaml").read_text().split("number: ", 1)[1].split(",", 1)[0])
+    writers = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hi\n")
+        assert (await asyncio.wait_for(reader.readline(), 10)).endswith(b" hi\n")
+        writers.append(writer)
+    return writers
 
 
 async def _load(port: int, stop: asyncio.Event, limit: int = 100_000) -> int:
@@ -125,9 +166,15 @@ def _browser() -> Any:
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def texts(browser: Any, selector: str) -> list[str]:
+    """The text of every element `selector` matches, read in one step (the page redraws every second)."""
+    return browser.execute_script(  # type: ignore[no-any-return]
+        "return Array.from(document.querySelectorAll(arguments[0])).map((e) => e.textContent)", selector)
+
+
 def _observed_v2(browser: Any) -> float | None:
-    cells = browser.find_elements("css selector", f'[data-cluster="{V2}"] [data-stat="observed"] b')
-    text = cells[0].text if cells else ""
+    cells = texts(browser, f'[data-cluster="{V2}"] [data-stat="observed"] b')
+    text = cells[0] if cells else ""
     return float(text.rstrip("%")) / 100 if text.endswith("%") else None
 
 
@@ -138,13 +185,15 @@ async def test_browser_sees_the_observed_share_move_without_reloading(config_dir
     proxy = ProxyProcess(config_dir, ["--access-log", "off"]).start()
     stop = asyncio.Event()
     load = asyncio.create_task(_load(proxy.mesh_port, stop))
+    connections: list[asyncio.StreamWriter] = []
     try:
         await asyncio.to_thread(browser.get, f"{proxy.admin}/ui")
         loaded_at = await asyncio.to_thread(browser.execute_script, "return window.pageLoadedAt")
         wait = WebDriverWait(browser, 90, poll_frequency=0.5)
         # some traffic observed at 90/10: v2's share is far below a half
         await asyncio.to_thread(wait.until, lambda b: (_observed_v2(b) is not None and
-                                                       b.find_element("id", "window").text not in ("…", "0")))
+                                                       texts(b, "#window")[0] not in ("…", "0")))
+        connections += await open_tcp(config_dir, 10)  # inside the page's window: counted as observed
         await asyncio.sleep(3)
         before = await asyncio.to_thread(_observed_v2, browser)
         assert before is not None and before < 0.35, before
@@ -153,10 +202,13 @@ async def test_browser_sees_the_observed_share_move_without_reloading(config_dir
         proxy.wait_version(version)
         # the page updates itself: configured 90 %, then the observed share climbs past a half
         configured = f'[data-cluster="{V2}"] [data-stat="weight"] b'
-        await asyncio.to_thread(wait.until, lambda b: b.find_element("css selector", configured).text == "90 (90.0%)")
+        await asyncio.to_thread(wait.until, lambda b: texts(b, configured) == ["90 (90.0%)"])
         await asyncio.to_thread(wait.until, lambda b: (_observed_v2(b) or 0) > 0.5)
         assert await asyncio.to_thread(browser.execute_script, "return window.pageLoadedAt") == loaded_at
-        changes = await asyncio.to_thread(lambda: browser.find_element("id", "change-list").text)
+        # TCP: the ten open connections, per version
+        tcp = '[data-route="default/tcp-echo#tcp0"] [data-stat="open conns"] b'
+        await asyncio.to_thread(wait.until, lambda b: sum(int(t) for t in texts(b, tcp)) == len(connections))
+        changes = " ".join(await asyncio.to_thread(texts, browser, "#change-list li"))
         assert "default/reviews#0: reviews:9080 v1 10, reviews:9080 v2 90" in changes
         SCREENSHOT.parent.mkdir(exist_ok=True)
         assert await asyncio.to_thread(browser.save_screenshot, str(SCREENSHOT))
@@ -168,5 +220,7 @@ async def test_browser_sees_the_observed_share_move_without_reloading(config_dir
     finally:
         stop.set()
         await load
+        for writer in connections:
+            writer.close()
         await asyncio.to_thread(browser.quit)
         proxy.stop()
