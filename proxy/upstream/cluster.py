@@ -110,6 +110,8 @@ class ClusterManager:
         unreachable = self.unreachable
         for key in [k for k, until in unreachable.items() if until <= now]:
             del unreachable[key]
+        for name in [n for n, until in self.failing.items() if until <= now]:
+            del self.failing[name]
         unreachable[endpoint.key] = now + UNREACHABLE_HOLD
         endpoints = self._balancer(cluster).endpoints or cluster.endpoints
         if all(e.key in unreachable for e in endpoints):
