@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-containers lint bench bench-capture run clean
+.PHONY: demo test test-containers lint bench bench-capture run clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,18 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/shiftproxy run --config config/bookinfo --config config/tcp-echo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check proxy tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# the /ui browser test needs Debian's headless chromium and its driver: installed when run as root and
+# missing; otherwise (or if apt-get fails) that one test is skipped and says why
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+			|| echo "chromium not installed: the /ui browser test will be skipped"; \
+	else echo "not root or no apt-get: chromium not installed, the /ui browser test will be skipped"; fi
 
 test-containers:
 	sh tests/containers/run.sh

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 
 from proxy import __version__
+from proxy.config import compile_shift
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import DEFAULT_MAX_BYTES, load_paths
 from proxy.routing import path_normalization
@@ -187,13 +188,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors, warnings = validate(loaded.objects) if loaded.objects else ([], [])
     errors = loaded.errors + errors
     kinds = Counter(o.kind for o in loaded.objects)
+    empty: list[str] = []  # destinations with no endpoints, known once compiled
     if not errors:
         # must not raise when valid
-        compile_snapshot(loaded.objects, CompileOptions(gateway_labels=args.labels, namespace=args.namespace))
+        snapshot = compile_snapshot(loaded.objects, CompileOptions(gateway_labels=args.labels,
+                                                                   namespace=args.namespace))
+        empty = [n for n in snapshot.notices if compile_shift.is_empty_warning(n)]
     if args.output == "json":
         print(json.dumps({
             "valid": not errors, "objects": dict(kinds), "files": loaded.files,
-            "errors": [e.as_dict() for e in errors], "warnings": [w.as_dict() for w in warnings],
+            "errors": [e.as_dict() for e in errors],
+            "warnings": [w.as_dict() for w in warnings] + [{"reason": n, "severity": "warning"} for n in empty],
             "skipped": loaded.notices,
         }, indent=2))
         return 1 if errors else 0
@@ -205,9 +210,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"invalid: {len(errors)} error(s), {len(warnings)} warning(s)", file=sys.stderr)
         return 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no Istio objects"
-    print(f"valid: {summary}; {len(warnings)} warning(s)")
+    print(f"valid: {summary}; {len(warnings) + len(empty)} warning(s)")
     for w in warnings:
         print(f"warning: {w}")
+    for n in empty:
+        print(f"warning: {n}")
     return 0
 
 

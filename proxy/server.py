@@ -238,6 +238,7 @@ class Server:
         state.metrics.reloads["success"] += 1
         self._remember(loaded)
         relay.on_snapshot_swap(state, old, snapshot)
+        state.traffic_page.record_change(old, snapshot, reason)
         state.cluster_manager.retain(list(snapshot.clusters.values()))  # drop pools of removed endpoints
         await self._sync_listeners(snapshot, strict=False)
         for notice in snapshot.notices:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.admin.metrics import Metrics
+from proxy.admin.ui import TrafficPage
 from proxy.l7.watchdog import Watchdog
 from proxy.routing.path_normalization import PathNormalization
 from proxy.routing.snapshot import Snapshot
+from proxy.upstream.shift import empty_stats
 
 if TYPE_CHECKING:
     from proxy.accesslog import AccessLog
@@ -51,6 +53,9 @@ class ServerState:
     # edge rules for HTTP requests (`run --path-normalization`, `--preserve-external-request-id`)
     path_normalization: PathNormalization = PathNormalization.BASE
     preserve_external_request_id: bool = False
+    # the live traffic page's samples and recent config changes (proxy.admin.ui)
+    traffic_page: TrafficPage = field(default_factory=TrafficPage)
 
     def __post_init__(self) -> None:
         self.metrics.resilience_source = self.cluster_manager.resilience_stats
+        self.metrics.shift_source = lambda: empty_stats(self.snapshot, self.cluster_manager)

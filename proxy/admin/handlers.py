@@ -21,6 +21,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from proxy import workers
+from proxy.admin import ui
 from proxy.admin.metrics import IstioCollector
 from proxy.admin.server import AdminRequest, AdminResponse, AdminServer
 from proxy.config import store
@@ -121,6 +122,16 @@ def install(server: ServerControl) -> AdminServer:
     admin.route("POST", "/delete", delete)
     admin.route("GET", "/objects", objects)
     admin.route("GET", "/explain", explain)
+
+    async def ui_page(_: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, ui.page(), "text/html; charset=utf-8", {"cache-control": "no-store"})
+
+    async def ui_data(_: AdminRequest) -> AdminResponse:
+        assert server.state is not None
+        return AdminResponse.json(200, server.state.traffic_page.data(server.state))
+
+    admin.route("GET", "/ui", ui_page)  # the live traffic page (proxy.admin.ui)
+    admin.route("GET", "/ui/data", ui_data)
     return admin
 
 

@@ -101,6 +101,8 @@ class Metrics:
         # ([(cluster, ejected now, ejections)], [(cluster, pending now, overflows)])
         self.resilience_source: Callable[[], tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]] | \
             None = None
+        # per route with several destinations: (route, empty destinations now, moved off them so far)
+        self.shift_source: Callable[[], list[tuple[str, int, int]]] | None = None
 
     # hot path -----------------------------------------------------------------------------------
 
@@ -211,6 +213,21 @@ class Metrics:
                                 value=self.connections_on_old_config)
         if self.resilience_source is not None:
             yield from _resilience_families(*self.resilience_source())
+        if self.shift_source is not None:
+            yield from _shift_families(self.shift_source())
+
+
+def _shift_families(routes: list[tuple[str, int, int]]) -> Iterator[object]:
+    """Empty destinations (no healthy endpoint) per route, and what was moved off them (flag ED)."""
+    empty = GaugeMetricFamily("shiftproxy_route_empty_destinations",
+                              "Weighted destinations of the route with no healthy endpoint now", labels=["route"])
+    moved = CounterMetricFamily("shiftproxy_route_empty_destination_moved",
+                                "Requests and TCP connections sent to another destination because theirs had no "
+                                "healthy endpoint (access log flag ED)", labels=["route"])
+    for name, n_empty, n_moved in routes:
+        empty.add_metric([name], n_empty)
+        moved.add_metric([name], n_moved)
+    yield from (empty, moved)
 
 
 def _resilience_families(detectors: list[tuple[str, int, int]],

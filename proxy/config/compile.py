@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.capture.compile import build_capture_table
-from proxy.config import compile_http
+from proxy.config import compile_http, compile_shift
 from proxy.config.compile_policy import cluster_resilience, retry_policy
 from proxy.config.delegate import expand_delegates
 from proxy.config.diagnostics import ConfigError, Diagnostic
@@ -237,7 +237,9 @@ class _Compiler:
         else:
             entries = [Destination(d.cluster_name, d.cluster, 100, d.request_headers, d.response_headers)
                        for d in entries]
-        return WeightedDestinations(tuple(entries), cumulative([d.weight for d in entries]))
+        action = compile_shift.apply(vs, WeightedDestinations(tuple(entries), cumulative([d.weight for d in entries])))
+        self.notices.extend(compile_shift.empty_warnings(vs, action))
+        return action
 
     # HTTP -----------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from proxy.l4 import shifting
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
 from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
@@ -130,7 +131,7 @@ class TcpDownstream(asyncio.Protocol):
             self._fail("NR", None, None)
             return
         self.route = route
-        destination = route.destinations.pick(state.rng.getrandbits(32))
+        destination = shifting.pick(self, route)  # sticky, never an empty destination
         self.cluster_name = destination.cluster_name
         cluster = destination.cluster
         if cluster is None:
@@ -273,6 +274,15 @@ class TcpDownstream(asyncio.Protocol):
         key = hash64(client.encode()) if hashing is not None and hashing.source_ip and client else None
         return self.state.cluster_manager.choose_endpoint(cluster, key)
 
+    def _reroute(self, cluster: Cluster, endpoint: Endpoint) -> bool:
+        """The connect failed and left its cluster empty: connect to another destination instead
+        (nothing was relayed yet; proxy.l4.shifting)."""
+        moved = shifting.reroute(self, cluster, endpoint)
+        if moved is None:
+            return False
+        self._connect_task = self.loop.create_task(self._connect(*moved))
+        return True
+
     def _drain_close(self) -> None:
         self._drain_timer = None
         self.close()
@@ -280,6 +290,7 @@ class TcpDownstream(asyncio.Protocol):
     # upstream side ------------------------------------------------------------------------------
 
     async def _connect(self, cluster: Cluster, endpoint: Endpoint) -> None:
+        rerouted = False
         try:
             async with asyncio.timeout(cluster.connect_timeout):
                 # the address may be a DNS name: create_connection resolves it now
@@ -290,12 +301,17 @@ class TcpDownstream(asyncio.Protocol):
             self._connect_task = None  # so closing the downstream does not cancel this very task
             if cluster.outlier is not None:
                 self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECT_FAILED)
+            rerouted = self._up is None and not self._closing and self._breaker is None and \
+                self._reroute(cluster, endpoint)
+            if rerouted:
+                return  # connecting again, to another destination
             if self._up is None and not self._closing:
                 self._fail("UF", cluster, endpoint)
         finally:
-            self._connecting = False
-            self._connect_task = None
-            self._maybe_finish()
+            if not rerouted:
+                self._connecting = False
+                self._connect_task = None
+                self._maybe_finish()
 
     def upstream_made(self, transport: asyncio.Transport) -> bool:
         """The upstream connected; False when nobody is waiting for it any more."""

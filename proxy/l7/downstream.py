@@ -390,6 +390,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
                 return
             if cluster.outlier is not None:
                 self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECT_FAILED)
+            empty = self.state.cluster_manager.connect_failed(cluster, endpoint)
             if self.exchange is not ex or ex.done:
                 return
             if not retries or not self._may_retry(ex, retries):
@@ -398,7 +399,10 @@ class HttpDownstream(Attempts, asyncio.Protocol):
                                                       ex.retries, self.state.rng.random()))
             if self.exchange is not ex or ex.done:
                 return
-            endpoint = self._other_endpoint(ex, cluster, endpoint, ex.resil.tried if ex.resil else None)
+            if empty and exchange.reroute_empty(ex, self.state, endpoint):  # its share goes to another destination
+                cluster, endpoint = ex.cluster, ex.endpoint  # type: ignore[assignment]
+            else:
+                endpoint = self._other_endpoint(ex, cluster, endpoint, ex.resil.tried if ex.resil else None)
             ex.out_head = exchange.attempt_head(ex.out_head, ex.retries + 1)
             pool = self.state.cluster_manager.pool_for(endpoint)
             conn = pool.acquire()

@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from proxy.l7 import cors as cors_filter
-from proxy.l7 import errors, mirror
+from proxy.l7 import errors, mirror, shifting
 from proxy.l7.codec import CRLF, CodecError, RequestHead, ResponseHead, check_target, request_head
 from proxy.l7.codec import response_head as serialize_response_head
 from proxy.l7.errors import STATUS_LINES, LocalReply
@@ -103,7 +103,7 @@ class Exchange:
         "upstream", "connect_task", "pending", "pending_size", "replay", "replay_size", "reused", "retried",
         "request_complete", "request_bytes", "status", "response_started", "response_chunked",
         "response_bytes", "timer", "tunnel", "done", "delay", "mirror", "extra_response", "format_ctx",
-        "retries", "resil",
+        "retries", "resil", "moved", "key_hash",
     )
 
     def __init__(self, head: RequestHead | None, start: float) -> None:
@@ -153,6 +153,9 @@ class Exchange:
         # timeouts and circuit-breaker slots, made only for a request that needs it (see attempts.py)
         self.retries = 0
         self.resil: AttemptState | None = None
+        # moved off an empty destination (flag ED), and the sticky key's hash (proxy.l7.shifting)
+        self.moved = False
+        self.key_hash: int | None = None
 
 
 def route(ex: Exchange, listener: HttpListener | None, state: ServerState, client_ip: bytes,
@@ -224,7 +227,10 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
             return LocalReply(action.code, b"", "-"), ((b"location", location),)
         return LocalReply(action.status, action.body, "-"), ()  # type: ignore[union-attr]
     destinations = action.destinations
-    dest = destinations[0] if len(destinations) == 1 else action.pick(state.rng.getrandbits(32))
+    if len(destinations) == 1:
+        dest = destinations[0]
+    else:  # sticky keys, and never an empty destination (proxy.l7.shifting)
+        dest = shifting.pick(ex, action, state, client_ip, transport)
     ex.cluster_name = dest.cluster_name
     cluster = dest.cluster
     if cluster is None:
@@ -248,6 +254,9 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         ex.mirror = mirror.start(state, chosen.mirrors, ex.out_head, head.chunked, ex.request_complete,
                                  chosen.timeout, ex.pending, ex.pending_size, ex.delay)
     return None
+
+
+reroute_empty = shifting.reroute  # for the connection code: a failed connect that emptied the cluster
 
 
 def _hashed_endpoint(ex: Exchange, cluster: Cluster, policy: HashPolicy, state: ServerState, client_ip: bytes,
@@ -419,6 +428,8 @@ def log(access_log: AccessLog, ex: Exchange, code: int, flags: str, duration_ms:
     endpoint = ex.endpoint
     cluster = ex.cluster
     request_id = ex.request_id or (head.request_id if head is not None else None) or b""
+    if ex.moved:
+        flags = errors.add_flag(flags, shifting.EMPTY_FLAG)
     access_log.http(
         head.method if head is not None else b"-",
         ex.path or (head.target if head is not None else b"") or b"-",

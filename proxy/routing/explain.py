@@ -210,13 +210,23 @@ def _result(route: HttpRoute) -> dict[str, Any]:
 
 
 def destinations(action: WeightedDestinations) -> list[dict[str, Any]]:
-    """Each destination with its probability, cluster and endpoints, and what goes wrong there if anything."""
+    """Each destination with its probability, cluster and endpoints, and what goes wrong there if anything.
+    A destination with no endpoints gives its share to the others unless the route keeps Istio's 503 UH
+    (proxy.upstream.shift): then `effective_probability` says what each really gets."""
     out = []
+    moves = len(action.destinations) > 1 and not action.empty_fail
+    live = sum(d.weight for d in action.destinations if d.cluster is not None and d.cluster.endpoints)
     for dest, probability in action.shares():
-        out.append({
-            "cluster": dest.cluster_name, "weight": dest.weight, "probability": probability,
-            **_cluster(dest),
-        })
+        entry = {"cluster": dest.cluster_name, "weight": dest.weight, "probability": probability, **_cluster(dest)}
+        if moves and "problem" in entry:
+            entry["problem"] = entry["problem"].rsplit(": requests get", 1)[0] + \
+                ": its share goes to the other destinations (flag ED)"
+        if moves and live and live != sum(d.weight for d in action.destinations):
+            empty = dest.cluster is None or not dest.cluster.endpoints
+            entry["effective_probability"] = 0.0 if empty else dest.weight / live
+        if action.sticky is not None:
+            entry["sticky"] = action.sticky.describe
+        out.append(entry)
     return out
 
 

@@ -25,6 +25,7 @@ from proxy.routing.resilience import ConnectionLimits, OutlierPolicy, RetryPolic
 
 if TYPE_CHECKING:
     from proxy.capture.table import CaptureTable
+    from proxy.routing.sticky import StickyPolicy
 
 HOST_MEMO_SIZE = 1024
 _MISSING = object()
@@ -138,6 +139,11 @@ class WeightedDestinations:
 
     destinations: tuple[Destination, ...]
     cumulative: tuple[int, ...]
+    # shiftproxy.io/sticky: the client's key picks the destination (proxy.routing.sticky); None: at random
+    sticky: StickyPolicy | None = None
+    # shiftproxy.io/empty-destination: fail keeps Istio's 503 UH for a destination with no healthy
+    # endpoint; otherwise its share goes to the route's other destinations (proxy.upstream.shift)
+    empty_fail: bool = False
 
     def pick(self, random_value: int) -> Destination:
         if len(self.destinations) == 1:

@@ -13,6 +13,7 @@ endpoint share its idle connections, and a reload that keeps an endpoint keeps i
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 from proxy.routing.snapshot import Cluster, Endpoint
@@ -20,6 +21,9 @@ from proxy.upstream.balancer import Balancer
 from proxy.upstream.circuit_breaker import CircuitBreaker
 from proxy.upstream.outlier import OutlierDetector
 from proxy.upstream.pool import EndpointPool
+
+# seconds an endpoint whose connect failed counts as unreachable for moving traffic off empty destinations
+UNREACHABLE_HOLD = 2.0
 
 
 class ClusterManager:
@@ -29,6 +33,12 @@ class ClusterManager:
         self.pools: dict[tuple[str, int], EndpointPool[Any]] = {}
         self.detectors: dict[str, OutlierDetector] = {}  # by cluster name
         self.breakers: dict[str, CircuitBreaker] = {}  # by cluster name
+        # connect failures (proxy.upstream.shift): endpoint address → monotonic time until which it counts
+        # as unreachable, and cluster name → until when every endpoint of it is; empty when all is well
+        self.unreachable: dict[tuple[str, int], float] = {}
+        self.failing: dict[str, float] = {}
+        # requests and connections moved off an empty destination, by route name
+        self.moved: dict[str, int] = {}
 
     def _balancer(self, cluster: Cluster) -> Balancer:
         balancer = self._balancers.get(id(cluster))
@@ -78,6 +88,36 @@ class ClusterManager:
         if key_hash is not None:
             return self._balancer(cluster).choose_hashed(key_hash)
         return self._balancer(cluster).choose()
+
+    def has_endpoint(self, cluster: Cluster | None) -> bool:
+        """Whether `cluster` has an endpoint to send to now: configured, not all ejected, not all failing
+        to connect (outlier panic counts as having them, as in Envoy)."""
+        if cluster is None or not cluster.endpoints:
+            return False
+        failing = self.failing
+        if failing:
+            until = failing.get(cluster.name)
+            if until is not None:
+                if time.monotonic() < until:
+                    return False
+                del failing[cluster.name]
+        return cluster.outlier is None or bool(self._balancer(cluster).endpoints)
+
+    def connect_failed(self, cluster: Cluster, endpoint: Endpoint) -> bool:
+        """A connect to `endpoint` failed: it counts as unreachable for UNREACHABLE_HOLD seconds. True when
+        now no endpoint of `cluster` is reachable (the cluster is empty until the first mark expires)."""
+        now = time.monotonic()
+        unreachable = self.unreachable
+        for key in [k for k, until in unreachable.items() if until <= now]:
+            del unreachable[key]
+        for name in [n for n, until in self.failing.items() if until <= now]:
+            del self.failing[name]
+        unreachable[endpoint.key] = now + UNREACHABLE_HOLD
+        endpoints = self._balancer(cluster).endpoints or cluster.endpoints
+        if all(e.key in unreachable for e in endpoints):
+            self.failing[cluster.name] = min(unreachable[e.key] for e in endpoints)
+            return True
+        return False
 
     def request_started(self, cluster: Cluster, endpoint: Endpoint) -> bool:
         """Count a request to `endpoint`; False when it is not counted (the cluster has nothing to choose

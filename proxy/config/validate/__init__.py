@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.config import compile_shift
 from proxy.config.diagnostics import Diagnostic
 from proxy.config.load import RawObject
 from proxy.config.schema import Msg, Report, canonical
@@ -39,6 +40,7 @@ def validate(objects: list[RawObject]) -> tuple[list[Diagnostic], list[Diagnosti
         spec: Msg | None = None
         try:
             spec = _check_object(obj, report)
+            compile_shift.check(obj, report)  # shiftproxy.io/ annotations of traffic shifting
             if spec is not None:
                 report_not_enforced(report, spec)
         except Exception as exc:  # a bug in a rule must cost one object, never the whole reload
