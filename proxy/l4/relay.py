@@ -29,6 +29,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+from proxy.tls.upstream import connect as tls_connect
 from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
 
@@ -122,8 +123,14 @@ class TcpDownstream(asyncio.Protocol):
         self.downstream_address = f"{peer[0]}:{peer[1]}" if peer else ""
         local = transport.get_extra_info("sockname")
         self.destination_ip = local[0] if local else ""
+        self.route_connection(state.snapshot)
 
-        snapshot = state.snapshot
+    def route_connection(self, snapshot: Snapshot) -> None:
+        """Pick the route, destination and endpoint, and start connecting (at accept; after the
+        ClientHello for SNI routing)."""
+        state = self.state
+        transport = self.transport
+        assert transport is not None
         self.version = snapshot.version
         route = self.find_route(snapshot)
         if route is None or not route.destinations.destinations:
@@ -283,7 +290,7 @@ class TcpDownstream(asyncio.Protocol):
         try:
             async with asyncio.timeout(cluster.connect_timeout):
                 # the address may be a DNS name: create_connection resolves it now
-                await self.loop.create_connection(lambda: TcpUpstream(self), endpoint.address, endpoint.port)
+                await tls_connect(self.loop, lambda: TcpUpstream(self), endpoint.address, endpoint.port, cluster.tls)
         except asyncio.CancelledError:
             raise  # the downstream went away; connection_lost does the bookkeeping
         except Exception:  # refused, unreachable, unresolvable, timed out: all UF, as Envoy

@@ -1,0 +1,260 @@
+"""TLS end to end, through the real proxy process: HTTPS gateways (SIMPLE, MUTUAL, SNI), httpsRedirect,
+TLS passthrough with weighted `tls` routes, TLS origination to upstreams, and certificate rotation.
+Certificates come from trustme; everything listens on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.e2e.harness import Client, ProxyProcess, Upstream, free_port, service_entry
+from tests.e2e.tls_fixtures import (
+    TlsEcho,
+    client_context,
+    peer_der,
+    server_context,
+    tls_client,
+    write_credential,
+)
+from tests.paths import BOOKINFO_NET
+from tests.stats import binomial_interval
+
+HOST = "bookinfo.example"
+
+
+def gateway(port: int, servers: str) -> str:
+    return f"""apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+{servers}
+"""
+
+
+def https_server(port: int, hosts: str, tls: str, name: str = "https") -> str:
+    return f"""  - port: {{number: {port}, name: {name}, protocol: HTTPS}}
+    hosts: [{hosts}]
+    tls: {tls}
+"""
+
+
+def reviews_vs(hosts: str = HOST, weights: tuple[int, int] = (50, 50)) -> str:
+    return f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews-gw}}
+spec:
+  hosts: [{hosts}]
+  gateways: [gw]
+  http:
+  - route:
+    - destination: {{host: reviews, subset: v1}}
+      weight: {weights[0]}
+    - destination: {{host: reviews, subset: v3}}
+      weight: {weights[1]}
+"""
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, reviews: dict[str, Upstream]) -> Path:
+    d = tmp_path / "config"
+    d.mkdir()
+    (d / "reviews-service-entry.yaml").write_text(
+        service_entry("reviews", 9080, [(u.port, v) for v, u in reviews.items()]))
+    shutil.copy(BOOKINFO_NET / "destination-rule-all.yaml", d)
+    return d
+
+
+def start(config_dir: Path, credentials: Path | None = None, *extra: str) -> ProxyProcess:
+    args = ["--access-log", "off", "--role", "gateway", *extra]
+    if credentials is not None:
+        args += ["--credentials-dir", str(credentials)]
+    return ProxyProcess(config_dir, args).start()
+
+
+def metrics(proxy: ProxyProcess) -> str:
+    with urllib.request.urlopen(f"{proxy.admin}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+async def test_https_gateway_serves_the_50_50_split_behind_tls(config_dir: Path, tmp_path: Path,
+                                                               ca: trustme.CA) -> None:
+    creds = tmp_path / "credentials"
+    write_credential(creds, "bookinfo-cert", ca, HOST)
+    port = free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(port, https_server(
+        port, HOST, "{mode: SIMPLE, credentialName: bookinfo-cert, minProtocolVersion: TLSV1_2}")))
+    (config_dir / "vs.yaml").write_text(reviews_vs())
+    proxy = start(config_dir, creds)
+    try:
+        client = await tls_client(port, client_context(ca), HOST)
+        assert client.writer is not None
+        assert client.writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
+        n = 1000
+        seen: Counter[str] = Counter()
+        for _ in range(n):
+            resp = await client.request("GET", "/reviews/0", HOST)
+            seen[resp.json()["version"] if resp.status == 200 else f"status {resp.status}"] += 1
+        await client.close()
+        lo, hi = binomial_interval(n, 0.5)
+        assert seen["v1"] + seen["v3"] == n, seen
+        assert lo <= seen["v3"] <= hi, (seen, (lo, hi))
+        # plaintext to the HTTPS port is not served
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /reviews/0 HTTP/1.1\r\nhost: {HOST}\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(1024), 10)
+        assert not data.startswith(b"HTTP/1.1 200"), data
+        writer.close()
+    finally:
+        proxy.stop()
+
+
+async def test_sni_selects_each_host_its_certificate_on_one_port(config_dir: Path, tmp_path: Path,
+                                                                 ca: trustme.CA) -> None:
+    creds = tmp_path / "credentials"
+    a = write_credential(creds, "a-cert", ca, "a.example")
+    b = write_credential(creds, "b-cert", ca, "*.b.example")
+    port = free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(port, https_server(
+        port, "a.example", "{mode: SIMPLE, credentialName: a-cert}") + https_server(
+        port, "'*.b.example'", "{mode: SIMPLE, credentialName: b-cert}", "https-b")))
+    (config_dir / "vs.yaml").write_text(reviews_vs("a.example, x.b.example", (100, 0)))
+    proxy = start(config_dir, creds)
+    try:
+        expected = {"a.example": a, "x.b.example": b}
+        for name, cert in expected.items():
+            client = await tls_client(port, client_context(ca), name)
+            assert client.writer is not None
+            assert peer_der(client.writer) == cert.cert_chain_pems[0].bytes() or \
+                peer_der(client.writer) == ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+            resp = await client.request("GET", "/reviews/0", name)
+            assert resp.status == 200 and resp.json()["version"] == "v1"
+            await client.close()
+        # a name no server has: the handshake is refused
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await tls_client(port, client_context(ca), "other.example")
+    finally:
+        proxy.stop()
+
+
+async def test_mutual_tls_refuses_a_client_without_a_certificate(config_dir: Path, tmp_path: Path,
+                                                                 ca: trustme.CA) -> None:
+    creds = tmp_path / "credentials"
+    client_ca = trustme.CA()
+    write_credential(creds, "mtls-cert", ca, HOST, client_ca=client_ca)
+    port = free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(port, https_server(
+        port, HOST, "{mode: MUTUAL, credentialName: mtls-cert}")))
+    (config_dir / "vs.yaml").write_text(reviews_vs(weights=(100, 0)))
+    proxy = start(config_dir, creds)
+    try:
+        good = await tls_client(port, client_context(ca, client_ca.issue_cert("client.example")), HOST)
+        assert (await good.request("GET", "/reviews/0", HOST)).status == 200
+        await good.close()
+        for cert in (None, trustme.CA().issue_cert("stranger.example")):  # none, or one from another CA
+            bad: Client | None = None
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+                # TLS 1.3: the refusal arrives after the client's side of the handshake, on first read
+                bad = await tls_client(port, client_context(ca, cert), HOST)
+                try:
+                    await bad.request("GET", "/reviews/0", HOST)
+                finally:
+                    await bad.close()
+    finally:
+        proxy.stop()
+
+
+async def test_https_redirect_answers_301(config_dir: Path) -> None:
+    port = free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(port, f"""  - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: [{HOST}]
+    tls: {{httpsRedirect: true}}
+"""))
+    (config_dir / "vs.yaml").write_text(reviews_vs(weights=(100, 0)))
+    proxy = start(config_dir)
+    try:
+        client = Client(port)
+        resp = await client.request("GET", "/productpage?u=1", f"{HOST}:{port}")
+        assert resp.status == 301
+        assert resp.headers["location"] == f"https://{HOST}/productpage?u=1"
+        await client.close()
+    finally:
+        proxy.stop()
+
+
+def echo_service(name: str, port: int, backends: list[TlsEcho]) -> str:
+    return service_entry(name, port, [(b.port, b.name) for b in backends], protocol="TLS", port_name="tls")
+
+
+async def test_passthrough_tls_route_splits_80_20_by_sni(tmp_path: Path, ca: trustme.CA) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    certs = {v: ca.issue_cert("echo.example") for v in ("v1", "v2")}  # each backend its own certificate
+    backends = [await TlsEcho(v, server_context(c)).start() for v, c in certs.items()]
+    other = await TlsEcho("other", server_context(ca.issue_cert("other.example"))).start()
+    port = free_port()
+    (config_dir / "se.yaml").write_text(echo_service("echo", 8443, backends) + "---\n" +
+                                        echo_service("other", 8443, [other]).replace("name: other", "name: other"))
+    (config_dir / "gateway.yaml").write_text(gateway(port, f"""  - port: {{number: {port}, name: tls, protocol: TLS}}
+    hosts: ['*']
+    tls: {{mode: PASSTHROUGH}}
+"""))
+    (config_dir / "dr-vs.yaml").write_text(f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo}}
+spec:
+  host: echo
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: ['*.example']
+  gateways: [gw]
+  tls:
+  - match: [{{port: {port}, sniHosts: [other.example]}}]
+    route: [{{destination: {{host: other, port: {{number: 8443}}}}}}]
+  - match: [{{port: {port}, sniHosts: ['*.example']}}]
+    route:
+    - {{destination: {{host: echo, subset: v1, port: {{number: 8443}}}}, weight: 80}}
+    - {{destination: {{host: echo, subset: v2, port: {{number: 8443}}}}, weight: 20}}
+""")
+    proxy = start(config_dir)
+    try:
+        context = client_context(ca)
+        ders = {v: ssl.PEM_cert_to_DER_cert(c.cert_chain_pems[0].bytes().decode()) for v, c in certs.items()}
+        n = 1000
+        seen: Counter[str] = Counter()
+        for _ in range(n):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                           server_hostname="echo.example")
+            name = (await reader.readline()).decode().strip()
+            assert peer_der(writer) == ders[name]  # the backend's own certificate: not terminated
+            seen[name] += 1
+            writer.close()
+        lo, hi = binomial_interval(n, 0.2)
+        assert seen["v1"] + seen["v2"] == n, seen
+        assert lo <= seen["v2"] <= hi, (seen, (lo, hi))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="other.example")
+        assert await reader.readline() == b"other\n"  # first matching tls route wins
+        writer.close()
+    finally:
+        proxy.stop()
+        for backend in [*backends, other]:
+            await backend.close()
