@@ -258,3 +258,141 @@ spec:
         proxy.stop()
         for backend in [*backends, other]:
             await backend.close()
+
+
+class TlsUpstream(Upstream):
+    """The harness's HTTP upstream, served over TLS only."""
+
+    context: ssl.SSLContext | None = None
+
+    async def start(self) -> TlsUpstream:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+
+def flagged(proxy: ProxyProcess, flag: str) -> float:
+    total = 0.0
+    for line in metrics(proxy).splitlines():
+        if line.startswith("istio_requests_total{") and (f'response_flags="{flag}"' in line or
+                                                         f'response_flags="{flag},' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_destination_rule_originates_tls_and_verifies_the_upstream(tmp_path: Path, ca: trustme.CA) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    other_ca = trustme.CA()
+    other_file = tmp_path / "other-ca.pem"
+    other_ca.cert_pem.write_to_path(str(other_file))
+    client_ca = trustme.CA()
+    client_cert = client_ca.issue_cert("client.example")
+    client_cert.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    (tmp_path / "client.crt").write_bytes(b"".join(b.bytes() for b in client_cert.cert_chain_pems))
+    up = TlsUpstream("secure")
+    up.context = server_context(ca.issue_cert("secure.example"))
+    mutual = TlsUpstream("mutual")
+    mutual.context = server_context(ca.issue_cert("mutual.example"), client_ca=client_ca)
+    await up.start()
+    await mutual.start()
+    services = {"good": (up, f"{{mode: SIMPLE, caCertificates: {ca_file}, sni: secure.example, "
+                             "subjectAltNames: [secure.example]}"),
+                "wrongca": (up, f"{{mode: SIMPLE, caCertificates: {other_file}}}"),
+                "wrongsan": (up, f"{{mode: SIMPLE, caCertificates: {ca_file}, subjectAltNames: [else.example]}}"),
+                "skipverify": (up, "{mode: SIMPLE, insecureSkipVerify: true}"),
+                "mutual": (mutual, f"{{mode: MUTUAL, caCertificates: {ca_file}, clientCertificate: "
+                                   f"{tmp_path / 'client.crt'}, privateKey: {tmp_path / 'client.key'}}}"),
+                "nocert": (mutual, f"{{mode: SIMPLE, caCertificates: {ca_file}}}"),
+                "plain": (up, "{mode: DISABLE}")}
+    docs = []
+    for name, (backend, tls) in services.items():
+        docs.append(service_entry(name, 9443, [(backend.port, "v1")]))
+        docs.append(f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}}}
+spec:
+  host: {name}
+  trafficPolicy:
+    tls: {tls}
+""")
+    (config_dir / "services.yaml").write_text("---\n".join(docs))
+    proxy = ProxyProcess(config_dir, ["--access-log", "off", "--role", "mesh"]).start()
+    try:
+        async def get(name: str) -> int:
+            client = Client(proxy.mesh_port)
+            try:
+                return (await client.request("GET", f"http://{name}:9443/x", f"{name}:9443")).status
+            finally:
+                await client.close()
+
+        assert await get("good") == 200
+        assert await get("skipverify") == 200
+        assert await get("mutual") == 200
+        plain_before = up.requests
+        for name in ("wrongca", "wrongsan", "nocert", "plain"):
+            assert await get(name) == 503, name
+        assert up.requests == plain_before  # the DISABLE request reached the TLS port without TLS: no request
+        # an untrusted certificate fails the handshake: a failed connect, 503 UF (after the connect retries)
+        assert flagged(proxy, "UF") == 2
+    finally:
+        proxy.stop()
+        await up.close()
+        await mutual.close()
+
+
+async def test_rotated_certificate_serves_new_handshakes_and_keeps_open_connections(
+        config_dir: Path, tmp_path: Path, ca: trustme.CA) -> None:
+    creds = tmp_path / "credentials"
+    old = write_credential(creds, "bookinfo-cert", ca, HOST)
+    port = free_port()
+    (config_dir / "gateway.yaml").write_text(gateway(port, https_server(
+        port, HOST, "{mode: SIMPLE, credentialName: bookinfo-cert}")))
+    (config_dir / "vs.yaml").write_text(reviews_vs(weights=(100, 0)))
+    proxy = start(config_dir, creds)
+    context = client_context(ca)
+
+    def der(cert: trustme.LeafCert) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+    async def handshake() -> tuple[bytes, int]:
+        client = await tls_client(port, context, HOST)
+        assert client.writer is not None
+        seen = peer_der(client.writer)
+        status = (await client.request("GET", "/reviews/0", HOST)).status
+        await client.close()
+        return seen, status
+
+    try:
+        open_client = await tls_client(port, context, HOST)
+        assert (await open_client.request("GET", "/reviews/0", HOST)).status == 200
+        assert (await handshake()) == (der(old), 200)
+        new = write_credential(creds, "bookinfo-cert", ca, HOST)
+        statuses: Counter[int] = Counter()
+        for _ in range(400):  # bounded: the files are checked every second
+            seen, status = await handshake()
+            statuses[status] += 1
+            if seen == der(new):
+                break
+            assert seen == der(old)
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"new handshakes still get the old certificate; log:\n{proxy.log()[-2000:]}")
+        assert set(statuses) == {200}, statuses
+        # the connection opened before the rotation is untouched
+        assert (await open_client.request("GET", "/reviews/0", HOST)).status == 200
+        await open_client.close()
+
+        # a broken certificate file keeps the previous certificate, and is reported
+        (creds / "bookinfo-cert" / "tls.crt").write_text("not a certificate")
+        for _ in range(400):
+            error = proxy.config_dump().get("last_reload_error")
+            if error:
+                break
+            await asyncio.sleep(0.05)
+        assert error and "still using the previous certificate" in " ".join(error["errors"]), error
+        assert (await handshake()) == (der(new), 200)
+    finally:
+        proxy.stop()
