@@ -38,6 +38,9 @@ def parse(data: bytes) -> Hello:
             return NOT_TLS
         end = offset + 5 + length
         if len(data) < end:
+            partial = handshake + data[offset + 5:]  # a wrong type or size shows before the record ends
+            if len(partial) >= 4 and (partial[0] != 0x01 or int.from_bytes(partial[1:4], "big") > MAX_HELLO):
+                return NOT_TLS
             return NEED_MORE if end <= MAX_HELLO + 5 else NOT_TLS
         handshake += data[offset + 5:end]
         offset = end
