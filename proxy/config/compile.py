@@ -481,7 +481,10 @@ class _Compiler:
         return out
 
     def _gateway_sni_routes(self, gateway_names: list[str], port: int) -> list[SniRoute]:
-        return sni_routes(self.virtual_services, gateway_names, port, self._destinations)
+        return sni_routes(self.virtual_services, gateway_names, port, self._destinations, self._source_ok)
+
+    def _source_ok(self, block: dict[str, Any]) -> bool:
+        return compile_http.source_matches(block, self.options.gateway_labels, self.options.namespace)
 
     def _gateway_tcp_routes(self, gateway_names: list[str], port: int) -> list[TcpRoute]:
         routes: list[TcpRoute] = []
@@ -511,16 +514,19 @@ class _Compiler:
         opts = self.options
         for service in self.registry.values():
             for port in service.ports:
-                if port.is_http or port.protocol in ("HTTPS",):
+                if port.is_http:
                     continue
                 routes = self._mesh_tcp_routes(mesh_vs, service, port)
+                # TLS and HTTPS ports are passed through, routed by SNI with the mesh VirtualServices' tls rules
+                sni = tuple(sni_routes(mesh_vs, ["mesh"], port.number, self._destinations, self._source_ok)) \
+                    if port.protocol in ("HTTPS", "TLS") else ()
                 listen_port = port.number + opts.mesh_tcp_port_offset
                 name = f"mesh_tcp_{listen_port}"
                 if name in tcp or listen_port == opts.mesh_port:
                     self.notices.append(f"sidecar TCP port {listen_port} of {service.fqdn} is already in use by "
                                         "another service; skipped")
                     continue
-                tcp[name] = TcpListener(name, opts.mesh_bind, listen_port, "mesh", tuple(routes))
+                tcp[name] = TcpListener(name, opts.mesh_bind, listen_port, "mesh", tuple(routes), None, sni)
 
 
 # small pure helpers -------------------------------------------------------------------------------

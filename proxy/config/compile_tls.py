@@ -289,7 +289,7 @@ def https_redirects(table: RouteTable, servers: list[dict[str, Any]], port: int)
 
 def sni_routes(virtual_services: list[RawObject], gateway_names: list[str], port: int,
                destinations: Callable[[RawObject, list[dict[str, Any]], int | None, bool], WeightedDestinations],
-               ) -> list[SniRoute]:
+               source_ok: Callable[[dict[str, Any]], bool]) -> list[SniRoute]:
     """The VirtualServices' tls[] rules for one listener (gateway names, or ["mesh"] for the sidecar), in
     order: blocks for another gateway or port are dropped, as istiod does when it builds the listener."""
     out: list[SniRoute] = []
@@ -306,6 +306,8 @@ def sni_routes(virtual_services: list[RawObject], gateway_names: list[str], port
                     continue
                 if block.get("port") and int(block["port"]) != port:
                     continue
+                if not source_ok(block):
+                    continue  # sourceLabels / sourceNamespace of another workload
                 matched = True
                 hosts.extend(str(h).lower() for h in block.get("sniHosts") or [])
                 nets.extend(ipaddress.ip_network(s, strict=False) for s in block.get("destinationSubnets") or [])
