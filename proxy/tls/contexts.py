@@ -171,9 +171,7 @@ def front_context(lookup: Callable[[], ListenerTls | None]) -> ssl.SSLContext:
     assert tls is not None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _apply_server_policy(context, tls.policy)
-    context.verify_mode = tls.verify_mode
-    # the first server's identity, so a handshake that never reaches the callback still has one
-    load_files(context, tls.policy.files)
+    context.verify_mode = tls.verify_mode  # no certificate of its own: every handshake gets one by SNI
 
     def on_sni(sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> int | None:
         live = lookup()
