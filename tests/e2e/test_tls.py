@@ -337,6 +337,12 @@ spec:
         assert up.requests == plain_before  # the DISABLE request reached the TLS port without TLS: no request
         # an untrusted certificate fails the handshake: a failed connect, 503 UF (after the connect retries)
         assert flagged(proxy, "UF") == 2
+        failures = {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+                    for line in metrics(proxy).splitlines()
+                    if line.startswith("shiftproxy_tls_handshake_failures_total")}
+        # each of the two: the first connect and its two retries
+        assert failures == {'reason="certificate_verify_failed",side="upstream"': 3.0,
+                            'reason="subject_alt_name",side="upstream"': 3.0}, failures
     finally:
         proxy.stop()
         await up.close()
