@@ -402,3 +402,72 @@ async def test_rotated_certificate_serves_new_handshakes_and_keeps_open_connecti
         assert (await handshake()) == (der(new), 200)
     finally:
         proxy.stop()
+
+
+def write_mesh_certs(directory: Path, ca: trustme.CA, identity: str) -> Path:
+    """A workload's mesh identity in Istio's file names."""
+    directory.mkdir(parents=True)
+    cert = ca.issue_cert(identity)
+    (directory / "cert-chain.pem").write_bytes(b"".join(b.bytes() for b in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(directory / "key.pem"))
+    ca.cert_pem.write_to_path(str(directory / "root-cert.pem"))
+    return directory
+
+
+async def test_istio_mutual_between_two_proxies(tmp_path: Path, reviews: dict[str, Upstream]) -> None:
+    mesh_ca = trustme.CA()
+    client_certs = write_mesh_certs(tmp_path / "client-mesh", mesh_ca, "productpage.mesh.example")
+    server_certs = write_mesh_certs(tmp_path / "server-mesh", mesh_ca, "reviews.mesh.example")
+    # the serving proxy: a MUTUAL server holding its mesh identity, in front of reviews v1
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    port = free_port()
+    (server_dir / "reviews.yaml").write_text(service_entry("reviews", 9080, [(reviews["v1"].port, "v1")]))
+    (server_dir / "gateway.yaml").write_text(gateway(port, https_server(
+        port, "'*'", f"{{mode: MUTUAL, serverCertificate: {server_certs / 'cert-chain.pem'}, privateKey: "
+                     f"{server_certs / 'key.pem'}, caCertificates: {server_certs / 'root-cert.pem'}}}")) + "---\n" +
+        reviews_vs("'*'", (100, 0)).replace("subset: v1", "port: {number: 9080}").replace(
+            "    - destination: {host: reviews, subset: v3}\n      weight: 0\n", ""))
+    # the calling proxy: a sidecar whose DestinationRule asks for ISTIO_MUTUAL
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    (client_dir / "remote.yaml").write_text(service_entry("remote-reviews", 9080, [(port, "v1")]) + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: remote-reviews}
+spec:
+  host: remote-reviews
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL, subjectAltNames: [reviews.mesh.example]}
+""")
+    server = start(server_dir)
+    client_proxy = ProxyProcess(client_dir, ["--access-log", "off", "--role", "mesh", "--mesh-certs",
+                                             str(client_certs)]).start()
+    try:
+        client = Client(client_proxy.mesh_port)
+        resp = await client.request("GET", "http://remote-reviews:9080/reviews/0", "remote-reviews:9080")
+        assert resp.status == 200 and resp.json()["version"] == "v1", resp
+        await client.close()
+        # a client outside the mesh (no workload certificate) is refused by the serving proxy
+        outsider: Client | None = None
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            outsider = await tls_client(port, client_context(mesh_ca), "reviews.mesh.example")
+            try:
+                await outsider.request("GET", "/reviews/0", "reviews")
+            finally:
+                await outsider.close()
+    finally:
+        client_proxy.stop()
+        server.stop()
+
+
+def test_istio_mutual_without_mesh_certificates_is_refused_at_start(config_dir: Path) -> None:
+    shutil.copy(BOOKINFO_NET / "destination-rule-all-mtls.yaml", config_dir / "destination-rule-all.yaml")
+    proxy = ProxyProcess(config_dir, ["--access-log", "off"])
+    try:
+        with pytest.raises(RuntimeError) as info:
+            proxy.start()
+    finally:
+        proxy.stop()
+    assert proxy.proc is not None and proxy.proc.returncode == 1
+    assert "destination-rule-all.yaml:" in str(info.value) and "--mesh-certs" in str(info.value)
