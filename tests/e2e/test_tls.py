@@ -90,8 +90,8 @@ def metrics(proxy: ProxyProcess) -> str:
         return resp.read().decode()
 
 
-async def test_https_gateway_serves_the_50_50_split_behind_tls(config_dir: Path, tmp_path: Path,
-                                                               ca: trustme.CA) -> None:
+async def test_https_gateway_serves_the_50_50_split_behind_tls(config_dir: Path, tmp_path: Path, ca: trustme.CA,
+                                                               reviews: dict[str, Upstream]) -> None:
     creds = tmp_path / "credentials"
     write_credential(creds, "bookinfo-cert", ca, HOST)
     port = free_port()
@@ -112,6 +112,7 @@ async def test_https_gateway_serves_the_50_50_split_behind_tls(config_dir: Path,
         lo, hi = binomial_interval(n, 0.5)
         assert seen["v1"] + seen["v3"] == n, seen
         assert lo <= seen["v3"] <= hi, (seen, (lo, hi))
+        assert reviews["v3"].last_headers["x-forwarded-proto"] == "https"
         # plaintext to the HTTPS port is not served
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"GET /reviews/0 HTTP/1.1\r\nhost: {HOST}\r\n\r\n".encode())
@@ -471,3 +472,127 @@ def test_istio_mutual_without_mesh_certificates_is_refused_at_start(config_dir: 
         proxy.stop()
     assert proxy.proc is not None and proxy.proc.returncode == 1
     assert "destination-rule-all.yaml:" in str(info.value) and "--mesh-certs" in str(info.value)
+
+
+class PlainEcho:
+    """A plain TCP backend answering each connection with its name (tcp-echo-like)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = 0
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> PlainEcho:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(self.name.encode() + b"\n")
+            await writer.drain()
+            writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_tls_server_terminates_and_shifts_tcp_80_20(tmp_path: Path, ca: trustme.CA) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    creds = tmp_path / "credentials"
+    write_credential(creds, "echo-cert", ca, "echo.example")
+    backends = [await PlainEcho(v).start() for v in ("v1", "v2")]
+    port = free_port()
+    (config_dir / "echo.yaml").write_text(
+        service_entry("tcp-echo", 9000, [(b.port, b.name) for b in backends], protocol="TCP", port_name="tcp") +
+        gateway(port, f"""  - port: {{number: {port}, name: tls, protocol: TLS}}
+    hosts: ['*']
+    tls: {{mode: SIMPLE, credentialName: echo-cert}}
+""").replace("apiVersion", "---\napiVersion", 1) + f"""---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo}}
+spec:
+  host: tcp-echo
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  tcp:
+  - match: [{{port: {port}}}]
+    route:
+    - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}, weight: 80}}
+    - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}, weight: 20}}
+""")
+    proxy = start(config_dir, creds)
+    try:
+        context = client_context(ca)
+        n = 1000
+        seen: Counter[str] = Counter()
+        for _ in range(n):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                           server_hostname="echo.example")
+            seen[(await reader.readline()).decode().strip()] += 1
+            writer.close()
+        lo, hi = binomial_interval(n, 0.2)
+        assert seen["v1"] + seen["v2"] == n, seen
+        assert lo <= seen["v2"] <= hi, (seen, (lo, hi))
+    finally:
+        proxy.stop()
+        for backend in backends:
+            await backend.close()
+
+
+async def test_sidecar_passes_a_tls_service_port_through_by_sni(tmp_path: Path, ca: trustme.CA) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    backends = {v: await TlsEcho(v, server_context(ca.issue_cert(f"{v}.echo.example"))).start()
+                for v in ("v1", "v2")}
+    port = free_port()
+    (config_dir / "echo.yaml").write_text(
+        service_entry("echo.example", port, [(b.port, v) for v, b in backends.items()], protocol="TLS",
+                      port_name="tls").replace("name: echo.example", "name: echo") + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo.example
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [echo.example]
+  tls:
+  - match: [{sniHosts: [echo.example]}]
+    route:
+    - {destination: {host: echo.example, subset: v2}}
+""")
+    proxy = ProxyProcess(config_dir, ["--access-log", "off", "--role", "mesh"]).start()
+    try:
+        context = client_context(ca)
+        context.check_hostname = False  # the backends' certificates name v1./v2.echo.example
+        for server_name, expected in (("echo.example", {"v2"}), ("unmatched.example", {"v1", "v2"})):
+            seen: Counter[str] = Counter()
+            for _ in range(60):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                               server_hostname=server_name)
+                seen[(await reader.readline()).decode().strip()] += 1
+                writer.close()
+            # the tls rule sends every connection to v2; no rule: the service's default route, every version
+            # (each version is missed by 60 connections with probability 2 * 2^-60)
+            assert set(seen) == expected, (server_name, seen)
+    finally:
+        proxy.stop()
+        for backend in backends.values():
+            await backend.close()
