@@ -209,7 +209,7 @@ class _Compiler:
         tls = self.tls.cluster(policy.get("tls"), info.fqdn)
         endpoints = service.endpoints(port, selector)
         if tls is not None:  # pooled apart from plaintext connections to the same addresses
-            endpoints = tuple(replace(e, pool_tag=f"tls:{id(tls)}") for e in endpoints)
+            endpoints = tuple(replace(e, pool_tag=tls.tag) for e in endpoints)
         self.clusters[name] = Cluster(
             name=name, service=info, port=port.number, subset=subset,
             endpoints=endpoints, lb_policy=_lb(lb), tls=tls,

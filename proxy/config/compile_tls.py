@@ -8,6 +8,7 @@ of the `tls` block. A DestinationRule that asks for TLS gets TLS or a config err
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import ssl
@@ -241,7 +242,8 @@ class TlsCompiler:
             except CredentialError as exc:
                 self._error(key, "", f"{host}: {exc}")
                 return None
-            upstream = UpstreamTls(context, settings.sni, settings.subject_alt_names)
+            tag = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+            upstream = UpstreamTls(context, settings.sni, settings.subject_alt_names, tag=f"tls:{tag}")
             self._client[settings] = upstream
             if settings.files.paths:
                 self.credentials.append(Credential(context, settings.files, server=False))

@@ -62,6 +62,7 @@ class UpstreamTls:
     context: ssl.SSLContext
     sni: str = ""  # "" = none sent (Envoy's default without `sni`)
     subject_alt_names: tuple[str, ...] = ()  # the server certificate must carry one of these
+    tag: str = ""  # stable across reloads for equal settings: upstream pools are keyed by it
     handshake_timeout: float = 10.0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.e2e.harness import Client, ProxyProcess, Upstream, free_port, service_entry
+from tests.e2e.harness import Client, ProxyProcess, Upstream, free_port, service_entry, write_atomic
 from tests.e2e.tls_fixtures import (
     TlsEcho,
     client_context,
@@ -139,14 +139,25 @@ async def test_sni_selects_each_host_its_certificate_on_one_port(config_dir: Pat
         for name, cert in expected.items():
             client = await tls_client(port, client_context(ca), name)
             assert client.writer is not None
-            assert peer_der(client.writer) == cert.cert_chain_pems[0].bytes() or \
-                peer_der(client.writer) == ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+            assert peer_der(client.writer) == ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
             resp = await client.request("GET", "/reviews/0", name)
             assert resp.status == 200 and resp.json()["version"] == "v1"
             await client.close()
         # a name no server has: the handshake is refused
         with pytest.raises((ssl.SSLError, ConnectionError)):
             await tls_client(port, client_context(ca), "other.example")
+        # a config change of certificate is live for new handshakes, on the same listening socket
+        c = write_credential(creds, "c-cert", ca, "a.example")
+        version = proxy.version()
+        write_atomic(config_dir / "gateway.yaml", gateway(port, https_server(
+            port, "a.example", "{mode: SIMPLE, credentialName: c-cert}") + https_server(
+            port, "'*.b.example'", "{mode: SIMPLE, credentialName: b-cert}", "https-b")))
+        proxy.wait_version(version)
+        client = await tls_client(port, client_context(ca), "a.example")
+        assert client.writer is not None
+        assert peer_der(client.writer) == ssl.PEM_cert_to_DER_cert(c.cert_chain_pems[0].bytes().decode())
+        assert (await client.request("GET", "/reviews/0", "a.example")).status == 200
+        await client.close()
     finally:
         proxy.stop()
 
