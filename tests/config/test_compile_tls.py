@@ -14,6 +14,7 @@ from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.compile_tls import TlsOptions
 from proxy.config.diagnostics import ConfigError
 from proxy.config.load import load_text
+from proxy.routing.explain import explain_tcp
 from proxy.routing.snapshot import Redirect, Snapshot
 from proxy.tls.credentials import Credential
 from tests import registry
@@ -158,6 +159,34 @@ def test_istio_mutual_uses_the_mesh_certificates(tmp_path: Path) -> None:
     snap = build(dr("{mode: ISTIO_MUTUAL}"), mesh_certs=str(tmp_path))
     top = snap.clusters["outbound|9080||reviews.default.svc.cluster.local"]
     assert top.tls is not None and top.tls.context.verify_mode == ssl.CERT_REQUIRED
+
+
+PASSTHROUGH_SNI = """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sni}
+spec:
+  hosts: ['*.example']
+  gateways: [gw]
+  tls:
+  - match: [{port: 443, sniHosts: [a.example]}]
+    route: [{destination: {host: reviews}}]
+  - match: [{port: 8443, sniHosts: [b.example]}]
+    route: [{destination: {host: reviews}}]
+"""
+
+
+def test_explain_answers_for_an_sni() -> None:
+    snap = build(gateway("- port: {number: 443, name: tls, protocol: TLS}\n  hosts: ['*']\n"
+                         "  tls: {mode: PASSTHROUGH}\n") + PASSTHROUGH_SNI)
+    listener = snap.tcp_listeners["gateway_tcp_443"]
+    routed = explain_tcp(snap, listener, sni="A.example")
+    assert routed["route"]["name"] == "default/sni#tls0" and routed["rules"][0]["kind"] == "tls"
+    assert "sniHosts a.example" in routed["rules"][0]["why"]
+    unrouted = explain_tcp(snap, listener, sni="c.example")
+    assert unrouted["route"] is None
+    assert unrouted["rules"][0]["reasons"] == ["SNI c.example is not in sniHosts a.example"]
+    assert explain_tcp(snap, listener)["rules"][0]["reasons"] == ["no SNI given (--sni NAME)"]
 
 
 def test_tls_routes_compile_to_sni_routes_on_a_passthrough_server() -> None:
