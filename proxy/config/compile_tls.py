@@ -104,7 +104,7 @@ class TlsCompiler:
 
     def listener(self, port: int, servers: list[dict[str, Any]]) -> ListenerTls | None:
         """The TLS of a gateway port whose servers terminate TLS; None when none does (plain or PASSTHROUGH)."""
-        entries: list[tuple[list[str], ServerSettings]] = []
+        entries: list[tuple[list[str], ServerSettings, int]] = []
         for server in servers:
             tls = server.get("tls") or {}
             mode = str(tls.get("mode") or "PASSTHROUGH")
@@ -123,10 +123,11 @@ class TlsCompiler:
                 continue
             settings = self._server_settings(server, tls, mode)
             if settings is not None:
-                entries.append(([str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or ["*"]], settings))
+                hosts = [str(h).split("/", 1)[-1].lower() for h in server.get("hosts") or ["*"]]
+                entries.append((hosts, settings, id(server)))
         if not entries:
             return None
-        mutual = {s.mode == "MUTUAL" for _, s in entries}
+        mutual = {s.mode == "MUTUAL" for _, s, _ in entries}
         if len(mutual) > 1:
             self._error(id(servers[0]), "tls.mode", f"port {port}: MUTUAL and non-MUTUAL servers share the port; "
                                                     "the client-certificate request precedes SNI, so give them "
@@ -135,8 +136,8 @@ class TlsCompiler:
         suffixes: list[tuple[str, ssl.SSLContext]] = []
         catch_all = None
         contexts = []
-        for hosts, settings in entries:
-            context = self._server_context(settings)
+        for hosts, settings, key in entries:
+            context = self._server_context(settings, key)
             if context is None:
                 continue
             contexts.append(context)
@@ -150,17 +151,17 @@ class TlsCompiler:
         if not contexts:
             return None
         suffixes.sort(key=lambda item: -len(item[0]))
-        modes = {s.mode for _, s in entries}
+        modes = {s.mode for _, s, _ in entries}
         verify = (ssl.CERT_REQUIRED if modes == {"MUTUAL"} else
                   ssl.CERT_OPTIONAL if modes & {"MUTUAL", "OPTIONAL_MUTUAL"} else ssl.CERT_NONE)
         # versions and ciphers are negotiated before SNI picks a server: the strictest of the port's servers
-        lows = [s.min_version for _, s in entries if s.min_version]
-        highs = [s.max_version for _, s in entries if s.max_version]
-        ciphers = next((s.cipher_suites for _, s in entries if s.cipher_suites), ())
+        lows = [s.min_version for _, s, _ in entries if s.min_version]
+        highs = [s.max_version for _, s, _ in entries if s.max_version]
+        ciphers = next((s.cipher_suites for _, s, _ in entries if s.cipher_suites), ())
         policy = ServerSettings(entries[0][1].mode, entries[0][1].files, max(lows) if lows else "",
                                 min(highs) if highs else "", ciphers)
         return ListenerTls(exact, suffixes, catch_all, contexts[0], verify, policy,
-                           tuple(h for hosts, _ in entries for h in hosts))
+                           tuple(h for hosts, _, _ in entries for h in hosts))
 
     def _server_settings(self, server: dict[str, Any], tls: dict[str, Any], mode: str) -> ServerSettings | None:
         want_ca = mode != "SIMPLE"
@@ -178,14 +179,12 @@ class TlsCompiler:
             pair = (tls.get("tlsCertificates") or [tls])[0] or {}
             files = CertFiles(str(pair.get("serverCertificate") or ""), str(pair.get("privateKey") or ""),
                               str(tls.get("caCertificates") or "") if want_ca else "")
-        if tls.get("caCrl") or tls.get("subjectAltNames") or tls.get("verifyCertificateSpki") or \
-                tls.get("verifyCertificateHash"):
-            pass  # warned about by validation (proxy.config.enforcement)
+        # caCrl, subjectAltNames, verifyCertificateSpki/Hash: warned about by validation (proxy.config.enforcement)
         return ServerSettings(mode, files, str(tls.get("minProtocolVersion") or "").replace("TLS_AUTO", ""),
                               str(tls.get("maxProtocolVersion") or "").replace("TLS_AUTO", ""),
                               tuple(str(c) for c in tls.get("cipherSuites") or ()))
 
-    def _server_context(self, settings: ServerSettings) -> ssl.SSLContext | None:
+    def _server_context(self, settings: ServerSettings, key: int) -> ssl.SSLContext | None:
         if not self.options.load_files:
             return None
         context = self._server.get(settings)
@@ -193,7 +192,7 @@ class TlsCompiler:
             try:
                 context = server_context(settings)
             except CredentialError as exc:
-                self.errors.append(Diagnostic(settings.files.cert or "config", 0, "", str(exc)))
+                self._error(key, "tls", str(exc))
                 return None
             self._server[settings] = context
             self.credentials.append(Credential(context, settings.files, server=True))

@@ -85,6 +85,9 @@ def test_mutual_asks_for_client_certificates(creds: Path) -> None:
     ("{mode: MUTUAL, credentialName: a}", "spec.servers[0].tls.credentialName", "needs a CA bundle"),
     ("{mode: AUTO_PASSTHROUGH}", "spec.servers[0].tls.mode", "AUTO_PASSTHROUGH is not supported"),
     ("{mode: ISTIO_MUTUAL}", "spec.servers[0].tls.mode", "no mesh CA here"),
+    ("{mode: SIMPLE, serverCertificate: /nonexistent/c.pem, privateKey: /nonexistent/k.pem}", "spec.servers[0].tls",
+     "/nonexistent/c.pem: no such file"),
+    ("{mode: SIMPLE, credentialName: a, cipherSuites: [NOT-A-CIPHER]}", "spec.servers[0].tls", "none is usable"),
 ])
 def test_what_a_server_cannot_have_is_a_config_error(creds: Path, tls: str, where: str, phrase: str) -> None:
     found = errors(gateway(SERVER.format(name="x", hosts="a.example", tls=tls)), creds)
