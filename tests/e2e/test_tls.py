@@ -607,3 +607,36 @@ spec:
         proxy.stop()
         for backend in backends.values():
             await backend.close()
+
+
+async def test_tcp_service_originates_tls_too(tmp_path: Path, ca: trustme.CA) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    backend = await TlsEcho("secure", server_context(ca.issue_cert("db.example"))).start()
+    ports = {"trusted": free_port(), "untrusted": free_port()}
+    docs = []
+    for name, port in ports.items():
+        docs.append(service_entry(name, port, [(backend.port, "v1")], protocol="TCP", port_name="tcp"))
+        docs.append(f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}}}
+spec:
+  host: {name}
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {ca_file if name == "trusted" else ca_file.with_name("other.pem")}}}
+""")
+    trustme.CA().cert_pem.write_to_path(str(ca_file.with_name("other.pem")))
+    (config_dir / "tcp.yaml").write_text("---\n".join(docs))
+    proxy = ProxyProcess(config_dir, ["--access-log", "off", "--role", "mesh"]).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports["trusted"])
+        assert await asyncio.wait_for(reader.readline(), 10) == b"secure\n"  # plaintext in, TLS to the backend
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports["untrusted"])
+        assert await asyncio.wait_for(reader.read(100), 10) == b""  # closed (UF): never relayed in plaintext
+        writer.close()
+    finally:
+        proxy.stop()
+        await backend.close()
