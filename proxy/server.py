@@ -41,8 +41,8 @@ log = logging.getLogger("shiftproxy")
 CERT_CHECK_INTERVAL = 1.0  # seconds between checks of the certificate files for rotation
 
 
-def _refresh(credentials: tuple[Credential, ...]) -> list[tuple[Credential, bool, str | None]]:
-    return [(c, *c.refresh()) for c in credentials]
+def _probe(credentials: tuple[Credential, ...]) -> list[tuple[Credential, bool, str | None]]:
+    return [(c, *c.probe()) for c in credentials]
 
 
 def _listener_tls(state: ServerState, kind: str, name: str) -> ListenerTls | None:
@@ -335,12 +335,26 @@ class Server:
             credentials = self.state.snapshot.credentials
             if not credentials:
                 continue
-            results = await asyncio.to_thread(_refresh, credentials)
-            for credential, reloaded, problem in results:
-                if reloaded:
-                    log.info("certificate %s reloaded", credential.files.cert or credential.files.ca)
-                elif problem:
-                    self.record_failure("certificate rotation", [problem])
+            try:
+                await self._rotate(credentials)
+            except Exception:  # a bug here must not end rotation, nor the process
+                log.exception("certificate rotation check failed")
+
+    async def _rotate(self, credentials: tuple[Credential, ...]) -> None:
+        before = [c.ca_stamp for c in credentials]
+        results = await asyncio.to_thread(_probe, credentials)  # file reads off the loop
+        rebuild = False
+        for index, (credential, changed, problem) in enumerate(results):
+            if changed and credential.files.cert:
+                problem = credential.install()  # here, on the loop's thread: no handshake runs meanwhile
+                if problem is None:
+                    log.info("certificate %s reloaded", credential.files.cert)
+            if problem:
+                self.record_failure("certificate rotation", [problem])
+            if changed and not problem and credential.ca_stamp != before[index]:
+                rebuild = True
+        if rebuild:
+            await self.reload("CA bundle change")  # fresh contexts: one cannot forget a CA
 
     async def _flush_access_log(self) -> None:
         assert self.state is not None

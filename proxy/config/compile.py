@@ -50,6 +50,7 @@ from proxy.routing.snapshot import (
     cluster_name,
 )
 from proxy.routing.weighted import cumulative
+from proxy.tls.credentials import stamps
 
 DRAIN_ANNOTATION = "shiftproxy.io/tcp-drain-on-shift"
 HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTPS"})
@@ -149,7 +150,10 @@ class _Compiler:
                 (self.options.bind, self.options.inbound_capture_port))
             self.notices += capture_notices
         self.tls.finish()
-        return Snapshot(version, content_hash(self.objects, self.options), http, tcp, dict(self.clusters),
+        digest = content_hash(self.objects, self.options)
+        if self.tls.credentials:  # a changed CA bundle (reloaded only by a rebuild) must change the hash
+            digest = hashlib.sha256((digest + stamps(self.tls.credentials)).encode()).hexdigest()[:16]
+        return Snapshot(version, digest, http, tcp, dict(self.clusters),
                         services, tuple(warnings), tuple(notices + sorted(set(self.notices))), capture,
                         tuple(self.tls.credentials))
 

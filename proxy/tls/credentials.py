@@ -78,8 +78,9 @@ class Credential:
         self.server = server
         self.stamp = _stamp(files)
 
-    def refresh(self) -> tuple[bool, str | None]:
-        """(reloaded, problem): reload when the files changed; a problem keeps the old certificate."""
+    def probe(self) -> tuple[bool, str | None]:
+        """(changed and loadable, problem). Reads and parses the files into a scratch context only, so it
+        may run in a worker thread while handshakes use the live context."""
         stamp = _stamp(self.files)
         if stamp == self.stamp:
             return False, None
@@ -87,7 +88,32 @@ class Credential:
         trial = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if self.server else ssl.PROTOCOL_TLS_CLIENT)
         try:
             load_files(trial, self.files)  # a half-written pair must not replace a working one
-            load_files(self.context, self.files)
         except CredentialError as exc:
             return False, f"{exc}; still using the previous certificate"
         return True, None
+
+    def install(self) -> str | None:
+        """Load the certificate and key into the live context. Call it on the event loop's thread: OpenSSL
+        does not allow changing a context while another thread starts a handshake with it. A context
+        cannot forget a CA, so a changed CA bundle is left to a rebuild of the config (fresh contexts)."""
+        try:
+            load_files(self.context, CertFiles(self.files.cert, self.files.key))
+        except CredentialError as exc:  # changed again since `probe`
+            return f"{exc}; still using the previous certificate"
+        return None
+
+    def refresh(self) -> tuple[bool, str | None]:
+        """`probe`, then `install` (one thread: tests and tools)."""
+        changed, problem = self.probe()
+        if changed:
+            problem = self.install()
+        return changed and problem is None, problem
+
+    @property
+    def ca_stamp(self) -> tuple[int, int, int] | None:
+        return self.stamp[-1] if self.files.ca else None
+
+
+def stamps(credentials: tuple[Credential, ...] | list[Credential]) -> str:
+    """The files' stamps, part of a snapshot's content hash: a changed CA bundle makes a new snapshot."""
+    return repr([c.stamp for c in credentials])

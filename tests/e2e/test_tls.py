@@ -185,6 +185,23 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(config_dir: Pat
                     await bad.request("GET", "/reviews/0", HOST)
                 finally:
                     await bad.close()
+
+        # the client CA bundle rotated: the old CA's clients are refused from then on, the new one's accepted
+        new_ca = trustme.CA()
+        version = proxy.version()
+        tmp = creds / "mtls-cert" / ".ca.crt.tmp"
+        tmp.write_bytes(new_ca.cert_pem.bytes())
+        tmp.replace(creds / "mtls-cert" / "ca.crt")
+        proxy.wait_version(version)
+        good = await tls_client(port, client_context(ca, new_ca.issue_cert("client.example")), HOST)
+        assert (await good.request("GET", "/reviews/0", HOST)).status == 200
+        await good.close()
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            bad = await tls_client(port, client_context(ca, client_ca.issue_cert("client.example")), HOST)
+            try:
+                await bad.request("GET", "/reviews/0", HOST)
+            finally:
+                await bad.close()
     finally:
         proxy.stop()
 
