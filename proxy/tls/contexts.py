@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,25 @@ VERSIONS = {
     "TLSV1_2": ssl.TLSVersion.TLSv1_2,
     "TLSV1_3": ssl.TLSVersion.TLSv1_3,
 }
+
+
+# failed handshakes by (side, reason): OpenSSL's reason (certificate_verify_failed, no_shared_cipher,
+# peer_did_not_return_a_certificate, ...) or subject_alt_name; shiftproxy_tls_handshake_failures_total
+HANDSHAKE_FAILURES: Counter[tuple[str, str]] = Counter()
+
+
+class _CountedSSLObject(ssl.SSLObject):
+    """The downstream side's TLS object: counts a failed handshake with its reason (the event loop
+    closes such a connection without telling the listener's protocol)."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            HANDSHAKE_FAILURES["downstream", str(exc.reason or "handshake_failure").lower()] += 1
+            raise
 
 
 class CredentialError(Exception):
@@ -183,4 +203,5 @@ def front_context(lookup: Callable[[], ListenerTls | None]) -> ssl.SSLContext:
         return None
 
     context.sni_callback = on_sni  # type: ignore[assignment]
+    context.sslobject_class = _CountedSSLObject
     return context

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from proxy.tls.contexts import UpstreamTls
-
-# failed upstream handshakes by reason (OpenSSL's, e.g. certificate_verify_failed; or subject_alt_name),
-# exported as shiftproxy_tls_handshake_failures_total{side="upstream"}
-HANDSHAKE_FAILURES: Counter[str] = Counter()
+from proxy.tls.contexts import HANDSHAKE_FAILURES, UpstreamTls
 
 
 class UpstreamTlsError(ssl.SSLError):
@@ -48,10 +43,10 @@ async def connect(loop: asyncio.AbstractEventLoop, factory: Callable[[], Any], a
             factory, address, port, ssl=tls.context, server_hostname=tls.sni or "",
             ssl_handshake_timeout=tls.handshake_timeout)
     except ssl.SSLError as exc:
-        HANDSHAKE_FAILURES[str(exc.reason or "handshake_failure").lower()] += 1
+        HANDSHAKE_FAILURES["upstream", str(exc.reason or "handshake_failure").lower()] += 1
         raise
     if tls.subject_alt_names and not san_matches(transport.get_extra_info("peercert"), tls.subject_alt_names):
         transport.abort()
-        HANDSHAKE_FAILURES["subject_alt_name"] += 1
+        HANDSHAKE_FAILURES["upstream", "subject_alt_name"] += 1
         raise UpstreamTlsError(f"upstream certificate has none of the subjectAltNames {list(tls.subject_alt_names)}")
     return transport, protocol

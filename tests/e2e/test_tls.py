@@ -202,6 +202,11 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(config_dir: Pat
                 await bad.request("GET", "/reviews/0", HOST)
             finally:
                 await bad.close()
+        # each refused client is counted with its reason
+        failures = {line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+                    for line in metrics(proxy).splitlines()
+                    if line.startswith("shiftproxy_tls_handshake_failures_total")}
+        assert sum(v for k, v in failures.items() if 'side="downstream"' in k) == 3, failures
     finally:
         proxy.stop()
 
