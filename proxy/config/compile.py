@@ -521,9 +521,12 @@ class _Compiler:
                 if port.is_http:
                     continue
                 routes = self._mesh_tcp_routes(mesh_vs, service, port)
-                # TLS and HTTPS ports are passed through, routed by SNI with the mesh VirtualServices' tls rules
+                # TLS and HTTPS ports are passed through, routed by SNI with the mesh VirtualServices' tls rules;
+                # an HTTPS port gets a listener only for such rules (egress entries for :443 need no local port)
                 sni = tuple(sni_routes(mesh_vs, ["mesh"], port.number, self._destinations, self._source_ok)) \
                     if port.protocol in ("HTTPS", "TLS") else ()
+                if port.protocol == "HTTPS" and not sni:
+                    continue
                 listen_port = port.number + opts.mesh_tcp_port_offset
                 name = f"mesh_tcp_{listen_port}"
                 if name in tcp or listen_port == opts.mesh_port:

@@ -349,8 +349,9 @@ TABLE: dict[tuple[str, str], Status] = {
     ("ServiceEntry", "exportTo"): _partly("as exportTo: [\"*\"]: one proxy serves every namespace", _export_to),
     ("ServiceEntry", "subjectAltNames"): _no("no mesh mutual TLS here"),
     ("ServicePort", "number"): _yes(),
-    ("ServicePort", "protocol"): _partly("HTTP, HTTP2, GRPC, GRPC-WEB routed as HTTP; HTTPS and TLS passed through "
-                                         "by SNI; the others but UDP relayed as TCP", _service_protocol),
+    ("ServicePort", "protocol"): _partly("HTTP, HTTP2, GRPC, GRPC-WEB routed as HTTP; TLS, and HTTPS with mesh tls "
+                                         "rules, passed through by SNI; the others but UDP relayed as TCP",
+                                         _service_protocol),
     ("ServicePort", "name"): _yes(),
     ("ServicePort", "targetPort"): _yes(),
     ("WorkloadSelector", "labels"): _yes(),

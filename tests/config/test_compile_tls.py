@@ -212,3 +212,27 @@ spec:
     assert [r.sni_hosts for r in listener.sni_routes] == [("a.example",)]  # the 8443 block is for another port
     assert listener.sni_routes[0].matches_sni("A.example") and not listener.sni_routes[0].matches_sni("b.example")
     assert ("tcp+sni", "0.0.0.0", 443) in snap.listener_keys()
+
+
+def test_sidecar_passes_https_ports_through_only_with_tls_rules() -> None:
+    egress = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+"""
+    assert "mesh_tcp_443" not in build(egress).tcp_listeners  # an egress entry alone opens no local :443
+    snap = build(egress + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api.example]
+  tls:
+  - match: [{sniHosts: [api.example]}]
+    route: [{destination: {host: api.example}}]
+""")
+    listener = snap.tcp_listeners["mesh_tcp_443"]
+    assert [r.sni_hosts for r in listener.sni_routes] == [("api.example",)]
