@@ -485,7 +485,8 @@ class _Compiler:
         return out
 
     def _gateway_sni_routes(self, gateway_names: list[str], port: int) -> list[SniRoute]:
-        return sni_routes(self.virtual_services, gateway_names, port, self._destinations, self._source_ok)
+        return sni_routes(self.virtual_services, gateway_names, port, self._destinations, self._source_ok,
+                          _gateway_ref)
 
     def _source_ok(self, block: dict[str, Any]) -> bool:
         return compile_http.source_matches(block, self.options.gateway_labels, self.options.namespace)
@@ -523,7 +524,8 @@ class _Compiler:
                 routes = self._mesh_tcp_routes(mesh_vs, service, port)
                 # TLS and HTTPS ports are passed through, routed by SNI with the mesh VirtualServices' tls rules;
                 # an HTTPS port gets a listener only for such rules (egress entries for :443 need no local port)
-                sni = tuple(sni_routes(mesh_vs, ["mesh"], port.number, self._destinations, self._source_ok)) \
+                sni = tuple(sni_routes(mesh_vs, ["mesh"], port.number, self._destinations, self._source_ok,
+                                       _gateway_ref)) \
                     if port.protocol in ("HTTPS", "TLS") else ()
                 if port.protocol == "HTTPS" and not sni:
                     continue

@@ -290,19 +290,20 @@ def https_redirects(table: RouteTable, servers: list[dict[str, Any]], port: int)
 
 def sni_routes(virtual_services: list[RawObject], gateway_names: list[str], port: int,
                destinations: Callable[[RawObject, list[dict[str, Any]], int | None, bool], WeightedDestinations],
-               source_ok: Callable[[dict[str, Any]], bool]) -> list[SniRoute]:
+               source_ok: Callable[[dict[str, Any]], bool],
+               gateway_ref: Callable[[Any, str], str]) -> list[SniRoute]:
     """The VirtualServices' tls[] rules for one listener (gateway names, or ["mesh"] for the sidecar), in
     order: blocks for another gateway or port are dropped, as istiod does when it builds the listener."""
     out: list[SniRoute] = []
     for vs in virtual_services:
-        top = [_gateway_ref(g, vs.namespace) for g in vs.spec.get("gateways") or ["mesh"]]
+        top = [gateway_ref(g, vs.namespace) for g in vs.spec.get("gateways") or ["mesh"]]
         for index, rule in enumerate(vs.spec.get("tls") or []):
             hosts: list[str] = []
             nets: list[Any] = []
             matched = False
             for block in rule.get("match") or []:
                 block = block or {}
-                gws = [_gateway_ref(g, vs.namespace) for g in block["gateways"]] if block.get("gateways") else top
+                gws = [gateway_ref(g, vs.namespace) for g in block["gateways"]] if block.get("gateways") else top
                 if not any(g in gws for g in gateway_names):
                     continue
                 if block.get("port") and int(block["port"]) != port:
@@ -319,13 +320,3 @@ def sni_routes(virtual_services: list[RawObject], gateway_names: list[str], port
                              destinations(vs, rule.get("route") or [], port, False))
             out.append(SniRoute(route, tuple(dict.fromkeys(hosts))))
     return out
-
-
-def _gateway_ref(ref: Any, namespace: str) -> str:
-    ref = str(ref)
-    if ref == "mesh" or "/" in ref:
-        return ref
-    if "." in ref:  # legacy name.ns.svc.cluster.local
-        parts = ref.split(".")
-        return f"{parts[1]}/{parts[0]}"
-    return f"{namespace}/{ref}"
