@@ -269,6 +269,11 @@ class TcpDownstream(asyncio.Protocol):
         elif self._drain_timer is None:
             self._drain_timer = self.loop.call_later(max(grace, 0.0), self._drain_close)
 
+    @property
+    def requested_server_name(self) -> str:
+        """The SNI the connection was routed by (SNI passthrough), for the access log."""
+        return ""
+
     def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
         """The route of this connection in `snapshot` (a captured connection finds it by original destination)."""
         listener = snapshot.tcp_listeners.get(self.listener_name)
@@ -447,7 +452,8 @@ class TcpDownstream(asyncio.Protocol):
             endpoint = self.endpoint
             log.tcp(self.flags, self._received_reported, self._sent_reported,
                     (self.loop.time() - self._started) * 1000.0, self.downstream_address,
-                    f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "", self.cluster_name)
+                    f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "", self.cluster_name,
+                    self.requested_server_name)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
 

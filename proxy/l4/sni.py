@@ -50,6 +50,10 @@ class SniDownstream(TcpDownstream):
         if self._connecting:
             self._early.append(early)  # written once the upstream is connected
 
+    @property
+    def requested_server_name(self) -> str:
+        return self.server_name or ""
+
     def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
         listener = snapshot.tcp_listeners.get(self.listener_name)
         if listener is None:

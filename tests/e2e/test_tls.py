@@ -611,7 +611,7 @@ spec:
     route:
     - {destination: {host: echo.example, subset: v2}}
 """)
-    proxy = ProxyProcess(config_dir, ["--access-log", "off", "--role", "mesh"]).start()
+    proxy = ProxyProcess(config_dir, ["--access-log", "json", "--role", "mesh"]).start()
     try:
         context = client_context(ca)
         context.check_hostname = False  # the backends' certificates name v1./v2.echo.example
@@ -625,6 +625,11 @@ spec:
             # the tls rule sends every connection to v2; no rule: the service's default route, every version
             # (each version is missed by 60 connections with probability 2 * 2^-60)
             assert set(seen) == expected, (server_name, seen)
+        for _ in range(100):  # the access log is written in batches, at least every 0.5 s
+            if '"requested_server_name": "unmatched.example"' in proxy.log():
+                break
+            await asyncio.sleep(0.1)
+        assert proxy.log().count('"requested_server_name": "echo.example"') == 60
     finally:
         proxy.stop()
         for backend in backends.values():
