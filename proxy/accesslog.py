@@ -70,19 +70,24 @@ class AccessLog:
             self.flush()
 
     def tcp(self, flags: str, received: int, sent: int, duration_ms: float, downstream: str,
-            upstream_host: str, upstream_cluster: str) -> None:
+            upstream_host: str, upstream_cluster: str, requested_server_name: str = "") -> None:
         if not self.enabled:
             return
         if self._json:
-            line = json.dumps({
+            entry = {
                 "start_time": _text(self._now()), "protocol": "tcp", "response_flags": flags,
                 "bytes_received": received, "bytes_sent": sent, "duration": round(duration_ms, 3),
                 "downstream_remote_address": downstream, "upstream_host": upstream_host or None,
                 "upstream_cluster": upstream_cluster or None,
-            }).encode() + b"\n"
+            }
+            if requested_server_name:  # TLS passed through, routed by this SNI
+                entry["requested_server_name"] = requested_server_name
+            line = json.dumps(entry).encode() + b"\n"
         else:
             line = _TEXT_TCP % (self._now(), flags.encode(), received, sent, duration_ms, downstream.encode(),
                                 (upstream_host or "-").encode(), (upstream_cluster or "-").encode())
+            if requested_server_name:
+                line = line[:-1] + b' "%s"\n' % requested_server_name.encode()
         self._add(line)
 
     def _add(self, line: bytes) -> None:

@@ -12,6 +12,7 @@ from collections import Counter
 from proxy import __version__
 from proxy.config import compile_shift
 from proxy.config.compile import CompileOptions, compile_snapshot
+from proxy.config.compile_tls import TlsOptions
 from proxy.config.load import DEFAULT_MAX_BYTES, load_paths
 from proxy.routing import path_normalization
 
@@ -75,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --capture, accept connections redirected inbound (`shiftproxy iptables "
                           "--inbound-ports`) on this port of --bind and relay them to their original destination "
                           "(usually 15006; default 0: none)")
+    run.add_argument("--credentials-dir", default="", metavar="DIR",
+                     help="where Gateway and DestinationRule credentialName NAME is read: DIR/NAME/{tls.crt,tls.key,"
+                          "ca.crt}, as a mounted Kubernetes TLS secret")
+    run.add_argument("--mesh-certs", default="", metavar="DIR",
+                     help="this proxy's mesh identity for DestinationRule ISTIO_MUTUAL: DIR/{cert-chain.pem,key.pem,"
+                          "root-cert.pem}")
     run.add_argument("--admin", type=parse_address, default=("127.0.0.1", 15000), metavar="HOST:PORT",
                      help="admin server address (default 127.0.0.1:15000)")
     run.add_argument("--access-log", choices=("text", "json", "off"), default="text")
@@ -166,7 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                mesh_tcp_port_offset=args.mesh_tcp_port_offset, capture=args.capture,
                                namespace=args.namespace,
                                outbound_traffic_policy=args.outbound_traffic_policy,
-                               inbound_capture_port=args.inbound_capture_port),
+                               inbound_capture_port=args.inbound_capture_port,
+                               tls=TlsOptions(os.path.abspath(args.credentials_dir) if args.credentials_dir else "",
+                                              os.path.abspath(args.mesh_certs) if args.mesh_certs else "")),
         admin_host=args.admin[0], admin_port=args.admin[1], access_log=args.access_log,
         drain_timeout=args.drain_timeout, watch=not args.no_watch, state_dir=args.state_dir or "",
         max_config_bytes=args.max_config_bytes,
@@ -192,7 +201,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not errors:
         # must not raise when valid
         snapshot = compile_snapshot(loaded.objects, CompileOptions(gateway_labels=args.labels,
-                                                                   namespace=args.namespace))
+                                                                   namespace=args.namespace,
+                                                                   tls=TlsOptions(load_files=False)))
         empty = [n for n in snapshot.notices if compile_shift.is_empty_warning(n)]
     if args.output == "json":
         print(json.dumps({

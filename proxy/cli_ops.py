@@ -183,6 +183,7 @@ def add_commands(sub: Any) -> None:
     explain.add_argument("--listener", help="listener name (default: the sidecar HTTP listener)")
     explain.add_argument("--port", type=int, help="pick the listener by port (e.g. a gateway's 31400)")
     explain.add_argument("--destination-ip", help="for TCP: the address the client connected to")
+    explain.add_argument("--sni", help="for TLS passed through: the server name the client sends")
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
     explain.set_defaults(func=cmd_explain)
 
@@ -438,6 +439,8 @@ def _explain(args: argparse.Namespace) -> int:
         explicit.append(("port", str(args.port)))
     if args.destination_ip:
         query.append(("destination_ip", args.destination_ip))
+    if args.sni:
+        query.append(("sni", args.sni))
     clients = admin_clients(args)
     answers, errors = _explain_on(clients, query + explicit)
     if not answers:
@@ -522,7 +525,8 @@ def render_explain(answer: dict[str, Any], admin: str | None = None) -> str:
         out.append(f"host:     {max(vh['domains'], key=len, default=vh['name'])} ({vs})")
     else:
         conn = answer["connection"]
-        out.append(f"connection: to {conn['destination_ip']}:{conn['port']}")
+        sni = f" (SNI {conn['sni']})" if conn.get("sni") else ""
+        out.append(f"connection: to {conn['destination_ip']}:{conn['port']}{sni}")
     for rule in answer.get("rules") or []:
         label = f"rule {rule['index']}"
         name = rule["name"] if rule.get("virtual_service") else "default route"

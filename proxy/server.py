@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -28,13 +29,28 @@ from proxy.config.diagnostics import ConfigError
 from proxy.config.load import DEFAULT_MAX_BYTES, LoadResult, RawObject
 from proxy.config.watch import watch_config
 from proxy.l4 import relay
+from proxy.l4.sni import SniDownstream
 from proxy.l7.downstream import HttpDownstream
 from proxy.routing.path_normalization import PathNormalization
-from proxy.routing.snapshot import Snapshot
+from proxy.routing.snapshot import Snapshot, listener_kind
 from proxy.state import ReloadResult, ServerState
+from proxy.tls.contexts import ListenerTls, front_context
+from proxy.tls.credentials import Credential
 from proxy.upstream.cluster import ClusterManager
 
 log = logging.getLogger("shiftproxy")
+CERT_CHECK_INTERVAL = 1.0  # seconds between checks of the certificate files for rotation
+
+
+def _probe(credentials: tuple[Credential, ...]) -> list[tuple[Credential, bool, str | None]]:
+    return [(c, *c.probe()) for c in credentials]
+
+
+def _listener_tls(state: ServerState, kind: str, name: str) -> ListenerTls | None:
+    """The TLS of listener `name` in the live config (the SNI callback asks on every handshake)."""
+    snapshot = state.snapshot
+    listener = (snapshot.http_listeners if kind == "http" else snapshot.tcp_listeners).get(name)
+    return listener.tls if listener is not None else None  # type: ignore[union-attr]
 
 
 @dataclass(slots=True)
@@ -165,6 +181,7 @@ class Server:
             if os.path.isdir(self.options.state_dir):
                 paths.append(self.options.state_dir)  # applies by another proxy sharing this state
             tasks.append(loop.create_task(watch_config(paths, lambda: self.reload("file change"), self._stop)))
+        tasks.append(loop.create_task(self._rotate_certificates()))
         await self._stop.wait()
         await self.shutdown()
         for task in tasks:
@@ -255,10 +272,19 @@ class Server:
         loop = asyncio.get_running_loop()
         state = self.state
         wanted: dict[tuple[str, str, int], Any] = {}
+        contexts: dict[tuple[str, str, int], ssl.SSLContext] = {}
         for li in snapshot.http_listeners.values():
-            wanted[("http", li.address, li.port)] = (lambda n=li.name: HttpDownstream(n, state))
+            key = (listener_kind("http", li.tls), li.address, li.port)
+            wanted[key] = (lambda n=li.name: HttpDownstream(n, state))
+            if li.tls is not None:
+                contexts[key] = front_context(lambda n=li.name: _listener_tls(state, "http", n))
         for li in snapshot.tcp_listeners.values():
-            wanted[("tcp", li.address, li.port)] = (lambda n=li.name: relay.TcpDownstream(n, state))
+            key = (listener_kind("tcp", li.tls, bool(li.sni_routes)), li.address, li.port)
+            wanted[key] = (lambda n=li.name: relay.TcpDownstream(n, state))
+            if li.sni_routes:
+                wanted[key] = (lambda n=li.name: SniDownstream(n, state))
+            if li.tls is not None:
+                contexts[key] = front_context(lambda n=li.name: _listener_tls(state, "tcp", n))
         if snapshot.capture is not None:
             capture_accept.add_listeners(wanted, snapshot, state)
         for key in [k for k in self.listeners if k not in wanted]:
@@ -271,7 +297,7 @@ class Server:
             try:
                 self.listeners[key] = await loop.create_server(factory, host, port, reuse_address=True,
                                                                reuse_port=workers.worker_dir() is not None,
-                                                               backlog=1024)
+                                                               backlog=1024, ssl=contexts.get(key))
             except OSError as exc:
                 if strict:
                     raise OSError(exc.errno, f"cannot listen on {host}:{port} ({kind}): {exc.strerror}") from exc
@@ -304,6 +330,36 @@ class Server:
         state.cluster_manager.close_idle()
         await self.admin.close()
         state.access_log.flush()
+
+    async def _rotate_certificates(self) -> None:
+        """Reload changed certificate files into their contexts: new handshakes get the new certificate,
+        open connections keep theirs; a file set that does not load keeps the old one and is reported."""
+        assert self.state is not None
+        while True:
+            await asyncio.sleep(CERT_CHECK_INTERVAL)
+            credentials = self.state.snapshot.credentials
+            if not credentials:
+                continue
+            try:
+                await self._rotate(credentials)
+            except Exception:  # a bug here must not end rotation, nor the process
+                log.exception("certificate rotation check failed")
+
+    async def _rotate(self, credentials: tuple[Credential, ...]) -> None:
+        before = [c.ca_stamp for c in credentials]
+        results = await asyncio.to_thread(_probe, credentials)  # file reads off the loop
+        rebuild = False
+        for index, (credential, changed, problem) in enumerate(results):
+            if changed and credential.files.cert:
+                problem = credential.install()  # here, on the loop's thread: no handshake runs meanwhile
+                if problem is None:
+                    log.info("certificate %s reloaded", credential.files.cert)
+            if problem:
+                self.record_failure("certificate rotation", [problem])
+            if changed and not problem and credential.ca_stamp != before[index]:
+                rebuild = True
+        if rebuild:
+            await self.reload("CA bundle change")  # fresh contexts: one cannot forget a CA
 
     async def _flush_access_log(self) -> None:
         assert self.state is not None

@@ -401,7 +401,8 @@ def explain_request(snapshot: Snapshot, request: AdminRequest,
                                              _query(request, "method", "GET") or "GET", headers,
                                              _query(request, "scheme", "http") or "http")
         else:
-            answer = explain_tcp(snapshot, listener, _query(request, "destination_ip") or None)
+            answer = explain_tcp(snapshot, listener, _query(request, "destination_ip") or None,
+                                 _query(request, "sni") or None)
     except ExplainError as exc:
         return AdminResponse.json(404 if "no listener" in str(exc) else 400, {"error": str(exc)})
     return AdminResponse.json(200, answer)

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from proxy.routing.snapshot import Cluster, Endpoint
+from proxy.tls.contexts import HANDSHAKE_FAILURES
 
 # Envoy's default histogram buckets (milliseconds), as used by istio_request_duration_milliseconds
 DURATION_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
@@ -211,6 +212,12 @@ class Metrics:
         yield GaugeMetricFamily("shiftproxy_tcp_connections_on_old_config",
                                 "TCP connections still on a destination chosen under an older config version",
                                 value=self.connections_on_old_config)
+        if HANDSHAKE_FAILURES:
+            failures = CounterMetricFamily("shiftproxy_tls_handshake_failures", "Failed TLS handshakes by reason",
+                                           labels=["side", "reason"])
+            for (side, reason), n in sorted(HANDSHAKE_FAILURES.items()):
+                failures.add_metric([side, reason], n)
+            yield failures
         if self.resilience_source is not None:
             yield from _resilience_families(*self.resilience_source())
         if self.shift_source is not None:

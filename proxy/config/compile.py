@@ -19,6 +19,7 @@ from typing import Any
 from proxy.capture.compile import build_capture_table
 from proxy.config import compile_http, compile_shift
 from proxy.config.compile_policy import cluster_resilience, retry_policy
+from proxy.config.compile_tls import TlsCompiler, TlsOptions, https_redirects, sni_routes, terminates
 from proxy.config.delegate import expand_delegates
 from proxy.config.diagnostics import ConfigError, Diagnostic
 from proxy.config.duration import parse_duration
@@ -41,6 +42,7 @@ from proxy.routing.snapshot import (
     RouteTable,
     ServiceInfo,
     Snapshot,
+    SniRoute,
     TcpListener,
     TcpRoute,
     VirtualHost,
@@ -48,9 +50,10 @@ from proxy.routing.snapshot import (
     cluster_name,
 )
 from proxy.routing.weighted import cumulative
+from proxy.tls.credentials import stamps
 
 DRAIN_ANNOTATION = "shiftproxy.io/tcp-drain-on-shift"
-HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+HTTP_SERVER_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTPS"})
 TCP_SERVER_PROTOCOLS = frozenset({"TCP", "MONGO", "TLS"})
 
 
@@ -67,6 +70,7 @@ class CompileOptions:
     capture: bool = False  # route connections redirected to the outbound listener by original destination
     outbound_traffic_policy: str = "ALLOW_ANY"  # redirected connections to no service: ALLOW_ANY | REGISTRY_ONLY
     inbound_capture_port: int = 0  # with capture: listener for redirected inbound connections (0: none)
+    tls: TlsOptions = field(default_factory=TlsOptions)  # where certificate files come from
 
 
 def build_snapshot(paths: Iterable[str], options: CompileOptions, version: int = 1,
@@ -107,6 +111,8 @@ def compile_snapshot(objects: list[RawObject], options: CompileOptions, version:
     canonical = [replace(o, body={**o.body, "spec": canonical_spec(o)}) for o in objects]
     try:
         return _Compiler(canonical, options).run(version, warnings or [], (notices or []) + translated)
+    except ConfigError:
+        raise  # e.g. a certificate file that is missing: the config error it is
     except Exception as exc:  # a compiler bug rejects the change like an invalid config; it never kills the proxy
         files = ", ".join(sorted({o.file for o in objects})) or "config"
         raise ConfigError([Diagnostic(files, 0, "", f"internal error while compiling: {exc!r}")]) from exc
@@ -124,6 +130,7 @@ class _Compiler:
         self.virtual_services, delegate_notices = expand_delegates(o for o in objects if o.kind == "VirtualService")
         self.notices.extend(delegate_notices)
         self.mesh_vs: list[RawObject] = []
+        self.tls = TlsCompiler(objects, options.tls)
 
     def run(self, version: int, warnings: list[str], notices: list[str]) -> Snapshot:
         self._build_clusters()
@@ -142,8 +149,13 @@ class _Compiler:
                 self.options.outbound_traffic_policy,  # type: ignore[arg-type]
                 (self.options.bind, self.options.inbound_capture_port))
             self.notices += capture_notices
-        return Snapshot(version, content_hash(self.objects, self.options), http, tcp, dict(self.clusters),
-                        services, tuple(warnings), tuple(notices + sorted(set(self.notices))), capture)
+        self.tls.finish()
+        digest = content_hash(self.objects, self.options)
+        if self.tls.credentials:  # a changed CA bundle (reloaded only by a rebuild) must change the hash
+            digest = hashlib.sha256((digest + stamps(self.tls.credentials)).encode()).hexdigest()[:16]
+        return Snapshot(version, digest, http, tcp, dict(self.clusters),
+                        services, tuple(warnings), tuple(notices + sorted(set(self.notices))), capture,
+                        tuple(self.tls.credentials))
 
     # DestinationRules → subsets and traffic policies --------------------------------------------
 
@@ -198,9 +210,13 @@ class _Compiler:
         idle = tcp_pool.get("idleTimeout")
         tcp_idle: float | None = 3600.0 if idle is None else (parse_duration(str(idle)) or None)
         name = cluster_name(port.number, subset, info.fqdn)
+        tls = self.tls.cluster(policy.get("tls"), info.fqdn)
+        endpoints = service.endpoints(port, selector)
+        if tls is not None:  # pooled apart from plaintext connections to the same addresses
+            endpoints = tuple(replace(e, pool_tag=tls.tag) for e in endpoints)
         self.clusters[name] = Cluster(
             name=name, service=info, port=port.number, subset=subset,
-            endpoints=service.endpoints(port, selector), lb_policy=_lb(lb),
+            endpoints=endpoints, lb_policy=_lb(lb), tls=tls,
             connect_timeout=parse_duration(str(tcp_pool.get("connectTimeout", "10s"))),
             tcp_idle_timeout=tcp_idle,
             http_idle_timeout=parse_duration(str(http_pool.get("idleTimeout", "1h"))),
@@ -320,6 +336,8 @@ class _Compiler:
             for server in gw.spec.get("servers") or []:
                 proto = str(server["port"].get("protocol", "")).upper()
                 kind = "http" if proto in HTTP_SERVER_PROTOCOLS else "tcp" if proto in TCP_SERVER_PROTOCOLS else ""
+                if proto == "HTTPS" and not terminates(server):
+                    kind = "tcp"  # HTTPS passed through: routed by SNI like a TLS server
                 if not kind:
                     continue  # validation warns: Port.protocol in proxy.config.enforcement
                 servers.setdefault((kind, int(server["port"]["number"])), []).append(
@@ -327,14 +345,18 @@ class _Compiler:
         bind = self.options.bind
         for (kind, port), bound in sorted(servers.items()):
             gateway_names = [g for g, _ in bound]
+            servers_here = [s for _, s in bound]
+            tls = self.tls.listener(port, servers_here)
             if kind == "http":
                 table = self._gateway_route_table(gateway_names, port, bound)
+                table = https_redirects(table, servers_here, port)
                 name = f"gateway_http_{port}"
-                http[name] = HttpListener(name, bind, port, "gateway", table)
+                http[name] = HttpListener(name, bind, port, "gateway", table, tls)
             else:
                 name = f"gateway_tcp_{port}"
+                sni = tuple(self._gateway_sni_routes(gateway_names, port)) if tls is None else ()
                 tcp[name] = TcpListener(name, bind, port, "gateway", tuple(self._gateway_tcp_routes(gateway_names,
-                                                                                                  port)))
+                                                                                                  port)), tls, sni)
 
     def _bound(self, vs: RawObject, gateway_names: list[str]) -> str | None:
         refs = set(_gateways(vs))
@@ -464,6 +486,13 @@ class _Compiler:
                                 self._destinations(vs, rule.get("route") or [], port, http=False), drain_on_shift))
         return out
 
+    def _gateway_sni_routes(self, gateway_names: list[str], port: int) -> list[SniRoute]:
+        return sni_routes(self.virtual_services, gateway_names, port, self._destinations, self._source_ok,
+                          _gateway_ref)
+
+    def _source_ok(self, block: dict[str, Any]) -> bool:
+        return compile_http.source_matches(block, self.options.gateway_labels, self.options.namespace)
+
     def _gateway_tcp_routes(self, gateway_names: list[str], port: int) -> list[TcpRoute]:
         routes: list[TcpRoute] = []
         for vs in self.virtual_services:
@@ -492,16 +521,23 @@ class _Compiler:
         opts = self.options
         for service in self.registry.values():
             for port in service.ports:
-                if port.is_http or port.protocol in ("HTTPS",):
+                if port.is_http:
                     continue
                 routes = self._mesh_tcp_routes(mesh_vs, service, port)
+                # TLS and HTTPS ports are passed through, routed by SNI with the mesh VirtualServices' tls rules;
+                # an HTTPS port gets a listener only for such rules (egress entries for :443 need no local port)
+                sni = tuple(sni_routes(mesh_vs, ["mesh"], port.number, self._destinations, self._source_ok,
+                                       _gateway_ref)) \
+                    if port.protocol in ("HTTPS", "TLS") else ()
+                if port.protocol == "HTTPS" and not sni:
+                    continue
                 listen_port = port.number + opts.mesh_tcp_port_offset
                 name = f"mesh_tcp_{listen_port}"
                 if name in tcp or listen_port == opts.mesh_port:
                     self.notices.append(f"sidecar TCP port {listen_port} of {service.fqdn} is already in use by "
                                         "another service; skipped")
                     continue
-                tcp[name] = TcpListener(name, opts.mesh_bind, listen_port, "mesh", tuple(routes))
+                tcp[name] = TcpListener(name, opts.mesh_bind, listen_port, "mesh", tuple(routes), None, sni)
 
 
 # small pure helpers -------------------------------------------------------------------------------

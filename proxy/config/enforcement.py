@@ -52,22 +52,37 @@ def _simple_lb(value: Any) -> str | None:
     return None
 
 
-_SKIPPED_SERVER_PROTOCOLS = {"HTTPS", "HTTP_PROXY", "UDP", "REDIS", "MYSQL"}
+_SKIPPED_SERVER_PROTOCOLS = {"HTTP_PROXY", "UDP", "REDIS", "MYSQL"}
 
 
 def _server_protocol(value: Any) -> str | None:
     protocol = str(value).upper()
     if protocol in _SKIPPED_SERVER_PROTOCOLS:
         return f"{protocol} servers are not served: this server opens no listener"
-    if protocol == "TLS":
-        return "TLS servers are relayed as plain TCP: no SNI routing, no termination"
+    return None
+
+
+def _server_tls_mode(value: Any) -> str | None:
+    if value in ("AUTO_PASSTHROUGH", "ISTIO_MUTUAL"):
+        return f"{value} needs Istio's mesh (multi-cluster SNI names, istiod identities): a config error when served"
+    return None
+
+
+def _client_tls_mode(value: Any) -> str | None:
+    if value == "ISTIO_MUTUAL":
+        return ("ISTIO_MUTUAL needs this proxy's mesh certificates (run --mesh-certs DIR); without them the config "
+                "is rejected when served, never sent in plaintext")
+    return None
+
+
+def _first_only(value: Any) -> str | None:
+    if isinstance(value, list) and len(value) > 1:
+        return "only the first certificate is served (one certificate per server)"
     return None
 
 
 def _service_protocol(value: Any) -> str | None:
     protocol = str(value).upper()
-    if protocol == "HTTPS":
-        return "HTTPS service ports get no sidecar listener (no TLS origination, no SNI routing)"
     if protocol == "UDP":
         return "UDP is not proxied: the sidecar listener for this port is TCP"
     return None
@@ -91,7 +106,7 @@ TABLE: dict[tuple[str, str], Status] = {
     ("VirtualService", "hosts"): _yes(),
     ("VirtualService", "gateways"): _yes(),
     ("VirtualService", "http"): _yes(),
-    ("VirtualService", "tls"): _no("TLS routes (SNI) are not implemented"),
+    ("VirtualService", "tls"): _yes("routed by the ClientHello's SNI, not terminated; one pick per connection"),
     ("VirtualService", "tcp"): _yes(),
     ("VirtualService", "exportTo"): _partly("as exportTo: [\"*\"]: one proxy serves every namespace", _export_to),
     ("HTTPRoute", "name"): _yes("route name in metrics and explain"),
@@ -127,6 +142,14 @@ TABLE: dict[tuple[str, str], Status] = {
     ("Headers.HeaderOperations", "set"): _yes(),
     ("Headers.HeaderOperations", "add"): _yes(),
     ("Headers.HeaderOperations", "remove"): _yes(),
+    ("TLSRoute", "match"): _yes(),
+    ("TLSRoute", "route"): _yes(),
+    ("TLSMatchAttributes", "sniHosts"): _yes("exact names and *.suffix wildcards"),
+    ("TLSMatchAttributes", "destinationSubnets"): _yes(),
+    ("TLSMatchAttributes", "port"): _yes(),
+    ("TLSMatchAttributes", "sourceLabels"): _yes(_SOURCE),
+    ("TLSMatchAttributes", "gateways"): _yes(),
+    ("TLSMatchAttributes", "sourceNamespace"): _yes(_SOURCE),
     ("TCPRoute", "match"): _yes(),
     ("TCPRoute", "route"): _yes(),
     ("HTTPMatchRequest", "name"): _yes("a label only"),
@@ -203,7 +226,7 @@ TABLE: dict[tuple[str, str], Status] = {
     ("TrafficPolicy", "loadBalancer"): _yes(),
     ("TrafficPolicy", "connectionPool"): _yes(),
     ("TrafficPolicy", "outlierDetection"): _yes(),
-    ("TrafficPolicy", "tls"): _no("upstream connections are plain TCP"),
+    ("TrafficPolicy", "tls"): _yes("TLS origination; never plaintext when TLS is asked for"),
     ("TrafficPolicy", "portLevelSettings"): _yes(),
     ("TrafficPolicy", "tunnel"): _no("no CONNECT/POST tunnelling"),
     ("TrafficPolicy", "proxyProtocol"): _no("no PROXY protocol header is sent"),
@@ -212,7 +235,17 @@ TABLE: dict[tuple[str, str], Status] = {
     ("TrafficPolicy.PortTrafficPolicy", "loadBalancer"): _yes(),
     ("TrafficPolicy.PortTrafficPolicy", "connectionPool"): _yes(),
     ("TrafficPolicy.PortTrafficPolicy", "outlierDetection"): _yes(),
-    ("TrafficPolicy.PortTrafficPolicy", "tls"): _no("upstream connections are plain TCP"),
+    ("TrafficPolicy.PortTrafficPolicy", "tls"): _yes("TLS origination; never plaintext when TLS is asked for"),
+    ("ClientTLSSettings", "mode"): _partly("DISABLE, SIMPLE, MUTUAL; ISTIO_MUTUAL with the mesh certificates of "
+                                           "--mesh-certs", _client_tls_mode),
+    ("ClientTLSSettings", "clientCertificate"): _yes(),
+    ("ClientTLSSettings", "privateKey"): _yes(),
+    ("ClientTLSSettings", "caCertificates"): _yes("the system roots when not set"),
+    ("ClientTLSSettings", "credentialName"): _yes("DIR/NAME/{tls.crt,tls.key,ca.crt} of --credentials-dir"),
+    ("ClientTLSSettings", "subjectAltNames"): _yes("the upstream certificate must carry one of them"),
+    ("ClientTLSSettings", "sni"): _yes("no SNI is sent when not set"),
+    ("ClientTLSSettings", "insecureSkipVerify"): _yes(),
+    ("ClientTLSSettings", "caCrl"): _no("revocation lists are not checked"),
     ("Subset", "name"): _yes(),
     ("Subset", "labels"): _yes(),
     ("Subset", "trafficPolicy"): _yes(),
@@ -274,11 +307,35 @@ TABLE: dict[tuple[str, str], Status] = {
     ("Server", "port"): _yes(),
     ("Server", "bind"): _no("listeners bind the --bind address"),
     ("Server", "hosts"): _yes(),
-    ("Server", "tls"): _no("server TLS (httpsRedirect, certificates, mode) is not applied"),
+    ("Server", "tls"): _yes(),
+    ("ServerTLSSettings", "httpsRedirect"): _yes("301 to https"),
+    ("ServerTLSSettings", "mode"): _partly("SIMPLE, MUTUAL, OPTIONAL_MUTUAL terminated; PASSTHROUGH routed by SNI",
+                                           _server_tls_mode),
+    ("ServerTLSSettings", "serverCertificate"): _yes("reloaded when the file changes"),
+    ("ServerTLSSettings", "privateKey"): _yes("reloaded when the file changes"),
+    ("ServerTLSSettings", "caCertificates"): _yes("client certificates of MUTUAL and OPTIONAL_MUTUAL"),
+    ("ServerTLSSettings", "caCrl"): _no("revocation lists are not checked"),
+    ("ServerTLSSettings", "credentialName"): _yes("DIR/NAME/{tls.crt,tls.key,ca.crt} of --credentials-dir"),
+    ("ServerTLSSettings", "credentialNames"): _partly("the first one", _first_only),
+    ("ServerTLSSettings", "tlsCertificates"): _partly("the first one", _first_only),
+    ("ServerTLSSettings.TLSCertificate", "serverCertificate"): _yes(),
+    ("ServerTLSSettings.TLSCertificate", "privateKey"): _yes(),
+    ("ServerTLSSettings.TLSCertificate", "caCertificates"): _no("the server's caCertificates verifies clients"),
+    ("ServerTLSSettings", "subjectAltNames"): _no("client certificates are checked against the CA only"),
+    ("ServerTLSSettings", "verifyCertificateSpki"): _no("client certificates are checked against the CA only"),
+    ("ServerTLSSettings", "verifyCertificateHash"): _no("client certificates are checked against the CA only"),
+    ("ServerTLSSettings", "minProtocolVersion"): _yes("TLS 1.2 when not set; servers sharing a port share the "
+                                                      "strictest (versions are settled before SNI)"),
+    ("ServerTLSSettings", "maxProtocolVersion"): _yes("servers sharing a port share the strictest"),
+    ("ServerTLSSettings", "cipherSuites"): _yes("OpenSSL names, TLS 1.2 and below; the first server's on a "
+                                                "shared port"),
+    ("ServerTLSSettings", "caCertCredentialName"): _no("the CA comes from credentialName's ca.crt or "
+                                                       "NAME-cacert/ca.crt"),
+    ("ServerTLSSettings", "insecureSkipVerify"): _no("client certificates of MUTUAL are always verified"),
     ("Server", "defaultEndpoint"): _no("not used"),
     ("Server", "name"): _yes("a label only"),
     ("Port", "number"): _yes(),
-    ("Port", "protocol"): _partly("HTTP, HTTP2, GRPC, GRPC-WEB, TCP, MONGO; TLS as plain TCP", _server_protocol),
+    ("Port", "protocol"): _partly("HTTP, HTTP2, GRPC, GRPC-WEB, HTTPS, TLS, TCP, MONGO", _server_protocol),
     ("Port", "name"): _yes("a label only"),
     ("Port", "targetPort"): _no("rejected by validation, as Istio does"),
     # ServiceEntry and WorkloadEntry
@@ -292,8 +349,9 @@ TABLE: dict[tuple[str, str], Status] = {
     ("ServiceEntry", "exportTo"): _partly("as exportTo: [\"*\"]: one proxy serves every namespace", _export_to),
     ("ServiceEntry", "subjectAltNames"): _no("no mesh mutual TLS here"),
     ("ServicePort", "number"): _yes(),
-    ("ServicePort", "protocol"): _partly("HTTP, HTTP2, GRPC, GRPC-WEB routed as HTTP; the others but HTTPS and UDP "
-                                         "relayed as TCP", _service_protocol),
+    ("ServicePort", "protocol"): _partly("HTTP, HTTP2, GRPC, GRPC-WEB routed as HTTP; TLS, and HTTPS with mesh tls "
+                                         "rules, passed through by SNI; the others but UDP relayed as TCP",
+                                         _service_protocol),
     ("ServicePort", "name"): _yes(),
     ("ServicePort", "targetPort"): _yes(),
     ("WorkloadSelector", "labels"): _yes(),

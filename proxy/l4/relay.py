@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from proxy.l4 import shifting
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
+from proxy.tls.upstream import connect as tls_connect
 from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
 
@@ -123,8 +124,14 @@ class TcpDownstream(asyncio.Protocol):
         self.downstream_address = f"{peer[0]}:{peer[1]}" if peer else ""
         local = transport.get_extra_info("sockname")
         self.destination_ip = local[0] if local else ""
+        self.route_connection(state.snapshot)
 
-        snapshot = state.snapshot
+    def route_connection(self, snapshot: Snapshot) -> None:
+        """Pick the route, destination and endpoint, and start connecting (at accept; after the
+        ClientHello for SNI routing)."""
+        state = self.state
+        transport = self.transport
+        assert transport is not None
         self.version = snapshot.version
         route = self.find_route(snapshot)
         if route is None or not route.destinations.destinations:
@@ -263,6 +270,11 @@ class TcpDownstream(asyncio.Protocol):
         elif self._drain_timer is None:
             self._drain_timer = self.loop.call_later(max(grace, 0.0), self._drain_close)
 
+    @property
+    def requested_server_name(self) -> str:
+        """The SNI the connection was routed by (SNI passthrough), for the access log."""
+        return ""
+
     def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
         """The route of this connection in `snapshot` (a captured connection finds it by original destination)."""
         listener = snapshot.tcp_listeners.get(self.listener_name)
@@ -294,7 +306,7 @@ class TcpDownstream(asyncio.Protocol):
         try:
             async with asyncio.timeout(cluster.connect_timeout):
                 # the address may be a DNS name: create_connection resolves it now
-                await self.loop.create_connection(lambda: TcpUpstream(self), endpoint.address, endpoint.port)
+                await tls_connect(self.loop, lambda: TcpUpstream(self), endpoint.address, endpoint.port, cluster.tls)
         except asyncio.CancelledError:
             raise  # the downstream went away; connection_lost does the bookkeeping
         except Exception:  # refused, unreachable, unresolvable, timed out: all UF, as Envoy
@@ -456,7 +468,8 @@ class TcpDownstream(asyncio.Protocol):
             endpoint = self.endpoint
             log.tcp(self.flags, self._received_reported, self._sent_reported,
                     (self.loop.time() - self._started) * 1000.0, self.downstream_address,
-                    f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "", self.cluster_name)
+                    f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "", self.cluster_name,
+                    self.requested_server_name)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
 

@@ -59,6 +59,7 @@ from proxy.l7.errors import STATUS_LINES, LocalReply
 from proxy.l7.exchange import Exchange
 from proxy.l7.upstream import HttpUpstream
 from proxy.routing.snapshot import Cluster, Endpoint, HttpListener
+from proxy.tls import upstream as tls
 from proxy.upstream import keepalive, outlier
 
 if TYPE_CHECKING:
@@ -364,8 +365,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         while True:
             try:
                 async with asyncio.timeout(cluster.connect_timeout):
-                    _, conn = await self.loop.create_connection(lambda p=pool: HttpUpstream(p, metrics),
-                                                                endpoint.address, endpoint.port)
+                    _, conn = await tls.connect(self.loop, lambda p=pool: HttpUpstream(p, metrics),
+                                                endpoint.address, endpoint.port, cluster.tls)
             except TimeoutError:
                 failure = errors.CONNECT_TIMEOUT
             except (OSError, ValueError) as exc:  # refused, unreachable, DNS failure, bad address

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 Answer = tuple[LocalReply, tuple[tuple[bytes, bytes], ...]]  # a local reply and its extra headers
 
 _X_FORWARDED_PROTO = b"x-forwarded-proto: http\r\n"
+_X_FORWARDED_PROTO_HTTPS = b"x-forwarded-proto: https\r\n"  # the downstream connection is TLS
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE = b"connection: keep-alive\r\n"
@@ -198,7 +199,7 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         # a sidecar listener serves every service port: match.port is the port the client addressed
         port = listener.match_port(split_authority(authority_text)[1])
         view = request_view(head.method, path, authority_text, head.headers, port,
-                            head.forwarded_for, head.request_id)
+                            head.forwarded_for, head.request_id, "https" if listener.tls is not None else "http")
     chosen = vhost.unconditional or vhost.route(view)
     if chosen is None:
         return errors.NO_ROUTE, ()
@@ -249,7 +250,8 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     ex.endpoint = endpoint
     ex.out_head = _upstream_head(ex, head, chosen, dest, view,
                                  client_ip if listener.role == "gateway" else None,
-                                 state.preserve_external_request_id, transport, state)
+                                 state.preserve_external_request_id, transport, state,
+                                 listener.tls is not None)
     if chosen.mirrors and head.upgrade is None:  # an upgrade (WebSocket) is not copied
         ex.mirror = mirror.start(state, chosen.mirrors, ex.out_head, head.chunked, ex.request_complete,
                                  chosen.timeout, ex.pending, ex.pending_size, ex.delay)
@@ -310,7 +312,7 @@ def _has_formats(*ops: HeaderOps | None) -> bool:
 
 def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Destination,
                    view: RequestView | None, client_ip: bytes | None, preserve_request_id: bool,
-                   transport: Any = None, state: ServerState | None = None) -> bytes:
+                   transport: Any = None, state: ServerState | None = None, tls: bool = False) -> bytes:
     """`client_ip` is None on the sidecar role (Envoy's use_remote_address false), else the edge rules apply."""
     headers = head.headers
     if head.envoy_headers is not None and client_ip is None:  # only the trusted local app may set them
@@ -342,7 +344,7 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
         headers, host = apply_request_ops(headers, host, route.request_headers, ctx)
     if dest.response_headers is not None or route.response_headers is not None:
         ex.response_ops = tuple(o for o in (dest.response_headers, route.response_headers) if o is not None)
-    tail = [_X_FORWARDED_PROTO, b"x-request-id: ", request_id, CRLF]
+    tail = [_X_FORWARDED_PROTO_HTTPS if tls else _X_FORWARDED_PROTO, b"x-request-id: ", request_id, CRLF]
     if forwarded_for is not None:
         tail += (b"x-forwarded-for: ", forwarded_for, CRLF)
     if head.content_length is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from proxy.l7.codec import CRLF, LAST_CHUNK, CodecError, ResponseDecoder, ResponseHead, chunk_size_line
 from proxy.routing.snapshot import Cluster, Mirror
+from proxy.tls.upstream import connect as tls_connect
 
 if TYPE_CHECKING:
     from proxy.state import ServerState
@@ -159,11 +160,11 @@ def send(state: ServerState, cluster: Cluster, head: bytes, body: list[bytes], t
 
 
 # idle keep-alive connections to mirror endpoints, apart from the primaries' pools
-_idle: dict[tuple[str, int], list[_MirrorUpstream]] = {}
+_idle: dict[tuple[str, ...], list[_MirrorUpstream]] = {}
 MAX_IDLE_PER_ENDPOINT = 16
 
 
-async def _copy(state: ServerState, cluster: Cluster, key: tuple[str, int], data: list[bytes],
+async def _copy(state: ServerState, cluster: Cluster, key: tuple[str, ...], data: list[bytes],
                 timeout: float) -> None:
     global _in_flight
     loop = asyncio.get_running_loop()
@@ -174,7 +175,7 @@ async def _copy(state: ServerState, cluster: Cluster, key: tuple[str, int], data
             conn = _acquire(key, loop)
             if conn is None:
                 try:
-                    _, conn = await loop.create_connection(lambda: _MirrorUpstream(key), key[0], key[1])
+                    _, conn = await tls_connect(loop, lambda: _MirrorUpstream(key), key[0], key[1], cluster.tls)
                 except OSError:
                     code, flags = 0, "UF"
             if conn is not None:
@@ -192,7 +193,7 @@ async def _copy(state: ServerState, cluster: Cluster, key: tuple[str, int], data
         state.metrics.mirror_request(cluster.name, code, flags)
 
 
-def _acquire(key: tuple[str, int], loop: asyncio.AbstractEventLoop) -> _MirrorUpstream | None:
+def _acquire(key: tuple[str, ...], loop: asyncio.AbstractEventLoop) -> _MirrorUpstream | None:
     idle = _idle.get(key)
     while idle:
         conn = idle.pop()
@@ -205,7 +206,7 @@ class _MirrorUpstream(asyncio.Protocol):
     """A connection to a mirror endpoint: reads each response to its end (so the mirror sees complete
     exchanges), reports its status, and goes back to the idle list if it can carry another request."""
 
-    def __init__(self, key: tuple[str, int]) -> None:
+    def __init__(self, key: tuple[str, ...]) -> None:
         self.key = key
         self.loop = asyncio.get_running_loop()  # an idle connection is only reused on its own loop
         self.transport: asyncio.Transport | None = None

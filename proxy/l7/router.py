@@ -48,7 +48,8 @@ def split_target(target: bytes) -> tuple[bytes | None, bytes]:
 
 
 def request_view(method: bytes, path: bytes, authority: str, headers: list[Header], port: int,
-                 forwarded_for: bytes | None = None, request_id: bytes | None = None) -> RequestView:
+                 forwarded_for: bytes | None = None, request_id: bytes | None = None,
+                 scheme: str = "http") -> RequestView:
     raw = path.decode("latin-1")
     bare_path, _, query_string = raw.partition("?")
     query: dict[str, str] = {}
@@ -66,7 +67,7 @@ def request_view(method: bytes, path: bytes, authority: str, headers: list[Heade
         view_headers["x-request-id"] = request_id.decode("latin-1")
     # Istio matches `authority` against the :authority header as sent, port included
     return RequestView(method.decode("latin-1"), bare_path.partition("#")[0], query,
-                       authority.lower(), "http", view_headers, port)
+                       authority.lower(), scheme, view_headers, port)
 
 
 def _matched_prefix(block: HttpMatch | bool | None) -> str | None:

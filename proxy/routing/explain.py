@@ -278,14 +278,34 @@ def _known_hosts(listener: HttpListener, limit: int = 20) -> list[str]:
 
 
 def explain_tcp(snapshot: Snapshot, listener: TcpListener,
-                destination_ip: str | None = None) -> dict[str, Any]:
-    """Which route a new connection to `listener` takes; `destination_ip` defaults to the listener's."""
+                destination_ip: str | None = None, sni: str | None = None) -> dict[str, Any]:
+    """Which route a new connection to `listener` takes; `destination_ip` defaults to the listener's.
+    On a listener with tls routes, `sni` is the server name of the connection's ClientHello."""
     ip = destination_ip or ("127.0.0.1" if listener.address in ("0.0.0.0", "") else listener.address)
     out: dict[str, Any] = {"config_version": snapshot.version, "listener": _listener(listener),
                            "connection": {"port": listener.port, "destination_ip": ip}}
+    if sni:
+        out["connection"]["sni"] = sni.lower()
     rules: list[dict[str, Any]] = []
     out["rules"] = rules
-    for index, route in enumerate(listener.routes):
+    for index, sni_route in enumerate(listener.sni_routes):  # tls rules, by the ClientHello's SNI, first
+        route = sni_route.route
+        by_name = bool(sni) and sni_route.matches_sni(sni or "")
+        matched = by_name and route.matches_connection(listener.port, ip)
+        entry = {"name": route.name, "virtual_service": route.virtual_service or None, "index": index,
+                 "matched": matched, "kind": "tls"}
+        if matched:
+            entry["why"] = f"SNI {sni} is in sniHosts {', '.join(sni_route.sni_hosts)}"
+            rules.append(entry)
+            out["route"] = _tcp_action(route)
+            out["result"] = {"reason": "routed by SNI, not terminated: each new connection picks one destination "
+                                       "with the probability shown, and keeps it"}
+            return out
+        entry["reasons"] = [("no SNI given (--sni NAME)" if not sni else
+                             f"SNI {sni} is not in sniHosts {', '.join(sni_route.sni_hosts)}") if not by_name
+                            else _tcp_reason(route, ip)]
+        rules.append(entry)
+    for index, route in enumerate(listener.routes, len(listener.sni_routes)):
         matched = route.matches_connection(listener.port, ip)
         entry: dict[str, Any] = {"name": route.name, "virtual_service": route.virtual_service or None,
                                  "index": index, "matched": matched}

@@ -26,6 +26,8 @@ from proxy.routing.resilience import ConnectionLimits, OutlierPolicy, RetryPolic
 if TYPE_CHECKING:
     from proxy.capture.table import CaptureTable
     from proxy.routing.sticky import StickyPolicy
+    from proxy.tls.contexts import ListenerTls, UpstreamTls
+    from proxy.tls.credentials import Credential
 
 HOST_MEMO_SIZE = 1024
 _MISSING = object()
@@ -53,11 +55,15 @@ class Endpoint:
     canonical_revision: str = "latest"
     # (address, port): pools and active-request counts are keyed by it; b"address:port" for access logs.
     # Built once here rather than per request.
-    key: tuple[str, int] = field(init=False, compare=False, repr=False)
+    key: tuple[str, int] | tuple[str, int, str] = field(init=False, compare=False, repr=False)
     host_bytes: bytes = field(init=False, compare=False, repr=False)
+    # set in clusters that originate TLS: their connections are pooled apart from plaintext ones
+    # (the key gets it as a third part), so a TLS cluster never reuses a plaintext connection
+    pool_tag: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", (self.address, self.port))
+        object.__setattr__(self, "key", (self.address, self.port, self.pool_tag) if self.pool_tag
+                           else (self.address, self.port))
         object.__setattr__(self, "host_bytes", f"{self.address}:{self.port}".encode())
 
 
@@ -105,6 +111,7 @@ class Cluster:
     tcp_keepalive: TcpKeepalive | None = None
     name_bytes: bytes = field(init=False, compare=False, repr=False)  # for access logs
     hash_policy: HashPolicy | None = None  # consistentHash; None: the `lb_policy` balancer
+    tls: UpstreamTls | None = None  # DestinationRule tls origination; None: plaintext (DISABLE or unset)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name_bytes", self.name.encode())
@@ -334,6 +341,7 @@ class HttpListener:
     port: int
     role: Literal["gateway", "mesh"]
     route_table: RouteTable
+    tls: ListenerTls | None = None  # HTTPS: terminated with the certificate the client's SNI selects
 
     def match_port(self, authority_port: int | None) -> int:
         """The port `match.port` compares with: a gateway's own; on the sidecar, which serves every
@@ -357,12 +365,34 @@ class TcpRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class SniRoute:
+    """One VirtualService tls[] rule: SNI hosts (exact or `*.suffix`; empty = any) → a weighted pick per
+    connection, like a TcpRoute."""
+
+    route: TcpRoute
+    sni_hosts: tuple[str, ...]
+
+    def matches_sni(self, server_name: str) -> bool:
+        if not self.sni_hosts:
+            return True
+        name = server_name.lower()
+        for host in self.sni_hosts:
+            if host == "*" or host == name or (host.startswith("*.") and name.endswith(host[1:])):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
 class TcpListener:
     name: str
     address: str
     port: int
     role: Literal["gateway", "mesh"]
     routes: tuple[TcpRoute, ...]  # first match wins; the default route (if any) is last
+    tls: ListenerTls | None = None  # a TLS server terminated here; the decrypted bytes follow `routes`
+    # VirtualService tls[] routes, chosen by the SNI of the ClientHello (read, not terminated) before
+    # `routes`; empty: the connection is routed at accept
+    sni_routes: tuple[SniRoute, ...] = ()
 
     def route(self, destination_ip: str) -> TcpRoute | None:
         for route in self.routes:
@@ -383,9 +413,19 @@ class Snapshot:
     notices: tuple[str, ...] = ()  # skipped kinds, ignored delegate rules, port clashes
     # original destination → service port, for connections redirected to the outbound listener (--capture)
     capture: CaptureTable | None = None
+    # every certificate file set loaded into a context of this snapshot, watched for rotation
+    credentials: tuple[Credential, ...] = ()
 
     def listener_keys(self) -> set[tuple[str, str, int]]:
         """(kind, address, port) of every listener, for diffing on reload."""
-        keys = {("http", li.address, li.port) for li in self.http_listeners.values()}
-        keys |= {("tcp", li.address, li.port) for li in self.tcp_listeners.values()}
+        keys = {(listener_kind("http", li.tls), li.address, li.port) for li in self.http_listeners.values()}
+        keys |= {(listener_kind("tcp", li.tls, bool(li.sni_routes)), li.address, li.port)
+                 for li in self.tcp_listeners.values()}
         return keys
+
+
+def listener_kind(base: str, tls: ListenerTls | None, sni: bool = False) -> str:
+    """`http`, `tcp`, or with TLS `http+tls`, `tcp+mtls`, `tcp+sni`: a change of kind rebinds the port."""
+    if tls is not None:
+        return f"{base}+{tls.kind}"
+    return f"{base}+sni" if sni else base

@@ -57,17 +57,17 @@ def test_the_doc_lists_every_field_of_every_kind() -> None:
 
 
 ISSUE_CASES = [  # (document, YAML path of the warning, a phrase of it)
-    (dr("host: reviews\nsubsets:\n- name: v1\n  trafficPolicy:\n    tls: {mode: SIMPLE}"),
-     "spec.subsets[0].trafficPolicy.tls", "upstream connections are plain TCP (mode)"),
-    (gw("selector: {istio: ingressgateway}\nservers:\n- port: {number: 80, name: http, protocol: HTTP}\n"
-        "  hosts: ['*']\n  tls: {httpsRedirect: true}"), "spec.servers[0].tls", "(httpsRedirect)"),
+    (dr("host: reviews\nsubsets:\n- name: v1\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCrl: /crl.pem}"),
+     "spec.subsets[0].trafficPolicy.tls.caCrl", "revocation lists are not checked"),
+    (gw("selector: {istio: ingressgateway}\nservers:\n- port: {number: 443, name: https, protocol: HTTPS}\n"
+        "  hosts: ['*']\n  tls: {mode: AUTO_PASSTHROUGH}"), "spec.servers[0].tls.mode", "needs Istio's mesh"),
     (vs("hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews}}]\n  fault: {abort: {grpcStatus: "
         "UNAVAILABLE, percentage: {value: 5}}}"), "spec.http[0].fault.abort.grpcStatus", "gRPC aborts"),
     (dr("host: reviews\ntrafficPolicy:\n  loadBalancer: {simple: PASSTHROUGH}"),
      "spec.trafficPolicy.loadBalancer.simple", "only under transparent capture (run --capture)"),
     (gw("selector: {istio: ingressgateway}\nservers:\n- port: {number: 443, name: https, protocol: HTTPS}\n"
-        "  hosts: ['*']\n  tls: {mode: SIMPLE, credentialName: cert}"), "spec.servers[0].port.protocol",
-     "HTTPS servers are not served"),
+        "  hosts: ['*']\n  tls: {mode: SIMPLE, credentialNames: [rsa, ecdsa]}"), "spec.servers[0].tls.credentialNames",
+     "only the first certificate is served"),
     (se("hosts: [db.example.com]\naddresses: [10.1.0.1]\nports: [{number: 5432, name: tcp, protocol: TCP}]\n"
         "resolution: NONE"), "spec.resolution", "NONE (pass through to the original destination)"),
     (vs("hosts: [reviews]\nexportTo: ['.']\nhttp:\n- route: [{destination: {host: reviews}}]"), "spec.exportTo",
@@ -77,6 +77,15 @@ ISSUE_CASES = [  # (document, YAML path of the warning, a phrase of it)
 
 # fields enforced now: they draw no not-enforced warning
 ENFORCED_CASES = [
+    (dr("host: reviews\nsubsets:\n- name: v1\n  trafficPolicy:\n    tls: {mode: SIMPLE, sni: r.example}"),
+     "spec.subsets[0].trafficPolicy.tls", ""),
+    (gw("selector: {istio: ingressgateway}\nservers:\n- port: {number: 80, name: http, protocol: HTTP}\n"
+        "  hosts: ['*']\n  tls: {httpsRedirect: true}"), "spec.servers[0].tls", ""),
+    (gw("selector: {istio: ingressgateway}\nservers:\n- port: {number: 443, name: https, protocol: HTTPS}\n"
+        "  hosts: ['*']\n  tls: {mode: SIMPLE, credentialName: cert, minProtocolVersion: TLSV1_3}"),
+     "spec.servers[0].port.protocol", ""),
+    (vs("hosts: ['*.example']\ntls:\n- match: [{sniHosts: [a.example], port: 443}]\n"
+        "  route: [{destination: {host: reviews}}]"), "spec.tls", ""),
     (vs("hosts: [reviews]\nhttp:\n- route: [{destination: {host: reviews}}]\n  retries: {attempts: 3, retryOn: "
         "'5xx,retriable-4xx'}"), "spec.http[0].retries.retryOn",
      "partly enforced by shiftproxy: only failed connections are retried: 5xx retries only a failed connection; "
@@ -161,7 +170,7 @@ def test_retries_say_what_is_not_retried(retries: str, warned: list[str]) -> Non
     assert [w.path for w in warnings if "enforced by shiftproxy" in w.reason] == warned
 
 
-@pytest.mark.parametrize(("protocol", "warned"), [("HTTP", False), ("TCP", False), ("HTTPS", True), ("UDP", True)])
+@pytest.mark.parametrize(("protocol", "warned"), [("HTTP", False), ("TCP", False), ("HTTPS", False), ("UDP", True)])
 def test_service_port_protocols_not_served_are_warned(protocol: str, warned: bool) -> None:
     _, warnings = run(se(f"hosts: [a.example.com]\nresolution: DNS\nports: [{{number: 443, name: p, protocol: "
                          f"{protocol}}}]"))
