@@ -189,8 +189,15 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self.on_internal_error()
             return
         self._feeding = False
-        if self._up_out is not None:
-            self._flush_upstream()
+        out = self._up_out
+        if out is not None:
+            ex = self.exchange
+            if len(out) == 1 and ex is not None and ex.upstream is not None and ex.upstream.is_open:
+                # a request without body, as _flush_upstream() would send it (uvloop's shorter write)
+                self._up_out = None
+                ex.upstream.transport.write(out[0])  # type: ignore[union-attr]
+            else:
+                self._flush_upstream()
         if offset is not None and not self.closing:
             ex = self.receiving
             if ex is not None and ex.head is not None and ex.head.upgrade is not None:
@@ -432,7 +439,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
     def _attach(self, ex: Exchange, conn: HttpUpstream) -> None:
         """Bind an open upstream connection to the request in flight and write what is ready."""
         ex.upstream = conn
-        conn.bind(self, ex.head_only)
+        conn.downstream = self  # conn.bind(), inlined: this runs once per request
+        conn.decoder.head_request = ex.head_only
+        conn.requests += 1
         if self._write_paused:
             conn.pause_reading()
         transport = conn.transport
@@ -494,7 +503,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
     def _release(self, ex: Exchange, conn: HttpUpstream) -> None:
         """The response is complete: back to the pool if the connection can carry another request."""
         ex.upstream = None
-        conn.unbind()
+        conn.downstream = None  # conn.unbind(), inlined
+        if conn._read_paused:
+            conn.resume_reading()
         if self._read_paused:
             self._resume_reading(_PAUSE_UPSTREAM)
         cluster = ex.cluster
@@ -602,13 +613,19 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         ex = self.exchange
         if ex is None or ex.upstream is not conn or ex.tunnel:
             return
+        out = self.out
         if ex.response_chunked:
-            if self.out is not None:
-                self.out.append(LAST_CHUNK)
+            if out is not None:
+                out.append(LAST_CHUNK)
             else:
                 self.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
-        if self.out is not None:
-            self._flush()
+        if out is not None:  # _flush(), inlined: this runs once per response
+            self.out = None
+            if not self.closing:
+                if len(out) == 1:
+                    self.transport.write(out[0])  # type: ignore[union-attr]
+                else:
+                    self.transport.writelines(out)  # type: ignore[union-attr]
         self._release(ex, conn)
         self._finish(ex, ex.status, "-")
 
