@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 from proxy.l7 import errors, exchange, retry
@@ -110,7 +109,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         # per-connection state
         self.exchange: Exchange | None = None  # the request being answered
         self.receiving: Exchange | None = None  # the request whose bytes are being parsed
-        self.queue: deque[Exchange] = deque()  # pipelined requests waiting their turn
+        # pipelined requests waiting their turn: a list, as an empty deque holds a 64-slot block (~600 bytes)
+        self.queue: list[Exchange] = []
         self.keep_alive = True  # False once shutting down: close after the response in flight
         self.closing = False
         self._upgrading: Exchange | None = None  # bytes after an Upgrade head are raw, for this request
@@ -250,7 +250,18 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         self.receiving = ex
         if self.exchange is None and not self.queue:
             self.exchange = ex
-            self._start(ex)
+            # _start(ex), inlined: this runs once per request
+            state = self.state
+            listener = state.snapshot.http_listeners.get(self.listener_name)
+            if listener is None:
+                listener = self.listener
+            else:
+                self.listener = listener
+            answer = exchange.route(ex, listener, state, self.client_ip, self.transport)
+            if ex.delay is not None:  # the route's fault delays it: the rest runs when the delay is over
+                ex.timer = self.loop.call_later(ex.delay, self._end_delay, ex, answer)
+                return
+            self._dispatch(ex, answer)
         else:
             self.queue.append(ex)
             self._pause_reading(_PAUSE_QUEUED)
@@ -345,7 +356,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self._arm_route_timeout(ex)
         if ex.cluster.limits is not None and not self._take_slot(ex):
             return  # waits for a connection slot, or answered 503 UO
-        pool = manager.pool_for(endpoint)
+        pool = manager.pools.get(endpoint.key)  # manager.pool_for(endpoint), its usual case inlined
+        if pool is None:
+            pool = manager.pool_for(endpoint)
         conn = pool.acquire()
         if conn is not None:
             state.metrics.pool_hits += 1
@@ -755,6 +768,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             exchange.log(state.access_log, ex, code, flags, duration_ms)
         if self.exchange is ex:
             self.exchange = None
+        if self.receiving is ex and ex.request_complete and (ex.head is None or ex.head.upgrade is None):
+            self.receiving = None  # an idle keep-alive connection holds nothing of its last request
         held = None
         if self._upgrading is ex:  # refused or ended: what followed its head is the next request
             self._upgrading = None
@@ -783,7 +798,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         self._starting = True
         try:
             while self.exchange is None and self.queue and not self.closing:
-                ex = self.queue.popleft()
+                ex = self.queue.pop(0)
                 self.exchange = ex
                 self._start(ex)
         finally:

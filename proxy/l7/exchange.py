@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 from proxy.l7 import cors as cors_filter
@@ -228,7 +229,11 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
             return LocalReply(action.code, b"", "-"), ((b"location", location),)
         return LocalReply(action.status, action.body, "-"), ()  # type: ignore[union-attr]
     destinations = action.destinations
-    dest = destinations[0] if len(destinations) == 1 else action.pick(state.rng.getrandbits(32))
+    if len(destinations) == 1:
+        dest = destinations[0]
+    else:  # action.pick(), inlined: this runs once per request
+        cumulative = action.cumulative
+        dest = destinations[bisect_right(cumulative, state.rng.getrandbits(32) % cumulative[-1])]
     ex.cluster_name = dest.cluster_name
     cluster = dest.cluster
     if cluster is None:
