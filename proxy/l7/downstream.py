@@ -348,7 +348,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         state = self.state
         manager = state.cluster_manager
         assert ex.cluster is not None
-        ex.counted = manager.request_started(ex.cluster, endpoint)
+        # counted only among several endpoints (request_started() says so too, from one more frame)
+        ex.counted = len(ex.cluster.endpoints) > 1 and manager.request_started(ex.cluster, endpoint)
         head = ex.head
         if head.expect_continue and not ex.request_complete and not head.http10:  # type: ignore[union-attr]
             self.transport.write(CONTINUE)  # type: ignore[union-attr]

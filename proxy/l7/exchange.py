@@ -137,7 +137,7 @@ class Exchange:
         self.replay_size = 0
         self.reused = False
         self.retried = False
-        self.request_complete = head is None or not head.has_body
+        self.request_complete = head is None or not (head.chunked or head.content_length)  # not head.has_body
         self.request_bytes = 0
         # response direction
         self.status = 0
