@@ -250,18 +250,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         self.receiving = ex
         if self.exchange is None and not self.queue:
             self.exchange = ex
-            # _start(ex), inlined: this runs once per request
-            state = self.state
-            listener = state.snapshot.http_listeners.get(self.listener_name)
-            if listener is None:
-                listener = self.listener
-            else:
-                self.listener = listener
-            answer = exchange.route(ex, listener, state, self.client_ip, self.transport)
-            if ex.delay is not None:  # the route's fault delays it: the rest runs when the delay is over
-                ex.timer = self.loop.call_later(ex.delay, self._end_delay, ex, answer)
-                return
-            self._dispatch(ex, answer)
+            self._start(ex)  # (not inlined: a captured connection's subclass routes its own way)
         else:
             self.queue.append(ex)
             self._pause_reading(_PAUSE_QUEUED)
