@@ -5,6 +5,7 @@
     python -m benchmarks.loadgen idle --port P --count 10000 --mode http|tcp   # holds until stdin closes
     python -m benchmarks.loadgen weights-http --port P --requests 2000
     python -m benchmarks.loadgen weights-tcp --port P --connections 1000
+    python -m benchmarks.loadgen connect --port P --conns 50 --size 64 --seconds 5   # a new TCP connection each
 
 Every loop is bounded by a duration or a count, and every connect/read by a timeout.
 """
@@ -212,6 +213,56 @@ async def weights_tcp(port: int, connections: int, parallel: int = 32) -> dict[s
     return {"counts": dict(counts), "total": sum(counts.values())}
 
 
+class _OneShot(asyncio.Protocol):
+    """A connection that sends one message, waits for it to come back, and closes."""
+
+    def __init__(self, message: bytes, done: asyncio.Future[bool]) -> None:
+        self.message, self.done = message, done
+        self.pending = len(message)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        transport.write(self.message)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.pending -= len(data)
+        if self.pending <= 0:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.pending <= 0)
+
+
+async def connect(port: int, conns: int, size: int, seconds: float) -> dict[str, float]:
+    """`conns` workers, each opening a connection, echoing `size` bytes once and closing, until the time is up:
+    new connections per second through a TCP listener (the relay's per-connection cost)."""
+    loop = asyncio.get_running_loop()
+    message = b"c" * size  # never starts with the echo backend's version probe
+    deadline = time.perf_counter() + seconds
+    done_count = errors = 0
+
+    async def worker() -> None:
+        nonlocal done_count, errors
+        while time.perf_counter() < deadline:
+            finished: asyncio.Future[bool] = loop.create_future()
+            try:
+                await asyncio.wait_for(loop.create_connection(lambda f=finished: _OneShot(message, f), HOST, port),
+                                       IO_TIMEOUT)
+                ok = await asyncio.wait_for(finished, IO_TIMEOUT)
+            except (OSError, TimeoutError):
+                ok = False
+            if ok:
+                done_count += 1
+            else:
+                errors += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    elapsed = time.perf_counter() - t0
+    return {"connections": done_count, "seconds": elapsed, "rate": done_count / elapsed, "errors": errors}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("weights-http")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--requests", type=int, default=2000)
+    p = sub.add_parser("connect")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--conns", type=int, default=50)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=5.0)
     p = sub.add_parser("weights-tcp")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--connections", type=int, default=1000)
@@ -244,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "idle":
             await idle(args.port, args.count, args.batch, args.mode)
             return None
+        if args.command == "connect":
+            return await connect(args.port, args.conns, args.size, args.seconds)
         if args.command == "weights-http":
             return await weights_http(args.port, args.requests)
         return await weights_tcp(args.port, args.connections)

@@ -71,6 +71,20 @@ def tcp_rr_load(target: Target, ctx: Context) -> dict[str, float]:
     return values
 
 
+def tcp_connect_load(target: Target, ctx: Context) -> dict[str, float]:
+    """New TCP connections through the relay: each echoes 64 bytes once and closes."""
+    cpu_before = cpu_seconds(target.pids())
+    result = loads.run_loadgen("connect", "--port", str(target.tcp_port), "--conns", "50", "--size", "64",
+                               "--seconds", f"{ctx.duration:g}", timeout=ctx.duration + 60)
+    cpu = cpu_seconds(target.pids()) - cpu_before
+    if result["errors"]:
+        ctx.problems[("tcp_connect", target.name)].append(f"{result['errors']} connections failed")
+    values = {"tcp_connect_rate": float(result["rate"])}  # type: ignore[arg-type]
+    if target.is_proxy and result["connections"]:
+        values["tcp_connect_cpu"] = cpu * 1e6 / float(result["connections"])  # type: ignore[arg-type]
+    return values
+
+
 def bulk_load(target: Target, ctx: Context) -> dict[str, float]:
     cpu_before = cpu_seconds(target.pids())
     if ctx.use_iperf3:
@@ -100,6 +114,8 @@ def build_metrics(idle_http: int, idle_tcp: int, use_iperf3: bool) -> list[Metri
         Metric("http_close_cpu", "… proxy CPU per request", "µs", False),
         Metric("tcp_rr_rate", "TCP request/response, 50 conns × 64 B", "round trips/s", True),
         Metric("tcp_rr_cpu", "… proxy CPU per round trip", "µs", False),
+        Metric("tcp_connect_rate", "New TCP connections, 50 at a time × 64 B echoed once", "conns/s", True),
+        Metric("tcp_connect_cpu", "… proxy CPU per connection", "µs", False),
         Metric("bulk_gbps", f"TCP bulk, 1 conn ({bulk})", "Gbit/s", True),
         Metric("bulk_cpu", "… proxy CPU per GiB", "ms", False),
         Metric("rss_start", "RSS after start", "MiB", False),

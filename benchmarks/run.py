@@ -37,6 +37,7 @@ from benchmarks.measure import (
     http_load,
     measure_idle,
     measure_weights,
+    tcp_connect_load,
     tcp_rr_load,
 )
 from benchmarks.procs import Pinning, free_ports, plan_pinning, raise_nofile_limit, rss_bytes
@@ -47,6 +48,7 @@ from benchmarks.targets import (
     DirectTarget,
     EnvoyTarget,
     FloorTarget,
+    HaproxyTarget,
     NginxTarget,
     ResilientShiftProxyTarget,
     ShiftProxyTarget,
@@ -56,7 +58,7 @@ from benchmarks.targets import (
 )
 
 GROUPS = ("http", "tcp", "bulk", "idle", "weights")
-TARGETS = ("direct", "floor", "shiftproxy", "shiftproxy-resilience", "envoy", "nginx")
+TARGETS = ("direct", "floor", "shiftproxy", "shiftproxy-resilience", "envoy", "nginx", "haproxy")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -108,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _preflight(args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, str | None], list[str]]:
     """Which external tools are here, and the load groups that can run without the missing ones."""
-    tools = {name: shutil.which(name) for name in ("wrk", "nginx", "iperf3")}
+    tools = {name: shutil.which(name) for name in ("wrk", "nginx", "iperf3", "haproxy")}
     missing = [name for name, path in tools.items() if path is None]
     if missing:
         notes.append(f"not installed: {', '.join(missing)} — install with `{APT_HINT}`")
@@ -270,6 +272,11 @@ def _make_targets(args: argparse.Namespace, ports: Iterator[int], backend_ports:
                 notes.append("nginx TCP loads skipped: the stream module is missing — "
                              "`apt-get install -y libnginx-mod-stream`")
             targets.append(target)
+        elif name == "haproxy":
+            if tools["haproxy"] is None:
+                notes.append(f"haproxy column skipped: haproxy is not installed — `{APT_HINT}`")
+                continue
+            targets.append(HaproxyTarget(listeners, config_dir, workdir, pinning, nofile, args.access_log))
     return targets
 
 
@@ -280,7 +287,7 @@ def _run_rounds(args: argparse.Namespace, groups: list[str], targets: list[Targe
                  ("http_c1", http_load("http_c1", 1, False, 50), False),
                  ("http_close", http_load("http_close", 50, True, 99), False)]
     if "tcp" in groups:
-        plan.append(("tcp_rr", tcp_rr_load, True))
+        plan += [("tcp_rr", tcp_rr_load, True), ("tcp_connect", tcp_connect_load, True)]
     if "bulk" in groups:
         plan.append(("bulk", bulk_load, True))
     if not plan:
@@ -365,6 +372,8 @@ def _meta(args: argparse.Namespace, argv: list[str] | None, pinning: Pinning, ba
         meta.append(("envoy", _version([envoy_binary() or "envoy", "--version"]).split("version:")[-1].strip()))
     if "nginx" in names or backends.use_nginx:
         meta.append(("nginx", _version(["nginx", "-v"])))
+    if "haproxy" in names:
+        meta.append(("haproxy", _version(["haproxy", "-v"]).splitlines()[0] if shutil.which("haproxy") else "-"))
     if shutil.which("wrk"):
         meta.append(("wrk", _version(["wrk", "-v"]).split("[")[0].strip()))
     meta.append(("duration", f"{time.monotonic() - started:.0f} s"))
@@ -389,6 +398,10 @@ def _fixed_notes(use_iperf3: bool, names: list[str]) -> list[str]:
     if "nginx" in names:
         notes += ["nginx splits by smooth weighted round robin, not a random pick; HTTP upstream keep-alive is on"
                   " for nginx as it is by default in Envoy."]
+    if "haproxy" in names:
+        notes += ["HAProxy runs a config translated from the same Istio YAML through the Envoy bootstrap"
+                  " (`benchmarks/haproxy_config.py`): `balance random(1)` with per-server weights, one weighted"
+                  " random draw per request (HTTP) or per connection (TCP), `nbthread 1`, `http-reuse always`."]
     if not use_iperf3:
         notes += ["bulk: Python sender → proxy → Python sink (iperf3 missing)."]
     return notes

@@ -1,8 +1,9 @@
-"""What the loads run against: the backends, and one target per column (direct, shiftproxy, Envoy, nginx).
+"""What the loads run against: the backends, and one target per column (direct, shiftproxy, Envoy, nginx, HAProxy).
 
 Every proxy target is configured from the same Istio YAML (see `istio_config`): shiftproxy reads it
 directly, Envoy gets a bootstrap translated from it (`envoy_config`), nginx gets the equivalent upstreams
-with the same weights (smooth weighted round robin rather than a random pick). All proxies run with one
+with the same weights (smooth weighted round robin rather than a random pick), HAProxy a config translated
+from Envoy's bootstrap (`haproxy_config`: weighted random per request or connection). All proxies run with one
 worker, pinned to the proxy CPU, and stay up for the whole run so the loads can be interleaved.
 """
 
@@ -16,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.envoy_config import istio_to_envoy, load_objects
+from benchmarks.haproxy_config import envoy_to_haproxy
 from benchmarks.istio_config import BackendPorts, ListenerPorts
 from benchmarks.procs import Pinning, Process, tree_pids, wait_http_ok, wait_port
 
 READY_TIMEOUT = 30.0
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-APT_HINT = "apt-get update && apt-get install -y wrk nginx-light libnginx-mod-stream iperf3"
+APT_HINT = "apt-get update && apt-get install -y wrk nginx-light libnginx-mod-stream iperf3 haproxy"
 
 
 def envoy_binary() -> str | None:
@@ -316,3 +318,25 @@ class NginxTarget(Target):
     def wait_ready(self) -> str | None:
         ports = (self.http_port, self.tcp_port, self.bulk_port) if self.has_stream else (self.http_port,)
         return self._ports_up(*ports)
+
+
+class HaproxyTarget(Target):
+    """HAProxy as the proxy, from the same Istio YAML (see haproxy_config.py for how it differs)."""
+
+    name = "haproxy"
+
+    def __init__(self, listeners: ListenerPorts, config_dir: Path, workdir: Path, pinning: Pinning,
+                 nofile: int, access_log: bool) -> None:
+        super().__init__()
+        self.http_port, self.tcp_port, self.bulk_port = listeners.http, listeners.tcp, listeners.bulk
+        bootstrap = istio_to_envoy(load_objects([config_dir]), admin_port=0).bootstrap
+        haproxy_dir = workdir / "haproxy"
+        haproxy_dir.mkdir()
+        config = haproxy_dir / "haproxy.cfg"
+        config.write_text(envoy_to_haproxy(bootstrap, pidfile=str(haproxy_dir / "haproxy.pid"),
+                                            access_log=access_log, nofile=nofile))
+        # -db: foreground, logs (access log included) on stdout, which Process keeps in a file
+        self.processes.append(Process("haproxy", ["haproxy", "-db", "-f", str(config)], workdir, pinning.proxy_cpus))
+
+    def wait_ready(self) -> str | None:
+        return self._ports_up(self.http_port, self.tcp_port, self.bulk_port)

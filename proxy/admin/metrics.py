@@ -111,8 +111,11 @@ class Metrics:
                      duration_ms: float, request_bytes: int, response_bytes: int) -> None:
         # keyed by names, not by the objects: a frozen dataclass hashes every field (slow), and a reload
         # makes new objects for the same series
-        key = (cluster.name if cluster else "", endpoint.address if endpoint else "", endpoint.port if endpoint
-               else 0, endpoint.version if endpoint else "", code, flags)
+        if cluster is not None and endpoint is not None:  # (`is not None`: cheaper than truth tests)
+            key = (cluster.name, endpoint.address, endpoint.port, endpoint.version, code, flags)
+        else:
+            key = (cluster.name if cluster else "", endpoint.address if endpoint else "", endpoint.port if endpoint
+                   else 0, endpoint.version if endpoint else "", code, flags)
         stats = self.http.get(key)
         if stats is None:
             stats = self.http[key] = _RequestStats(cluster, endpoint)

@@ -410,11 +410,15 @@ class ResponseDecoder:
     Set `head_request` before each request: a response to HEAD ends at its head whatever its
     Content-Length says. `keep_alive` tells, once a response is complete, whether the connection can
     carry another request.
+
+    No `on_message_begin` callback (one Python call per response less): the per-response fields are
+    reset when the previous response ends (and at creation), and the first bytes `feed` gets after that
+    start the next head.
     """
 
     __slots__ = ("on_body", "head_request", "keep_alive", "complete", "until_eof", "_handler", "_parser",
                  "_limit", "_wire", "_span", "_bound", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
-                 "_conn", "_upgrade", "_fields", "_chunk_open", "_chunk_wire", "_body_mark")
+                 "_conn", "_upgrade", "_fields", "_chunk_open", "_chunk_wire", "_body_mark", "_fresh")
 
     def __init__(self, handler: ResponseHandler, max_head: int = MAX_RESPONSE_HEAD) -> None:
         self._handler = handler
@@ -426,16 +430,29 @@ class ResponseDecoder:
         self.until_eof = False  # the body ends when the upstream closes the connection
         self.in_head = False
         self._interim = False
-        self._wire = 0
         self._span = 0
         self._chunk_open = False
         self._chunk_wire = 0
         self._body_mark = -1
+        self._next_message()
         self._parser = httptools.HttpResponseParser(self)
+
+    def _next_message(self) -> None:
+        """The per-response fields, for the response that the next bytes begin."""
+        self._fresh = True
+        self._wire = 0
+        self._size = self._fields = 0
+        self._headers = []
+        self._cl = self._te = self._conn = self._upgrade = None
 
     def feed(self, data: bytes) -> int | None:
         """Parse `data`; the offset where tunnel bytes start after a 101 head, else None."""
         was_in_head = self.in_head
+        if self._fresh:  # these bytes begin a response
+            self._fresh = False
+            self.in_head = True
+            self.complete = False
+            self.until_eof = False
         # no head completed in this chunk is longer than the chunks it spans: the exact size of a head
         # is only computed when this bound passes the limit
         self._bound = self._span + len(data) if was_in_head else len(data)
@@ -493,16 +510,6 @@ class ResponseDecoder:
 
     # llhttp callbacks
 
-    def on_message_begin(self) -> None:
-        self.in_head = True
-        self.complete = False
-        self.until_eof = False
-        self._wire = 0
-        # the per-response fields, set here only (llhttp calls nothing else before this)
-        self._size = self._fields = 0
-        self._headers = []
-        self._cl = self._te = self._conn = self._upgrade = None
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:  # a trailer: counted against the limits, then dropped
             self._size += len(name) + len(value)
@@ -552,16 +559,25 @@ class ResponseDecoder:
             raise _SkipBody
 
     def on_message_complete(self) -> None:
-        if self._interim:  # 1xx: the final response follows on the same connection
+        if self._interim:  # 1xx: the final response follows on the same connection, maybe in this read
             self._interim = False
+            self._next_message()
+            self._fresh = False
+            self.in_head = True
             return
         self.complete = True  # _message_complete(), inlined: this runs once per response
         self.until_eof = False
+        # _next_message(), inlined
+        self._fresh = True
+        self._wire = self._size = self._fields = 0
+        self._headers = []
+        self._cl = self._te = self._conn = self._upgrade = None
         self._handler.on_response_complete()
 
     def _message_complete(self) -> None:
         self.complete = True
         self.until_eof = False
+        self._next_message()
         self._handler.on_response_complete()
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 from proxy.l7 import errors, exchange, retry
@@ -111,7 +110,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         # per-connection state
         self.exchange: Exchange | None = None  # the request being answered
         self.receiving: Exchange | None = None  # the request whose bytes are being parsed
-        self.queue: deque[Exchange] = deque()  # pipelined requests waiting their turn
+        # pipelined requests waiting their turn: a list, as an empty deque holds a 64-slot block (~600 bytes)
+        self.queue: list[Exchange] = []
         self.keep_alive = True  # False once shutting down: close after the response in flight
         self.closing = False
         self._upgrading: Exchange | None = None  # bytes after an Upgrade head are raw, for this request
@@ -190,8 +190,15 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self.on_internal_error()
             return
         self._feeding = False
-        if self._up_out is not None:
-            self._flush_upstream()
+        out = self._up_out
+        if out is not None:
+            ex = self.exchange
+            if len(out) == 1 and ex is not None and ex.upstream is not None and ex.upstream.is_open:
+                # a request without body, as _flush_upstream() would send it (uvloop's shorter write)
+                self._up_out = None
+                ex.upstream.transport.write(out[0])  # type: ignore[union-attr]
+            else:
+                self._flush_upstream()
         if offset is not None and not self.closing:
             ex = self.receiving
             if ex is not None and ex.head is not None and ex.head.upgrade is not None:
@@ -244,7 +251,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         self.receiving = ex
         if self.exchange is None and not self.queue:
             self.exchange = ex
-            self._start(ex)
+            self._start(ex)  # (not inlined: a captured connection's subclass routes its own way)
         else:
             self.queue.append(ex)
             self._pause_reading(_PAUSE_QUEUED)
@@ -331,7 +338,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         state = self.state
         manager = state.cluster_manager
         assert ex.cluster is not None
-        ex.counted = manager.request_started(ex.cluster, endpoint)
+        # counted only among several endpoints (request_started() says so too, from one more frame)
+        ex.counted = len(ex.cluster.endpoints) > 1 and manager.request_started(ex.cluster, endpoint)
         head = ex.head
         if head.expect_continue and not ex.request_complete and not head.http10:  # type: ignore[union-attr]
             self.transport.write(CONTINUE)  # type: ignore[union-attr]
@@ -339,7 +347,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self._arm_route_timeout(ex)
         if ex.cluster.limits is not None and not self._take_slot(ex):
             return  # waits for a connection slot, or answered 503 UO
-        pool = manager.pool_for(endpoint)
+        pool = manager.pools.get(endpoint.key)  # manager.pool_for(endpoint), its usual case inlined
+        if pool is None:
+            pool = manager.pool_for(endpoint)
         conn = pool.acquire()
         if conn is not None:
             state.metrics.pool_hits += 1
@@ -437,7 +447,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
     def _attach(self, ex: Exchange, conn: HttpUpstream) -> None:
         """Bind an open upstream connection to the request in flight and write what is ready."""
         ex.upstream = conn
-        conn.bind(self, ex.head_only)
+        conn.downstream = self  # conn.bind(), inlined: this runs once per request
+        conn.decoder.head_request = ex.head_only
+        conn.requests += 1
         if self._write_paused:
             conn.pause_reading()
         transport = conn.transport
@@ -499,7 +511,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
     def _release(self, ex: Exchange, conn: HttpUpstream) -> None:
         """The response is complete: back to the pool if the connection can carry another request."""
         ex.upstream = None
-        conn.unbind()
+        conn.downstream = None  # conn.unbind(), inlined
+        if conn._read_paused:
+            conn.resume_reading()
         if self._read_paused:
             self._resume_reading(_PAUSE_UPSTREAM)
         cluster = ex.cluster
@@ -607,13 +621,19 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         ex = self.exchange
         if ex is None or ex.upstream is not conn or ex.tunnel:
             return
+        out = self.out
         if ex.response_chunked:
-            if self.out is not None:
-                self.out.append(LAST_CHUNK)
+            if out is not None:
+                out.append(LAST_CHUNK)
             else:
                 self.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
-        if self.out is not None:
-            self._flush()
+        if out is not None:  # _flush(), inlined: this runs once per response
+            self.out = None
+            if not self.closing:
+                if len(out) == 1:
+                    self.transport.write(out[0])  # type: ignore[union-attr]
+                else:
+                    self.transport.writelines(out)  # type: ignore[union-attr]
         self._release(ex, conn)
         self._finish(ex, ex.status, "-")
 
@@ -743,6 +763,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             exchange.log(state.access_log, ex, code, flags, duration_ms)
         if self.exchange is ex:
             self.exchange = None
+        if self.receiving is ex and ex.request_complete and (ex.head is None or ex.head.upgrade is None):
+            self.receiving = None  # an idle keep-alive connection holds nothing of its last request
         held = None
         if self._upgrading is ex:  # refused or ended: what followed its head is the next request
             self._upgrading = None
@@ -771,7 +793,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         self._starting = True
         try:
             while self.exchange is None and self.queue and not self.closing:
-                ex = self.queue.popleft()
+                ex = self.queue.pop(0)
                 self.exchange = ex
                 self._start(ex)
         finally:

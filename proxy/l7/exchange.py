@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 from proxy.l7 import cors as cors_filter
 from proxy.l7 import errors, mirror, shifting
-from proxy.l7.codec import CRLF, CodecError, RequestHead, ResponseHead, check_target, request_head
+from proxy.l7.codec import CRLF, CodecError, RequestHead, ResponseHead, check_target
 from proxy.l7.codec import response_head as serialize_response_head
 from proxy.l7.errors import STATUS_LINES, LocalReply
 from proxy.l7.router import (
@@ -45,7 +46,7 @@ from proxy.l7.router import (
 )
 from proxy.routing.formatters import FormatContext
 from proxy.routing.match import split_authority
-from proxy.routing.path_normalization import normalize
+from proxy.routing.path_normalization import PathNormalization, normalize
 from proxy.routing.snapshot import (
     Cluster,
     Destination,
@@ -83,6 +84,8 @@ UPGRADE_FAILED = LocalReply(403, b"", "-")
 PATH_NORMALIZATION_FAILED = LocalReply(400, b"", "-")  # Envoy: no body, details path_normalization_failed
 
 _CONTENT_LENGTH_LINES: dict[int, bytes] = {}
+_PLAIN_PATH = frozenset(b"%\\.").isdisjoint
+_BASE = PathNormalization.BASE  # a module global: cheaper to reach than the enum's attribute
 
 
 def _content_length_line(length: int) -> bytes:
@@ -135,7 +138,7 @@ class Exchange:
         self.replay_size = 0
         self.reused = False
         self.retried = False
-        self.request_complete = head is None or not head.has_body
+        self.request_complete = head is None or not (head.chunked or head.content_length)  # not head.has_body
         self.request_bytes = 0
         # response direction
         self.status = 0
@@ -182,7 +185,9 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
             return errors.CONNECT_NOT_SUPPORTED, ()
         elif target != b"*":
             return errors.protocol_error(400), ()
-    normal = normalize(path, state.path_normalization)
+    mode = state.path_normalization
+    # the default mode's quick check, inlined (normalize() would say the same): no escape, `\\` or dot
+    normal = path if mode is _BASE and _PLAIN_PATH(path) else normalize(path, mode)
     if normal is None:
         ex.path = path
         return PATH_NORMALIZATION_FAILED, ()
@@ -230,8 +235,12 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
     destinations = action.destinations
     if len(destinations) == 1:
         dest = destinations[0]
-    else:  # sticky keys, and never an empty destination (proxy.l7.shifting)
-        dest = shifting.pick(ex, action, state, client_ip, transport)
+    else:  # the weighted pick, inlined (once per request); sticky keys and empty destinations: shifting.py
+        cumulative = action.cumulative
+        random_value = state.rng.getrandbits(32)
+        dest = destinations[bisect_right(cumulative, random_value % cumulative[-1])]
+        if action.sticky is not None or not (action.empty_fail or state.cluster_manager.has_endpoint(dest.cluster)):
+            dest = shifting.pick(ex, action, state, client_ip, transport, random_value)
     ex.cluster_name = dest.cluster_name
     cluster = dest.cluster
     if cluster is None:
@@ -344,17 +353,22 @@ def _upstream_head(ex: Exchange, head: RequestHead, route: HttpRoute, dest: Dest
         headers, host = apply_request_ops(headers, host, route.request_headers, ctx)
     if dest.response_headers is not None or route.response_headers is not None:
         ex.response_ops = tuple(o for o in (dest.response_headers, route.response_headers) if o is not None)
-    tail = [_X_FORWARDED_PROTO_HTTPS if tls else _X_FORWARDED_PROTO, b"x-request-id: ", request_id, CRLF]
+    # the head serialized here in one list (codec.request_head's layout): this runs once per request
+    # HTTP/1.1 needs a Host; an HTTP/1.0 request may have none: then it is empty (RFC 9112 §3.2)
+    parts = [head.method, b" ", path, b" HTTP/1.1\r\nhost: ", host or b"", CRLF]
+    for name, value in headers:
+        parts += (name, b": ", value, CRLF)
+    parts += (_X_FORWARDED_PROTO_HTTPS if tls else _X_FORWARDED_PROTO, b"x-request-id: ", request_id, CRLF)
     if forwarded_for is not None:
-        tail += (b"x-forwarded-for: ", forwarded_for, CRLF)
+        parts += (b"x-forwarded-for: ", forwarded_for, CRLF)
     if head.content_length is not None:
-        tail.append(_content_length_line(head.content_length))
+        parts.append(_CONTENT_LENGTH_LINES.get(head.content_length) or _content_length_line(head.content_length))
     elif head.chunked:
-        tail.append(_CHUNKED)
+        parts.append(_CHUNKED)
     if head.upgrade is not None:
-        tail += (b"connection: upgrade\r\nupgrade: ", head.upgrade, CRLF)
-    tail.append(_FIRST_ATTEMPT)  # last: `attempt_head` rewrites it for a retry
-    return request_head(head.method, path, host, headers, tail)
+        parts += (b"connection: upgrade\r\nupgrade: ", head.upgrade, CRLF)
+    parts += (_FIRST_ATTEMPT, CRLF)  # x-envoy-attempt-count last: `attempt_head` rewrites it for a retry
+    return b"".join(parts)
 
 
 def attempt_head(out_head: bytes, attempt: int) -> bytes:
@@ -383,26 +397,29 @@ def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
     extra = ex.extra_response
     if extra is not None:
         headers = _with_extra(headers, extra)
-    tail: list[bytes] = []
+    # serialized here in one list (codec.response_head's layout): this runs once per response
+    parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]  # 600-999: llhttp lets them through
+    for name, value in headers:
+        parts += (name, b": ", value, CRLF)
     if ex.head_only or status == 204 or status == 304:
         if head.content_length is not None and status != 204:
-            tail.append(_content_length_line(head.content_length))
+            parts.append(_CONTENT_LENGTH_LINES.get(head.content_length) or _content_length_line(head.content_length))
         elif head.chunked and status != 204 and not request.http10:
-            tail.append(_CHUNKED)
+            parts.append(_CHUNKED)
     elif head.content_length is not None:
-        tail.append(_content_length_line(head.content_length))
+        parts.append(_CONTENT_LENGTH_LINES.get(head.content_length) or _content_length_line(head.content_length))
     elif request.http10:
         close = True  # no chunked encoding in HTTP/1.0: the body ends when the connection does
     else:
-        tail.append(_CHUNKED)
+        parts.append(_CHUNKED)
         ex.response_chunked = True
     if close:
-        tail.append(_CLOSE)
+        parts.append(_CLOSE)
     elif request.http10:
-        tail.append(_KEEP_ALIVE)
+        parts.append(_KEEP_ALIVE)
     ex.close = close
-    line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status  # 600-999: llhttp lets them through
-    return serialize_response_head(line, headers, tail)
+    parts.append(CRLF)
+    return b"".join(parts)
 
 
 def _with_extra(headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

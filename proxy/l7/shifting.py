@@ -41,11 +41,14 @@ def _key_hash(ex: Exchange, action: WeightedDestinations, state: ServerState, cl
 
 
 def pick(ex: Exchange, action: WeightedDestinations, state: ServerState, client_ip: bytes,
-         transport: Any) -> Destination:
-    """The destination of a request on a route with several destinations."""
+         transport: Any, random_value: int | None = None) -> Destination:
+    """The destination of a request on a route with several destinations. `random_value`: the draw
+    already made for this request, if any (the same draw gives the same unsticky pick)."""
     key_hash = ex.key_hash = _key_hash(ex, action, state, client_ip, transport)
     manager = state.cluster_manager
-    dest, moved = shift.pick(action, manager, state.rng.getrandbits(32), key_hash)
+    if random_value is None:
+        random_value = state.rng.getrandbits(32)
+    dest, moved = shift.pick(action, manager, random_value, key_hash)
     if moved:
         ex.moved = True
         route = ex.route.name if ex.route is not None else ""

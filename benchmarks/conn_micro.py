@@ -1,0 +1,186 @@
+"""Per-connection costs of the HTTP listener, with stub transports (no system calls):
+
+- `close_io(n)`: `n` connections that each carry one `Connection: close` request (accepted, parsed,
+  routed to a pooled upstream connection, answered, closed), five rounds as `l7_micro.no_io`;
+- `tcp_io(n)`: `n` L4 relay connections to the point where the upstream connect starts (route match,
+  weighted pick, endpoint choice, metrics), then closed by the client: the proxy-side cost of a new TCP
+  connection, less the connect itself;
+- `idle_bytes(n)`: bytes held per idle keep-alive `HttpDownstream` (tracemalloc, after one request each).
+
+Python cost is best measured in instructions, which do not depend on the machine's load:
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -c \\
+        "from benchmarks.conn_micro import close_io; close_io(1000)"   # and 3000: (diff) / (5 * 2000)
+    python -m benchmarks.conn_micro            # µs per connection (wall clock) and idle bytes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import tracemalloc
+
+import uvloop
+
+from benchmarks.l7_micro import LISTENER, RESPONSE, StubTransport, snapshot
+from proxy.accesslog import AccessLog
+from proxy.admin.metrics import Metrics
+from proxy.l4.relay import TcpDownstream
+from proxy.l7.downstream import HttpDownstream
+from proxy.l7.upstream import HttpUpstream
+from proxy.routing.snapshot import (
+    Cluster,
+    Destination,
+    Endpoint,
+    ServiceInfo,
+    Snapshot,
+    TcpListener,
+    TcpRoute,
+    WeightedDestinations,
+    cluster_name,
+)
+from proxy.routing.weighted import cumulative
+from proxy.state import ServerState
+from proxy.upstream.cluster import ClusterManager
+
+CLOSE_REQUEST = b"GET /reviews/0 HTTP/1.1\r\nHost: reviews\r\nUser-Agent: conn-micro\r\nConnection: close\r\n\r\n"
+KEEP_ALIVE_REQUEST = b"GET /reviews/0 HTTP/1.1\r\nHost: reviews\r\nUser-Agent: conn-micro\r\n\r\n"
+TCP_LISTENER = "bench-tcp"
+
+
+class ClosingStub(StubTransport):
+    """A stub that reports its close to the protocol, as uvloop does after the buffer drains."""
+
+    def __init__(self, sockname: tuple[str, int] = ("127.0.0.1", 8080)) -> None:
+        super().__init__()
+        self.protocol: asyncio.BaseProtocol | None = None
+        self.sockname = sockname
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "sockname":
+            return self.sockname
+        return super().get_extra_info(name, default)
+
+    def close(self) -> None:
+        protocol, self.protocol = self.protocol, None
+        if protocol is not None:
+            protocol.connection_lost(None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return False
+
+
+def _http_state() -> tuple[ServerState, list[HttpUpstream]]:
+    ports = [1001, 1002]
+    state = ServerState(snapshot(ports), Metrics(), ClusterManager(), AccessLog("off"))
+    upstreams = []
+    for port in ports:  # one idle keep-alive connection per endpoint, as in steady state
+        pool = state.cluster_manager.pool_for(Endpoint("127.0.0.1", port))
+        upstream = HttpUpstream(pool, state.metrics)
+        upstream.connection_made(StubTransport())
+        pool.release(upstream, 3600.0)
+        upstreams.append(upstream)
+    return state, upstreams
+
+
+def _one_http(state: ServerState, request: bytes) -> HttpDownstream:
+    downstream = HttpDownstream(LISTENER, state)
+    transport = ClosingStub()
+    transport.protocol = downstream
+    downstream.connection_made(transport)
+    downstream.data_received(request)
+    downstream.exchange.upstream.data_received(RESPONSE)  # type: ignore[union-attr]
+    return downstream
+
+
+def close_io(connections: int) -> float:
+    """Microseconds of Python per `Connection: close` connection, best of five runs."""
+
+    async def run() -> float:
+        state, _ = _http_state()
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(connections):
+                _one_http(state, CLOSE_REQUEST)
+            best = min(best, (time.perf_counter() - start) / connections * 1e6)
+        assert sum(s.count for s in state.metrics.http.values()) == 5 * connections
+        assert state.metrics.downstream_active == 0
+        return best
+
+    return uvloop.run(run())
+
+
+def _tcp_snapshot() -> Snapshot:
+    service = ServiceInfo("reviews.default.svc.cluster.local", "reviews", "default")
+    destinations = []
+    for subset, port in (("v1", 1001), ("v2", 1002)):
+        cluster = Cluster(cluster_name(9080, subset, service.fqdn), service, 9080, subset,
+                          (Endpoint("127.0.0.1", port, version=subset),))
+        destinations.append(Destination(cluster.name, cluster, 50))
+    route = TcpRoute("reviews", "default/reviews", (), WeightedDestinations(tuple(destinations), cumulative([50, 50])))
+    listener = TcpListener(TCP_LISTENER, "127.0.0.1", 9000, "gateway", (route,))
+    clusters = {d.cluster.name: d.cluster for d in destinations if d.cluster is not None}
+    return Snapshot(1, "bench", {}, {TCP_LISTENER: listener}, clusters, {service.fqdn: service})
+
+
+def tcp_io(connections: int) -> float:
+    """Microseconds of Python per L4 connection up to its upstream connect, best of five runs. The
+    connect itself (a task and a socket) is cancelled before it runs: it is the event loop's cost."""
+
+    async def run() -> float:
+        state = ServerState(_tcp_snapshot(), Metrics(), ClusterManager(), AccessLog("off"))
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(connections):
+                downstream = TcpDownstream(TCP_LISTENER, state)
+                transport = ClosingStub()
+                transport.protocol = downstream
+                downstream.connection_made(transport)
+                downstream.connection_lost(None)  # the client leaves while connecting (DC)
+            best = min(best, (time.perf_counter() - start) / connections * 1e6)
+            await asyncio.sleep(0)  # the cancelled connect tasks end
+        assert state.metrics.downstream_active == 0
+        return best
+
+    return uvloop.run(run())
+
+
+def idle_bytes(connections: int = 10_000) -> float:
+    """Bytes held per idle keep-alive HTTP connection (after one request each), by tracemalloc."""
+
+    async def run() -> float:
+        state, _ = _http_state()
+        _one_http(state, KEEP_ALIVE_REQUEST)  # first-use caches (content-length lines, ...) out of the count
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [_one_http(state, KEEP_ALIVE_REQUEST) for _ in range(connections)]
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert all(d.exchange is None and not d.closing for d in kept)
+        return (after - before) / connections
+
+    return uvloop.run(run())
+
+
+def main() -> None:
+    print(f"HTTP Connection: close, no I/O: {close_io(5000):.1f} µs of Python per connection")
+    print(f"L4 relay up to the connect, no I/O: {tcp_io(5000):.1f} µs of Python per connection")
+    print(f"idle keep-alive HTTP connection: {idle_bytes():,.0f} bytes each (10,000 held)")
+
+
+if __name__ == "__main__":
+    main()
