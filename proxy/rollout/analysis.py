@@ -134,6 +134,7 @@ def evaluate(analysis: Analysis, canary: Counts, stable: Counts, protocol: str) 
 
 
 def _describe(g: dict[str, Any]) -> str:
+    value = "no data" if g["value"] is None else f"{g['value']:g}"
     if "min" in g:
-        return f"{g['gate']} {g['value']}% {'>=' if g['ok'] else '<'} min {g['min']:g}%"
-    return f"{g['gate']} {g['value']} ms {'<=' if g['ok'] else '>'} max {g['max']:g} ms"
+        return f"{g['gate']} {value}% {'>=' if g['ok'] else '<'} min {g['min']:g}%"
+    return f"{g['gate']} {value} ms {'<=' if g['ok'] else '>'} max {g['max']:g} ms"

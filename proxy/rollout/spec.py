@@ -246,6 +246,8 @@ class _Parser:
                 if n is not None:
                     out.append(Step(set_weight=int(n)))
                 continue
+            if "pause" not in step:
+                continue  # an unknown field, reported above
             pause = self.mapping(step["pause"], (*here, "pause"), ("duration",))
             if "duration" in pause:
                 seconds = self.duration(pause["duration"], (*here, "pause", "duration"))
