@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from proxy.cli_ops import CliError, _run, admin_client
+from proxy.cli_ops import AdminClient, CliError, _run, admin_clients
 
 VERBS = ("status", "promote", "pause", "resume", "abort")
 BAR = 20
@@ -31,17 +31,38 @@ def add_command(sub: Any, common: argparse.ArgumentParser) -> None:
     rollout.set_defaults(func=lambda args: _run(_rollout, args))
 
 
-def _rollout(args: argparse.Namespace) -> int:
-    client = admin_client(args)
-    if args.verb == "status" and not args.name:
+def _driver(args: argparse.Namespace, query: list[tuple[str, str]]) -> AdminClient:
+    """Of the admin addresses given, the proxy that drives the rollout (the one serving its route)."""
+    clients = admin_clients(args)
+    for client in clients if len(clients) > 1 else []:
+        status, payload = client.call("GET", "/rollouts", query)
+        if status == 200 and payload.get("phase") != "Waiting":
+            return client
+    return clients[0]
+
+
+def _list(args: argparse.Namespace) -> int:
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    for client in admin_clients(args):  # a rollout is listed from the proxy that drives it
         status, payload = client.call("GET", "/rollouts")
         if status != 200:
             raise CliError(payload.get("error") or f"HTTP {status}")
-        print(json.dumps(payload, indent=2) if args.output == "json" else render_list(payload["rollouts"]), end="")
-        return 0
+        for item in payload["rollouts"]:
+            key = (item["namespace"], item["name"])
+            if key not in items or items[key].get("phase") == "Waiting":
+                items[key] = item
+    rollouts = [items[k] for k in sorted(items)]
+    print(json.dumps({"rollouts": rollouts}, indent=2) if args.output == "json" else render_list(rollouts), end="")
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    if args.verb == "status" and not args.name:
+        return _list(args)
     if not args.name:
         raise CliError(f"rollout {args.verb} needs the Rollout's NAME")
     query = [("namespace", args.namespace), ("name", args.name)]
+    client = _driver(args, query)
     if args.verb != "status":
         if args.full:
             query.append(("full", "1"))

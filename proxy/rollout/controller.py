@@ -69,6 +69,7 @@ class RolloutController:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one pass or command at a time
         self._task: asyncio.Task[None] | None = None
+        self._locks: dict[tuple[str, str], int] = {}  # rollouts this process drives
         self.clock: Callable[[], float] = time.time
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -80,6 +81,9 @@ class RolloutController:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        for fd in self._locks.values():
+            persist.unlock(fd)
+        self._locks.clear()
 
     async def _loop(self) -> None:
         while True:
@@ -121,7 +125,9 @@ class RolloutController:
         specs = self._specs()
         for key in [k for k in self.runs if k not in specs]:  # the Rollout was deleted
             del self.runs[key]
-            persist.remove(self.state_dir, *key)
+            if key in self._locks:
+                persist.unlock(self._locks.pop(key))
+                persist.remove(self.state_dir, *key)
         for key, spec in specs.items():
             await self._drive(key, spec)
 
@@ -130,6 +136,7 @@ class RolloutController:
         vs = self._vs(spec)
         problem = route_problem(spec, vs) if vs is not None else \
             f"waiting for VirtualService {spec.namespace}/{spec.virtual_service}"
+        problem = problem or self._not_here(key, spec)
         run = self.runs.get(key)
         if run is None or run.state.digest != spec.digest:
             if problem:  # nothing to start on yet
@@ -153,6 +160,21 @@ class RolloutController:
             self._save(key, run, state)
         await self._converge(run, vs, state)
         run.state = state  # published once the route is set: a status never runs ahead of the weights
+
+    def _not_here(self, key: tuple[str, str], spec: RolloutSpec) -> str:
+        """Why another proxy runs this rollout, or "": a proxy drives only routes it serves (its analysis
+        sees their traffic), and of proxies sharing a state directory only the one holding the lock."""
+        assert self.server.state is not None
+        vs_key = f"{spec.namespace}/{spec.virtual_service}"
+        if not serves(self.server.state.snapshot, vs_key, spec.protocol):
+            return (f"this proxy does not serve VirtualService {vs_key} (not bound to its gateways or mesh "
+                    "role): the proxy that serves it runs the rollout")
+        if key not in self._locks:
+            fd = persist.try_lock(self.state_dir, *key)
+            if fd is None:
+                return "driven by another proxy sharing this state directory"
+            self._locks[key] = fd
+        return ""
 
     def _begin(self, key: tuple[str, str], spec: RolloutSpec, vs: RawObject, now: float, resumable: bool) -> _Run:
         saved = persist.load(self.state_dir, *key) if resumable else None
@@ -319,6 +341,18 @@ class RolloutController:
             for decision, n in run.decisions.items():
                 decisions.add_metric([name, ns, decision], n)
         yield from (step, weight, phase, decisions)
+
+
+def serves(snapshot: Snapshot, virtual_service: str, protocol: str) -> bool:
+    """Whether any listener of `snapshot` routes by the VirtualService "namespace/name"."""
+    if protocol == "tcp":
+        return any(r.virtual_service == virtual_service for li in snapshot.tcp_listeners.values() for r in li.routes)
+    for li in snapshot.http_listeners.values():
+        table = li.route_table
+        hosts = [*table.exact.values(), *(vh for _, vh in table.suffixes), *filter(None, [table.catch_all])]
+        if any(r.virtual_service == virtual_service for vh in hosts for r in vh.routes):
+            return True
+    return False
 
 
 def _fetch_counts(address: str, protocol: str, prefix: str, suffix: str) -> Counts | None:

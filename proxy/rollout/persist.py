@@ -6,6 +6,7 @@ proxy resumes where it was. The config watcher ignores this directory: these fil
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -53,5 +54,30 @@ def save(state_dir: str, namespace: str, name: str, state: RolloutState) -> None
 def remove(state_dir: str, namespace: str, name: str) -> None:
     try:
         os.unlink(state_path(state_dir, namespace, name))
+    except OSError:
+        pass
+
+
+def try_lock(state_dir: str, namespace: str, name: str) -> int | None:
+    """Hold the rollout's lock file for this process's life; None when another proxy sharing this state
+    directory holds it (that one drives the rollout). The kernel releases it when the process ends."""
+    path = state_path(state_dir, namespace, name)[: -len(".json")] + ".lock"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        log.error("cannot create rollout lock %s: %s", path, exc.strerror or exc)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def unlock(fd: int) -> None:
+    try:
+        os.close(fd)  # closing the descriptor releases the flock
     except OSError:
         pass

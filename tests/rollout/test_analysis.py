@@ -83,3 +83,14 @@ def test_gates(canary: Counts, result: str, reason: str) -> None:
 def test_no_gates_pass_once_enough_requests() -> None:
     verdict = evaluate(Analysis(min_requests=1), _counts(1, 1), Counts(), "tcp")
     assert verdict.result == "pass" and "connections" in verdict.reason
+
+
+def test_one_proxy_per_state_directory_drives_a_rollout(tmp_path: object) -> None:
+    from proxy.rollout import persist
+
+    first = persist.try_lock(str(tmp_path), "default", "ro")
+    assert first is not None
+    assert persist.try_lock(str(tmp_path), "default", "ro") is None  # another proxy holds it
+    assert persist.try_lock(str(tmp_path), "default", "other") is not None
+    persist.unlock(first)
+    assert persist.try_lock(str(tmp_path), "default", "ro") is not None
