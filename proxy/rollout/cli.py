@@ -140,10 +140,11 @@ def render_status(r: dict[str, Any], history: int = 10) -> str:
         t0 = float(r.get("startedAt") or entries[0]["at"])
         for e in entries:
             detail = e.get("message", "")
-            lines.append(f"    +{e['at'] - t0:7.1f}s  {e['event']:<12} w={e['weight']:<3} {detail}")
+            offset = f"+{max(0.0, e['at'] - t0):.1f}s"
+            lines.append(f"    {offset:>8}  {e['event']:<12} w={e['weight']:<3} {detail}")
             canary, stable = e.get("canary"), e.get("stable")
             if canary:
-                lines.append(f"              canary {_values(canary)} | stable {_values(stable or {})}")
+                lines.append(f"{'':>12}canary {_values(canary)} | stable {_values(stable or {})}")
     return "\n".join(lines) + "\n"
 
 

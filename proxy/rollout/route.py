@@ -27,6 +27,8 @@ def shifted_route(spec: RolloutSpec, route: list[dict[str, Any]], form: str, wei
     """`route` as the rollout wants it: both destinations weighted (stable 100-w, canary w), or one alone."""
     stable = _entry_for(route, spec.stable, spec.canary)
     canary = _entry_for(route, spec.canary, spec.stable)
+    if form == "both" and weight in (0, 100):  # one destination: no weight-0 entry (validate warns of one)
+        form = "canary" if weight == 100 else "stable"
     if form == "canary":
         canary.pop("weight", None)
         return [canary]
