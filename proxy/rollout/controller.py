@@ -34,6 +34,7 @@ from proxy.routing.snapshot import Snapshot
 from proxy.state import ReloadResult, ServerState
 
 log = logging.getLogger("shiftproxy.rollout")
+WAITING = "Waiting"  # a Rollout this proxy does not (yet) drive: no VirtualService, or another proxy's
 MAX_SLEEP = 0.25  # seconds between passes: picks up new Rollouts and hand-edited routes soon enough
 
 
@@ -138,15 +139,17 @@ class RolloutController:
             f"waiting for VirtualService {spec.namespace}/{spec.virtual_service}"
         problem = problem or self._not_here(key, spec)
         run = self.runs.get(key)
-        if run is None or run.state.digest != spec.digest:
+        if run is None or run.state.digest != spec.digest or run.state.phase == WAITING:
             if problem:  # nothing to start on yet
-                placeholder = machine.RolloutState(spec.digest, phase="Waiting", message=problem)
+                placeholder = machine.RolloutState(spec.digest, phase=WAITING, message=problem)
                 self.runs[key] = _Run(spec, placeholder, problem=problem)
                 return
-            run = self._begin(key, spec, vs, now, resumable=run is None)  # type: ignore[arg-type]
+            resumable = run is None or run.state.phase == WAITING  # not a changed spec: resume what was saved
+            run = self._begin(key, spec, vs, now, resumable)  # type: ignore[arg-type]
         run.spec = spec
         run.problem = problem
         if problem or vs is None:
+            self.runs[key] = run
             return
         if run.baseline is None:  # a window starts: at the start, a resume or a command
             run.baseline = await self._read(spec, vs)
@@ -158,8 +161,11 @@ class RolloutController:
                 run.decisions[verdict.result] += 1
             state = machine.tick(spec, state, verdict, now)
             self._save(key, run, state)
-        await self._converge(run, vs, state)
+        # a running rollout owns its route; a finished one leaves later changes alone
+        if state is not run.state or state.phase in (machine.PROGRESSING, machine.ROLLING_BACK):
+            await self._converge(run, vs, state)
         run.state = state  # published once the route is set: a status never runs ahead of the weights
+        self.runs[key] = run
 
     def _not_here(self, key: tuple[str, str], spec: RolloutSpec) -> str:
         """Why another proxy runs this rollout, or "": a proxy drives only routes it serves (its analysis
@@ -192,9 +198,8 @@ class RolloutController:
             run = _Run(spec, machine.start(spec, now, canary_weight(spec, vs)))
             log.info("rollout %s/%s started: %s → %s on VirtualService %s %s", *key, spec.stable.subset,
                      spec.canary.subset, spec.virtual_service, spec.route_text)
-        self.runs[key] = run
         self._save(key, run)
-        return run
+        return run  # published by the caller once the route is set
 
     def _save(self, key: tuple[str, str], run: _Run, state: machine.RolloutState | None = None) -> None:
         try:
@@ -279,7 +284,7 @@ class RolloutController:
         """promote | pause | resume | abort; KeyError if unknown, machine.CommandError if not now."""
         async with self._lock:
             run = self.runs.get((namespace, name))
-            if run is None or run.state.phase == "Waiting":
+            if run is None or run.state.phase == WAITING:
                 raise KeyError(run.problem if run is not None else f"rollout {namespace}/{name} not found")
             now = self.clock()
             if verb == "promote":

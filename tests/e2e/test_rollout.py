@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.harness import ProxyProcess
 from tests.e2e.rollout_harness import (
+    ALL_V1,
     Backend,
     Load,
     admin,
@@ -81,12 +82,40 @@ async def test_healthy_canary_is_promoted_step_by_step(tmp_path: Path, backends:
         assert (tmp_path / "state" / "applied" / "virtualservice_default_reviews.yaml").exists()
         assert (tmp_path / "state" / "rollouts" / "rollout_default_reviews-v2.json").exists()
         assert set(load.statuses) == {200}
+        # a finished rollout leaves later changes to its route alone
+        code, _ = admin_apply(proxy, ALL_V1)
+        assert code == 200
+        await asyncio.sleep(1.2)  # three analysis intervals
+        assert weights(route_of(proxy)) == {"v1": 100}
         metrics = scrape(proxy)
         assert 'shiftproxy_rollout_phase{namespace="default",phase="Succeeded",rollout="reviews-v2"} 1.0' in metrics
         assert 'shiftproxy_rollout_canary_weight{namespace="default",rollout="reviews-v2"} 100.0' in metrics
         listed = subprocess.run([sys.executable, "-m", "proxy", "get", "rollout", "--admin",
                                  f"127.0.0.1:{proxy.admin_port}"], capture_output=True, text=True, cwd=ROOT)
         assert "reviews-v2" in listed.stdout, listed.stderr
+    finally:
+        proxy.stop()
+
+
+def admin_apply(proxy: ProxyProcess, text: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{proxy.admin}/apply", data=text.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return resp.status, resp.read()
+
+
+async def test_rollout_waits_for_its_virtual_service(tmp_path: Path, backends: tuple[Backend, Backend]) -> None:
+    config = tmp_path / "config"
+    write_config(config, *backends)
+    (config / "reviews.yaml").write_text((config / "reviews.yaml").read_text().replace("---\n" + ALL_V1, ""))
+    (config / "rollout.yaml").write_text(rollout_yaml("reviews-v2", STEPS, GATES))
+    proxy = ProxyProcess(config, ["--access-log", "off", "--state-dir", str(tmp_path / "state")]).start()
+    try:
+        waiting = status(proxy, "reviews-v2")
+        assert waiting["phase"] == "Waiting" and "waiting for VirtualService default/reviews" in waiting["problem"]
+        assert admin_apply(proxy, ALL_V1)[0] == 200
+        started = await wait_for(proxy, "reviews-v2", lambda s: s["canaryWeight"] == 10)
+        assert started["phase"] == "Progressing"
+        assert weights(route_of(proxy)) == {"v1": 90, "v2": 10}
     finally:
         proxy.stop()
 
