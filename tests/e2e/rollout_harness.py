@@ -104,6 +104,7 @@ class Load:
         self.statuses: dict[int, int] = {}
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
 
     def start(self) -> Load:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -128,8 +129,8 @@ class Load:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            await self._task
+        if self._task is not None:  # an unexpected error is kept, never left to skip stopping the proxy
+            self.error = (await asyncio.gather(self._task, return_exceptions=True))[0]
 
 
 def admin(proxy: ProxyProcess, method: str, path: str, **query: str) -> tuple[int, Any]:

@@ -81,7 +81,7 @@ async def test_healthy_canary_is_promoted_step_by_step(tmp_path: Path, backends:
         assert dumped[0]["spec"]["http"][0]["route"] == [{"destination": {"host": "reviews", "subset": "v2"}}]
         assert (tmp_path / "state" / "applied" / "virtualservice_default_reviews.yaml").exists()
         assert (tmp_path / "state" / "rollouts" / "rollout_default_reviews-v2.json").exists()
-        assert set(load.statuses) == {200}
+        assert set(load.statuses) == {200} and load.error is None
         # a finished rollout leaves later changes to its route alone
         code, _ = admin_apply(proxy, ALL_V1)
         assert code == 200

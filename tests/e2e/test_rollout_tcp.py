@@ -98,8 +98,10 @@ async def run_rollout(tmp_path: Path, v2_port: int, v1_port: int) -> tuple[dict,
         assert status(proxy, "tcp-echo-v2")["phase"] == final["phase"]
     finally:
         stop.set()
-        await load
-        proxy.stop()
+        try:
+            await load
+        finally:
+            proxy.stop()
     return final, seen
 
 
