@@ -384,6 +384,9 @@ def table(kind: str, items: list[dict[str, Any]], wide: bool = False, namespaces
             conditions = (item["object"].get("status") or {}).get("conditions") or []
             programmed = next((c["status"] for c in conditions if c.get("type") == "Programmed"), "Unknown")
             cells = [item["name"], str(spec.get("gatewayClassName", "")), programmed, age]
+        elif kind == "Rollout":
+            subsets = f"{(spec.get('stable') or {}).get('subset', '')}->{(spec.get('canary') or {}).get('subset', '')}"
+            cells = [item["name"], str(spec.get("virtualService", "")), subsets, age]
         elif kind == "Service":
             ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
             cells = [item["name"], ports or "<none>", age]
@@ -400,7 +403,8 @@ def table(kind: str, items: list[dict[str, Any]], wide: bool = False, namespaces
                "ServiceEntry": ["NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"],
                "WorkloadEntry": ["NAME", "AGE", "ADDRESS"], "HTTPRoute": ["NAME", "HOSTNAMES", "AGE"],
                gateway_api.GATEWAY: ["NAME", "CLASS", "PROGRAMMED", "AGE"],
-               "Service": ["NAME", "PORT(S)", "AGE"]}.get(kind, ["NAME", "AGE"])
+               "Service": ["NAME", "PORT(S)", "AGE"],
+               "Rollout": ["NAME", "VIRTUALSERVICE", "STABLE->CANARY", "AGE"]}.get(kind, ["NAME", "AGE"])
     header = (["NAMESPACE"] if namespaces else []) + headers + (["SOURCE"] if wide else [])
     rows = [header] + [row(i) for i in items]
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]

@@ -92,7 +92,7 @@ async def test_healthy_canary_is_promoted_step_by_step(tmp_path: Path, backends:
         assert 'shiftproxy_rollout_canary_weight{namespace="default",rollout="reviews-v2"} 100.0' in metrics
         listed = subprocess.run([sys.executable, "-m", "proxy", "get", "rollout", "--admin",
                                  f"127.0.0.1:{proxy.admin_port}"], capture_output=True, text=True, cwd=ROOT)
-        assert "reviews-v2" in listed.stdout, listed.stderr
+        assert listed.stdout.splitlines()[1].split()[:3] == ["reviews-v2", "reviews", "v1->v2"], listed.stderr
     finally:
         proxy.stop()
 
