@@ -245,3 +245,26 @@ async def test_pause_resume_abort(tmp_path: Path, backends: tuple[Backend, Backe
     finally:
         await load.stop()
         proxy.stop()
+
+
+async def test_the_proxy_serving_the_route_drives_it(tmp_path: Path, backends: tuple[Backend, Backend]) -> None:
+    """A gateway and a sidecar on one config and state directory: the sidecar routes the mesh-bound
+    reviews, so it runs the rollout; the gateway says why it does not, and the CLI finds the driver."""
+    config = tmp_path / "config"
+    write_config(config, *backends)
+    (config / "rollout.yaml").write_text(rollout_yaml("reviews-v2", STEPS, GATES))
+    state = ["--access-log", "off", "--state-dir", str(tmp_path / "state")]
+    sidecar = ProxyProcess(config, ["--role", "mesh", *state]).start()
+    gateway = ProxyProcess(config, ["--role", "gateway", *state]).start()
+    try:
+        driving = await wait_for(sidecar, "reviews-v2", lambda s: s["phase"] == "Progressing")
+        assert driving["canaryWeight"] == 10
+        idle = status(gateway, "reviews-v2")
+        assert idle["phase"] == "Waiting" and "does not serve VirtualService default/reviews" in idle["problem"]
+        shown = subprocess.run([sys.executable, "-m", "proxy", "rollout", "status", "reviews-v2", "--admin",
+                                f"127.0.0.1:{gateway.admin_port},127.0.0.1:{sidecar.admin_port}"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert "phase:    Progressing" in shown.stdout, shown.stdout + shown.stderr
+    finally:
+        gateway.stop()
+        sidecar.stop()
