@@ -51,6 +51,10 @@ for _kind, _short, _plural in ((gateway_api.GATEWAY, "gtw", "gateways"), ("HTTPR
         if _group:
             KIND_NAMES[f"{_name}.{_group}"] = _kind
     PLURALS[_kind] = _plural
+for _name in ("rollout", "rollouts", "ro", "rollout.shiftproxy.io", "rollouts.shiftproxy.io"):
+    KIND_NAMES[_name] = "Rollout"
+PLURALS["Rollout"] = "rollouts"
+OTHER_GROUPS = {"Rollout": "shiftproxy.io"}  # kinds outside networking.istio.io and the Gateway API
 
 
 class CliError(Exception):
@@ -187,6 +191,10 @@ def add_commands(sub: Any) -> None:
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
     explain.set_defaults(func=cmd_explain)
 
+    from proxy.rollout.cli import add_command as add_rollout
+
+    add_rollout(sub, common)
+
 
 def _run(fn: Any, args: argparse.Namespace) -> int:
     try:
@@ -222,14 +230,14 @@ def read_files(names: list[str]) -> list[dict[str, str]]:
 
 def resource(kind: str) -> str:
     """kubectl's resource name of a kind: `virtualservices.networking.istio.io`, `services`."""
-    group = gateway_api.group_of(kind) if gateway_api.is_gateway_api(kind) else GROUP
+    group = gateway_api.group_of(kind) if gateway_api.is_gateway_api(kind) else OTHER_GROUPS.get(kind, GROUP)
     plural = PLURALS.get(kind, kind.lower())
     return f"{plural}.{group}" if group else plural
 
 
 def object_ref(obj: dict[str, Any]) -> str:
     kind = str(obj["kind"])
-    group = gateway_api.group_of(kind) if gateway_api.is_gateway_api(kind) else GROUP
+    group = gateway_api.group_of(kind) if gateway_api.is_gateway_api(kind) else OTHER_GROUPS.get(kind, GROUP)
     single = gateway_api.written_kind(kind).lower()
     return f"{single}.{group}/{obj['name']}" if group else f"{single}/{obj['name']}"
 
@@ -324,7 +332,7 @@ def _get(args: argparse.Namespace) -> int:
     kind = KIND_NAMES.get(kind_text.lower())
     if kind is None:
         raise CliError(f'the server doesn\'t have a resource type "{kind_text}" (one of: vs, dr, gw, se, we, '
-                       'gateway, httproute, tcproute, tlsroute, referencegrant, svc)')
+                       'gateway, httproute, tcproute, tlsroute, referencegrant, svc, rollout)')
     query = [("kind", kind)]
     if not args.all_namespaces:
         query.append(("namespace", args.namespace))
@@ -377,6 +385,9 @@ def table(kind: str, items: list[dict[str, Any]], wide: bool = False, namespaces
             conditions = (item["object"].get("status") or {}).get("conditions") or []
             programmed = next((c["status"] for c in conditions if c.get("type") == "Programmed"), "Unknown")
             cells = [item["name"], str(spec.get("gatewayClassName", "")), programmed, age]
+        elif kind == "Rollout":
+            subsets = f"{(spec.get('stable') or {}).get('subset', '')}->{(spec.get('canary') or {}).get('subset', '')}"
+            cells = [item["name"], str(spec.get("virtualService", "")), subsets, age]
         elif kind == "Service":
             ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
             cells = [item["name"], ports or "<none>", age]
@@ -393,7 +404,8 @@ def table(kind: str, items: list[dict[str, Any]], wide: bool = False, namespaces
                "ServiceEntry": ["NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"],
                "WorkloadEntry": ["NAME", "AGE", "ADDRESS"], "HTTPRoute": ["NAME", "HOSTNAMES", "AGE"],
                gateway_api.GATEWAY: ["NAME", "CLASS", "PROGRAMMED", "AGE"],
-               "Service": ["NAME", "PORT(S)", "AGE"]}.get(kind, ["NAME", "AGE"])
+               "Service": ["NAME", "PORT(S)", "AGE"],
+               "Rollout": ["NAME", "VIRTUALSERVICE", "STABLE->CANARY", "AGE"]}.get(kind, ["NAME", "AGE"])
     header = (["NAMESPACE"] if namespaces else []) + headers + (["SOURCE"] if wide else [])
     rows = [header] + [row(i) for i in items]
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]

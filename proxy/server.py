@@ -31,6 +31,7 @@ from proxy.config.watch import watch_config
 from proxy.l4 import relay
 from proxy.l4.sni import SniDownstream
 from proxy.l7.downstream import HttpDownstream
+from proxy.rollout.controller import RolloutController
 from proxy.routing.path_normalization import PathNormalization
 from proxy.routing.snapshot import Snapshot, listener_kind
 from proxy.state import ReloadResult, ServerState
@@ -87,6 +88,7 @@ class Server:
         self._version = 0
         self._previous: dict[str, list[RawObject]] = {}  # objects per file of the last load served
         self._notices: set[str] = set()
+        self.rollouts: RolloutController | None = None
 
     @property
     def compile_options(self) -> CompileOptions:
@@ -118,6 +120,8 @@ class Server:
             log.warning("state directory %s cannot be created (%s): `apply` and `delete` will fail; choose "
                         "a writable --state-dir", self.options.state_dir, exc.strerror or exc)
         await self._sync_listeners(snapshot, strict=True)
+        # --workers: worker 0 alone runs rollouts (it already coordinates every config change)
+        self.rollouts = RolloutController(self, self.options.state_dir) if workers.worker_index() == 0 else None
         self.admin = install(self)
         if workers.worker_index() == 0:
             host, port = await self.admin.start(self.options.admin_host, self.options.admin_port)
@@ -175,14 +179,19 @@ class Server:
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
         tasks = [loop.create_task(self._flush_access_log())]
+        if self.rollouts is not None:
+            self.rollouts.start()
         # --workers: worker 0 alone watches, and makes every change live in the others before its own
         if self.options.watch and workers.worker_index() == 0:
             paths = [*self.options.config_paths]
             if os.path.isdir(self.options.state_dir):
                 paths.append(self.options.state_dir)  # applies by another proxy sharing this state
-            tasks.append(loop.create_task(watch_config(paths, lambda: self.reload("file change"), self._stop)))
+            tasks.append(loop.create_task(watch_config(paths, lambda: self.reload("file change"), self._stop,
+                                                       ignore=(os.path.join(self.options.state_dir, "rollouts"),))))
         tasks.append(loop.create_task(self._rotate_certificates()))
         await self._stop.wait()
+        if self.rollouts is not None:
+            await self.rollouts.stop()
         await self.shutdown()
         for task in tasks:
             task.cancel()

@@ -23,6 +23,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from proxy import workers
 from proxy.admin import ui
 from proxy.admin.metrics import IstioCollector
+from proxy.admin.rollouts import install_rollouts
 from proxy.admin.server import AdminRequest, AdminResponse, AdminServer
 from proxy.config import store
 from proxy.config.compile import CompileOptions, compile_snapshot
@@ -30,6 +31,7 @@ from proxy.config.diagnostics import ConfigError, Diagnostic
 from proxy.config.load import ISTIO_KINDS, LoadResult, RawObject, load_text
 from proxy.gatewayapi import kinds as gateway_api
 from proxy.gatewayapi.status import statuses
+from proxy.rollout import kind as rollout_kind
 from proxy.routing.explain import ExplainError, explain_http_everywhere, explain_tcp, find_listener
 from proxy.routing.path_normalization import PathNormalization, normalize
 from proxy.routing.snapshot import HttpListener, Snapshot
@@ -132,6 +134,7 @@ def install(server: ServerControl) -> AdminServer:
 
     admin.route("GET", "/ui", ui_page)  # the live traffic page (proxy.admin.ui)
     admin.route("GET", "/ui/data", ui_data)
+    install_rollouts(admin, server, registry)
     return admin
 
 
@@ -336,7 +339,7 @@ def list_objects(server: ServerControl, request: AdminRequest) -> AdminResponse:
     assert server.state is not None
     kind = _query(request, "kind")
     if kind:
-        known = (*ISTIO_KINDS, *sorted(gateway_api.KINDS))
+        known = (*ISTIO_KINDS, *sorted(gateway_api.KINDS), rollout_kind.KIND)
         canonical = {k.lower(): k for k in known}.get(kind.lower())
         if canonical is None:
             kinds = ", ".join(known)

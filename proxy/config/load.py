@@ -17,6 +17,7 @@ import yaml
 
 from proxy.config.diagnostics import Diagnostic, Path, render_path
 from proxy.gatewayapi import kinds as gateway_api
+from proxy.rollout import kind as rollout_kind
 
 ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
@@ -226,6 +227,8 @@ def _add_document(node: yaml.Node, index: int, file: str, result: LoadResult,
         return
     if held is not None:
         kind, versions = held, gateway_api.allowed_versions(held)
+    elif group == rollout_kind.GROUP and kind == rollout_kind.KIND:
+        versions = rollout_kind.VERSIONS
     elif group != ISTIO_GROUP or kind not in ISTIO_KINDS:
         result.notices.append(f"{file}:{line}: skipping {api_version} {kind} (not an Istio networking kind)")
         return

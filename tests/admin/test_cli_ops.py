@@ -150,7 +150,7 @@ def test_get_refuses_unknown_kinds_without_calling_the_proxy(capsys: pytest.Capt
     assert main(["get", "pods", "--admin", "127.0.0.1:1"]) == 1
     assert capsys.readouterr().err == ('error: the server doesn\'t have a resource type "pods" '
                                        "(one of: vs, dr, gw, se, we, gateway, httproute, tcproute, tlsroute, "
-                                       "referencegrant, svc)\n")
+                                       "referencegrant, svc, rollout)\n")
 
 
 @pytest.mark.parametrize(("text", "size"), [

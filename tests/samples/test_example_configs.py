@@ -45,6 +45,8 @@ def test_every_file_loads_without_errors(path: Path) -> None:
     if "gateway-api" in path.parts:  # Istio's Gateway API samples: Gateway API kinds and core Services
         assert all(o.api_version in ("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2", "v1")
                    for o in objects)
+    elif "rollout" in path.parts:  # shiftproxy's own Rollout kind
+        assert all(o.api_version == "shiftproxy.io/v1alpha1" for o in objects)
     else:
         assert all(o.api_version == "networking.istio.io/v1" for o in objects)
 

@@ -32,10 +32,14 @@ def validate(objects: list[RawObject]) -> tuple[list[Diagnostic], list[Diagnosti
     """(errors, warnings) for the whole set of objects at once; never raises on bad input."""
     from proxy.gatewayapi import kinds
     from proxy.gatewayapi import validate as gateway_api
+    from proxy.rollout import kind as rollout_kind
+    from proxy.rollout import spec as rollout
 
     gateway_errors, gateway_warnings = gateway_api.validate(objects)  # Gateway API kinds and Services
+    rollout_errors, rollout_warnings = rollout.validate(objects)  # shiftproxy.io Rollouts
+    gateway_errors, gateway_warnings = gateway_errors + rollout_errors, gateway_warnings + rollout_warnings
     checked: list[_Checked] = []
-    for obj in (o for o in objects if not kinds.is_gateway_api(o.kind)):
+    for obj in (o for o in objects if not kinds.is_gateway_api(o.kind) and o.kind != rollout_kind.KIND):
         report = Report(obj)
         spec: Msg | None = None
         try:
