@@ -47,13 +47,10 @@ def reroute(conn: TcpDownstream, cluster: Cluster, endpoint: Endpoint) -> tuple[
     if not manager.connect_failed(cluster, endpoint) or route is None:
         return None
     action = route.destinations
-    current = next((d for d in action.destinations if d.cluster is cluster), None)
-    dest = shift.reroute(action, manager, current, state.rng.getrandbits(32), _key_hash(conn, action))
-    if dest is None or dest.cluster is None:
+    moved = shift.move(action, manager, cluster, state.rng.getrandbits(32), _key_hash(conn, action))
+    if moved is None:
         return None
-    chosen = manager.choose_endpoint(dest.cluster)
-    if chosen is None:
-        return None
+    dest, chosen = moved
     if conn.counted:
         manager.request_finished(cluster, endpoint)
         conn.counted = manager.request_started(dest.cluster, chosen)

@@ -150,7 +150,25 @@ def _is_chunked(value: bytes) -> bool:
     return True
 
 
-class RequestDecoder:
+class _ChunkTracking:
+    """Chunk callbacks both decoders share: an open chunk's wire bytes are watched so that a trailer
+    section that never ends is caught (the limits count fields only once each is complete)."""
+
+    __slots__ = ()  # the decoders declare `_chunk_open`, `_chunk_wire` and `_body_mark`
+    _chunk_open: bool
+    _chunk_wire: int
+    _body_mark: int
+
+    def on_chunk_header(self) -> None:
+        self._chunk_open = True
+        self._chunk_wire = 0
+        self._body_mark = -1
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
+
+
+class RequestDecoder(_ChunkTracking):
     """Feeds downstream bytes to llhttp and reports each request to the handler, in order."""
 
     __slots__ = ("on_body", "on_message_complete", "in_head", "started", "_handler", "_clock", "_parser", "_limit",
@@ -315,14 +333,6 @@ class RequestDecoder:
         if self._fields > MAX_HEADERS or self._size > self._limit:
             raise CodecError(431, "request trailers too large")
 
-    def on_chunk_header(self) -> None:
-        self._chunk_open = True
-        self._chunk_wire = 0
-        self._body_mark = -1
-
-    def on_chunk_complete(self) -> None:
-        self._chunk_open = False
-
     def on_headers_complete(self) -> None:
         headers = self._headers
         if self._bound > _COUNT_BOUND:  # else too short to break a limit
@@ -390,12 +400,7 @@ def check_target(method: bytes, url: bytes) -> None:
     scheme_end = url.find(b"://")
     if scheme_end > 0:  # absolute-form
         rest = url[scheme_end + 3:]
-        end = len(rest)
-        for sep in (b"/", b"?", b"#"):
-            i = rest.find(sep)
-            if 0 <= i < end:
-                end = i
-        authority = rest[:end]
+        authority = rest[:authority_end(rest)]
         if not authority:
             raise CodecError(400, "absolute-form target with an empty authority")
         if b"@" in authority:
@@ -404,7 +409,18 @@ def check_target(method: bytes, url: bytes) -> None:
             raise CodecError(400, "invalid authority in the target")
 
 
-class ResponseDecoder:
+def authority_end(rest: bytes) -> int:
+    """Where the authority ends in `rest`, an absolute-form target after its `scheme://`: at the first
+    `/`, `?` or `#`, else at the end."""
+    end = len(rest)
+    for sep in (b"/", b"?", b"#"):
+        i = rest.find(sep)
+        if 0 <= i < end:
+            end = i
+    return end
+
+
+class ResponseDecoder(_ChunkTracking):
     """Feeds upstream bytes to llhttp and reports the response to the handler.
 
     Set `head_request` before each request: a response to HEAD ends at its head whatever its
@@ -491,14 +507,6 @@ class ResponseDecoder:
                 self._body_mark = body
                 self._chunk_wire = 0
         return None
-
-    def on_chunk_header(self) -> None:
-        self._chunk_open = True
-        self._chunk_wire = 0
-        self._body_mark = -1
-
-    def on_chunk_complete(self) -> None:
-        self._chunk_open = False
 
     def finish(self) -> bool:
         """The upstream closed: True if that completed a response delimited by the connection close."""

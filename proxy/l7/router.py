@@ -13,6 +13,7 @@ import random
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
+from proxy.l7.codec import authority_end
 from proxy.routing.formatters import FormatContext
 from proxy.routing.match import HttpMatch, RequestView, split_authority
 from proxy.routing.snapshot import HeaderOps, Redirect, Rewrite
@@ -35,11 +36,7 @@ def split_target(target: bytes) -> tuple[bytes | None, bytes]:
     if scheme_end <= 0 or target[:scheme_end].lower() not in (b"http", b"https"):
         return None, target
     rest = target[scheme_end + 3:]
-    end = len(rest)
-    for sep in (b"/", b"?", b"#"):
-        i = rest.find(sep)
-        if 0 <= i < end:
-            end = i
+    end = authority_end(rest)
     authority = rest[:end].rpartition(b"@")[2]  # drop any userinfo
     path = rest[end:]
     if not path.startswith(b"/"):

@@ -67,13 +67,10 @@ def reroute(ex: Exchange, state: ServerState, endpoint: Endpoint) -> bool:
     action = route.action
     if type(action) is not WeightedDestinations:
         return False
-    current = next((d for d in action.destinations if d.cluster is cluster), None)
-    dest = shift.reroute(action, manager, current, state.rng.getrandbits(32), ex.key_hash)
-    if dest is None or dest.cluster is None:
+    moved = shift.move(action, manager, cluster, state.rng.getrandbits(32), ex.key_hash)
+    if moved is None:
         return False
-    chosen = manager.choose_endpoint(dest.cluster, None)
-    if chosen is None:
-        return False
+    dest, chosen = moved
     if ex.counted:
         manager.request_finished(cluster, endpoint)
         ex.counted = manager.request_started(dest.cluster, chosen)

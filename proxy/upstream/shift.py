@@ -16,7 +16,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-from proxy.routing.snapshot import Destination, Snapshot, WeightedDestinations
+from proxy.routing.snapshot import Cluster, Destination, Endpoint, Snapshot, WeightedDestinations
 
 if TYPE_CHECKING:
     from proxy.upstream.cluster import ClusterManager
@@ -79,6 +79,18 @@ def reroute(action: WeightedDestinations, manager: ClusterManager, current: Dest
         excluded |= {i for i, d in enumerate(action.destinations) if d is current}
     moved = _away(action, manager, random_value, key_hash, excluded)
     return moved[0] if moved is not None else None
+
+
+def move(action: WeightedDestinations, manager: ClusterManager, cluster: Cluster, random_value: int,
+         key_hash: int | None) -> tuple[Destination, Endpoint] | None:
+    """Another destination of `action`, and its endpoint, for traffic whose `cluster` just became empty
+    (a request's or a connection's failed connect); None when there is nowhere else to go."""
+    current = next((d for d in action.destinations if d.cluster is cluster), None)
+    dest = reroute(action, manager, current, random_value, key_hash)
+    if dest is None or dest.cluster is None:
+        return None
+    chosen = manager.choose_endpoint(dest.cluster)
+    return None if chosen is None else (dest, chosen)
 
 
 def weighted_routes(snapshot: Snapshot) -> dict[str, tuple[str, WeightedDestinations]]:
