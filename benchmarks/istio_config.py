@@ -45,13 +45,15 @@ RESILIENCE_RETRIES = """\
 RESILIENCE_POLICY = """\
   trafficPolicy:
     outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 50}
+    loadBalancer: {consistentHash: {useSourceIp: true}}
 """
 
 
 def bench_istio_yaml(listeners: ListenerPorts, backends: BackendPorts,
                      http_weights: tuple[int, int] = HTTP_WEIGHTS, tcp_weights: tuple[int, int] = TCP_WEIGHTS,
                      resilience: bool = False) -> str:
-    """`resilience`: retries on the HTTP route and outlier detection on the HTTP backend's subsets."""
+    """`resilience`: retries on the HTTP route, outlier detection and consistent hashing (by source IP) on the
+    HTTP backend's subsets."""
     retries = RESILIENCE_RETRIES if resilience else ""
     return f"""\
 apiVersion: networking.istio.io/v1
