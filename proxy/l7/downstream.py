@@ -92,6 +92,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         "_upgrading", "_read_paused", "_write_paused", "_starting", "_peer_eof", "_tunnel_eofs",
         "_feeding", "_up_out", "out",
         "_idle_since",
+        "_fresh",
         "_held",
     )
 
@@ -104,7 +105,8 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         # kept so a connection whose listener vanished in a reload still serves its requests
         self.listener: HttpListener | None = state.snapshot.http_listeners.get(listener_name)
         self.client_ip = b""
-        self.decoder = RequestDecoder(self, clock=self.loop.time)
+        # None while the connection idles between requests: made again on its next byte (see check_timeouts)
+        self.decoder: RequestDecoder | None = RequestDecoder(self, clock=self.loop.time)
         self.idle_timeout = idle_timeout
         self.headers_timeout = request_headers_timeout
         # per-connection state
@@ -128,6 +130,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         # for the client, from a response head to the end of the upstream read (HttpUpstream flushes it)
         self.out: list[bytes] | None = None
         self._idle_since = 0.0
+        self._fresh = True  # no response finished yet
 
     def shutdown(self) -> None:
         """Graceful drain: close now if idle, else after the response in flight (`connection: close`)."""
@@ -176,9 +179,12 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             else:  # read before pausing took effect: held with the rest
                 self._held += data
             return
+        decoder = self.decoder
+        if decoder is None:
+            decoder = self.decoder = RequestDecoder(self, clock=self.loop.time)
         self._feeding = True
         try:
-            offset = self.decoder.feed(data)
+            offset = decoder.feed(data)
         except CodecError as exc:
             self._feeding = False
             self._flush_upstream()
@@ -203,7 +209,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             ex = self.receiving
             if ex is not None and ex.head is not None and ex.head.upgrade is not None:
                 # nothing after an upgrade request's head goes upstream before its 101
-                self.decoder.restart()
+                decoder.restart()
                 if not ex.done:
                     self._upgrading = ex
                     self._held = data[offset:]
@@ -775,6 +781,16 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self._close(linger=not ex.request_complete or bool(self._read_paused & (_PAUSE_BROKEN | _PAUSE_UPGRADE)))
             return
         self._idle_since = now
+        if self._fresh:
+            self._fresh = False
+            decoder = self.decoder
+            if (decoder is not None and not decoder.in_head and not self._feeding and held is None and not self.queue
+                    and self.receiving is None):
+                # Most idle keep-alive connections go quiet after their first request (preconnects, probes,
+                # a client pool's spare connection): this one gives up its decoder now rather than at the next
+                # watchdog tick, which keeps a burst of new connections small; one that comes back pays for
+                # a new decoder once.
+                self.decoder = None
         if self._read_paused & _PAUSE_BUFFER:
             self._resume_reading(_PAUSE_BUFFER)
         if self.queue:
@@ -896,11 +912,16 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         if self.closing or self.exchange is not None or self.queue:
             return  # a request in flight has its route timeout instead
         decoder = self.decoder
-        if decoder.in_head:
+        if decoder is not None and decoder.in_head:
             if now - decoder.started >= self.headers_timeout:
                 self._request_header_timeout()
         elif now - self._idle_since >= self.idle_timeout:
             self._close()
+        elif decoder is not None and self.receiving is None and self._upgrading is None:
+            # Idle between requests: the decoder and its llhttp parser (about 1.3 KiB) are dropped and made
+            # again on the next byte, so thousands of idle keep-alive connections hold only their protocol
+            # object. A busy connection loses them at most once per watchdog tick.
+            self.decoder = None
 
     def _request_header_timeout(self) -> None:
         self.keep_alive = False

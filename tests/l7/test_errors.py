@@ -258,6 +258,26 @@ async def test_idle_keep_alive_connection_is_closed(start_proxy: StartProxy, ups
     assert proxy.state.metrics.downstream_active == 0
 
 
+async def test_an_idle_connection_drops_its_decoder_and_serves_the_next_request(start_proxy: StartProxy,
+                                                                              upstreams: StartUpstream) -> None:
+    v1 = await upstreams("v1")
+    proxy = await start_proxy(simple_snapshot((cluster("v1", v1), 100)), request_headers_timeout=1.0)
+    client = await proxy.connect()
+    assert (await client.request(path="/one")).status == 200
+    [conn] = proxy.downstreams()
+    assert conn.decoder is None  # given up as soon as its first response ended
+    assert (await client.request(path="/two")).status == 200
+    await eventually(lambda: conn.decoder is None)  # later ones: at the watchdog's next tick
+    # a request head still arriving keeps its decoder across ticks
+    await client.send(b"GET /three HTTP/1.1\r\nHost: rev")
+    await eventually(lambda: conn.decoder is not None and conn.decoder.in_head)
+    conn.check_timeouts(asyncio.get_running_loop().time())
+    assert conn.decoder is not None
+    await client.send(b"iews\r\n\r\n")
+    assert (await client.response()).status == 200
+    assert [r.target for r in v1.requests] == ["/one", "/two", "/three"]
+
+
 async def test_slow_request_head_gets_408(start_proxy: StartProxy, upstreams: StartUpstream) -> None:
     v1 = await upstreams("v1")
     proxy = await start_proxy(simple_snapshot((cluster("v1", v1), 100)), request_headers_timeout=0.2)
