@@ -1,7 +1,10 @@
 """What transparent capture costs: the same loads through the sidecar's explicit listeners and through
 iptables REDIRECT to service VIPs, in a private network namespace (Linux, root, iptables or nft).
 
-    unshare -n python -m benchmarks.capture [--seconds 3] [--rounds 2]
+    unshare -n python -m benchmarks.capture [--seconds 3] [--rounds 2] [--json FILE]
+
+With two or more CPUs the proxy is pinned to one and the clients and backends to another, as in
+`benchmarks.run` (which runs this in its `capture` group when it is root).
 
 Loads (each for --seconds, per path, rounds alternate the order):
   http-keepalive  20 connections, requests one after another       → proxy CPU µs per request
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks.procs import cpu_seconds, free_ports
+from benchmarks.procs import cpu_seconds, free_ports, plan_pinning
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXY_UID = 1337
@@ -134,24 +138,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.capture")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the summary to this file")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("benchmarks.capture: run as root inside a namespace: unshare -n python -m benchmarks.capture",
               file=sys.stderr)
         return 2
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    pinning = plan_pinning()
+    proxy_cpus = pinning.proxy_cpus
+
+    def pin_proxy() -> None:
+        if proxy_cpus:
+            os.sched_setaffinity(0, proxy_cpus)
+
+    if pinning.load_cpus:
+        os.sched_setaffinity(0, pinning.load_cpus)  # this harness, its clients and the backends
     ports = free_ports(4)
     workdir = Path(tempfile.mkdtemp(prefix="shiftproxy-bench-capture-"))
     workdir.chmod(0o755)
-    (workdir / "bench.yaml").write_text(config((ports[0], ports[1]), (ports[2], ports[3])))
-    (workdir / "bench.yaml").chmod(0o644)
+    config_dir = workdir / "config"
+    config_dir.mkdir(mode=0o755)
+    (config_dir / "bench.yaml").write_text(config((ports[0], ports[1]), (ports[2], ports[3])))
+    (config_dir / "bench.yaml").chmod(0o644)
+    state_dir = workdir / "state"  # the proxy's own user must be able to write it
+    state_dir.mkdir()
+    os.chown(state_dir, PROXY_UID, PROXY_UID)
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.backend", "http", f"{ports[0]}=v1", f"{ports[1]}=v2"],
                               cwd=ROOT),
              subprocess.Popen([sys.executable, "-m", "benchmarks.backend", "echo", f"{ports[2]}=v1", f"{ports[3]}=v2"],
                               cwd=ROOT)]
-    proxy = subprocess.Popen([*as_proxy_user(), sys.executable, "-m", "proxy", "run", "--config", str(workdir),
-                              "--role", "mesh", "--capture", "--access-log", "off", "--log-level", "warning"],
-                             cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    proxy = subprocess.Popen([*as_proxy_user(), sys.executable, "-m", "proxy", "run", "--config", str(config_dir),
+                              "--role", "mesh", "--capture", "--access-log", "off", "--log-level", "warning",
+                              "--state-dir", str(state_dir)],
+                             cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=pin_proxy)
     procs.append(proxy)
     try:
         for _ in range(100):
@@ -180,12 +200,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{load:16} {per_op['explicit']:15.1f} {per_op['captured']:15.1f} "
                   f"{per_op['captured'] - per_op['explicit']:+11.1f} {rate['explicit']:14.0f} {rate['captured']:14.0f}")
         print(json.dumps(summary))
+        if args.json is not None:
+            args.json.write_text(json.dumps({"summary": summary, "pinning": pinning.note,
+                                             "seconds": args.seconds, "rounds": args.rounds}) + "\n")
         return 0
     finally:
         subprocess.run([sys.executable, "-m", "proxy", "iptables", "--cleanup"], cwd=ROOT, capture_output=True)
         for p in procs:
             p.terminate()
             p.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
