@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -132,6 +133,9 @@ def _preflight(args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, st
     if "http" in groups and not tools["wrk"]:
         groups.remove("http")
         notes.append("HTTP loads skipped: wrk is not installed")
+    if "tls" in groups and importlib.util.find_spec("trustme") is None:
+        groups.remove("tls")
+        notes.append("TLS loads skipped: trustme is not installed — `.venv/bin/pip install -e '.[bench]'`")
     if "tls" in groups and not tools["wrk"]:
         notes.append("HTTPS wrk loads skipped: wrk is not installed (the full-handshake load still runs)")
     if not tools["iperf3"] and "bulk" in groups:

@@ -56,7 +56,8 @@ def tls_notes(key_type: str) -> list[str]:
         " nginx: `listen ... ssl`; HAProxy: `bind ... ssl crt`.",
         "HTTPS keep-alive: wrk over 50 TLS connections opened once. HTTPS `Connection: close`: wrk, a new"
         " connection per request; wrk offers the session ticket of its previous connection and every proxy"
-        " accepts it by default, so these are resumed (PSK + ECDHE) handshakes without the certificate signature."
+        " accepts it by default (checked each run; a target that does not gets a note), so these are resumed"
+        " (PSK + ECDHE) handshakes without the certificate signature."
         " New TLS connections, full handshake: `benchmarks/loadgen.py tls-handshake`, 50 workers that each open a"
         " connection without a session to resume (SNI bench.local, no certificate verification, like wrk), send"
         " one `Connection: close` request and read the response; the client counts resumed sessions (none) and"

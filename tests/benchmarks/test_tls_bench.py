@@ -20,8 +20,9 @@ from benchmarks import loadgen
 from benchmarks.envoy_config import DOWNSTREAM_TLS_TYPE, istio_to_envoy, load_objects
 from benchmarks.haproxy_config import envoy_to_haproxy
 from benchmarks.istio_config import BackendPorts, ListenerPorts, TlsFiles, bench_istio_yaml
+from benchmarks.measure import Context, build_metrics, tls_handshake_load
 from benchmarks.procs import plan_pinning
-from benchmarks.targets import NginxTarget
+from benchmarks.targets import NginxTarget, Target
 from benchmarks.tls_setup import SERVER_NAME, make_tls_files
 from proxy.config.compile import CompileOptions, build_snapshot
 
@@ -184,3 +185,46 @@ async def test_handshake_client_counts_failures_against_a_plain_server() -> None
         server.close()
         await server.wait_closed()
     assert result["connections"] == 0 and result["errors"] >= 1  # type: ignore[operator]
+
+
+class _Listener(Target):
+    """A target that is just a TLS port (no process to charge CPU to)."""
+
+    name = "tls-server"
+    is_proxy = False
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.http_port = self.tcp_port = self.bulk_port = 0
+        self.https_port = port
+
+
+@pytest.mark.parametrize("tickets", [True, False])
+async def test_handshake_load_reports_rate_and_whether_wrk_could_resume(tls: TlsFiles, tickets: bool) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.cert, tls.key)
+    if not tickets:
+        context.num_tickets = 0  # TLS 1.3 without tickets: nothing to resume
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    target = _Listener(server.sockets[0].getsockname()[1])
+    ctx = Context(0.5, plan_pinning(), False)
+    try:
+        values = await asyncio.to_thread(tls_handshake_load, target, ctx)  # the load client is a subprocess
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert values["tls_handshake_rate"] > 0
+    problems = ctx.problems.get(("tls_handshake", target.name), [])
+    if tickets:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and "refuses session resumption" in problems[0]
+    keys = {m.key for m in build_metrics(10, 10, True)}
+    assert {"tls_handshake_rate", "tls_handshake_cpu", "https_c50_rps", "https_c50_cpu", "https_close_rps"} <= keys
