@@ -112,6 +112,14 @@ def tls_handshake_load(target: Target, ctx: Context) -> dict[str, float]:
     return values
 
 
+def record_tls_cost(ctx: Context, target: Target) -> None:
+    """TLS termination's CPU per keep-alive request: HTTPS minus HTTP, round by round (both loads ran once per
+    round over the same route; a round where either failed leaves the counts unequal and the row out)."""
+    plain, tls = ctx.samples.get(("http_c50_cpu", target.name), []), ctx.samples.get(("https_c50_cpu", target.name), [])
+    if plain and len(plain) == len(tls):
+        ctx.samples[("tls_cost_cpu", target.name)] = [b - a for a, b in zip(plain, tls, strict=True)]
+
+
 def bulk_load(target: Target, ctx: Context) -> dict[str, float]:
     cpu_before = cpu_seconds(target.pids())
     if ctx.use_iperf3:
@@ -142,6 +150,7 @@ def build_metrics(idle_http: int, idle_tcp: int, use_iperf3: bool) -> list[Metri
         Metric("https_c50_rps", "HTTPS keep-alive, 50 conns (TLS 1.3)", "req/s", True),
         Metric("https_c50_p99", "… p99 latency", "µs", False),
         Metric("https_c50_cpu", "… proxy CPU per request", "µs", False),
+        Metric("tls_cost_cpu", "… TLS termination's share (HTTPS − HTTP keep-alive, same round)", "µs", False),
         Metric("https_close_rps", "HTTPS `Connection: close`, 50 conns (wrk: resumed sessions)", "req/s", True),
         Metric("https_close_p99", "… p99 latency", "µs", False),
         Metric("https_close_cpu", "… proxy CPU per request (resumed handshake + request)", "µs", False),

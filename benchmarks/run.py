@@ -46,6 +46,7 @@ from benchmarks.measure import (
     http_load,
     measure_idle,
     measure_weights,
+    record_tls_cost,
     tcp_connect_load,
     tcp_rr_load,
     tls_handshake_load,
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                 if target.is_proxy:
                     ctx.record(target, {"rss_start": rss_bytes(target.pids()) / MIB})
             _run_rounds(args, groups, targets, ctx, tools["wrk"] is not None)
+            for target in targets:
+                if target.is_proxy:
+                    record_tls_cost(ctx, target)
             for target in targets:
                 if target.is_proxy:
                     ctx.record(target, {"rss_after_load": rss_bytes(target.pids()) / MIB})

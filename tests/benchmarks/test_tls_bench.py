@@ -20,7 +20,7 @@ from benchmarks import loadgen
 from benchmarks.envoy_config import DOWNSTREAM_TLS_TYPE, istio_to_envoy, load_objects
 from benchmarks.haproxy_config import envoy_to_haproxy
 from benchmarks.istio_config import BackendPorts, ListenerPorts, TlsFiles, bench_istio_yaml
-from benchmarks.measure import Context, build_metrics, tls_handshake_load
+from benchmarks.measure import Context, build_metrics, record_tls_cost, tls_handshake_load
 from benchmarks.procs import plan_pinning
 from benchmarks.targets import NginxTarget, Target
 from benchmarks.tls_setup import SERVER_NAME, make_tls_files
@@ -228,3 +228,18 @@ async def test_handshake_load_reports_rate_and_whether_wrk_could_resume(tls: Tls
         assert len(problems) == 1 and "refuses session resumption" in problems[0]
     keys = {m.key for m in build_metrics(10, 10, True)}
     assert {"tls_handshake_rate", "tls_handshake_cpu", "https_c50_rps", "https_c50_cpu", "https_close_rps"} <= keys
+
+
+def test_tls_cost_is_https_minus_http_cpu_round_by_round() -> None:
+    ctx = Context(1.0, plan_pinning(), False)
+    target = _Listener(1)
+    ctx.samples[("http_c50_cpu", target.name)] = [20.0, 22.0, 30.0]
+    ctx.samples[("https_c50_cpu", target.name)] = [27.0, 31.0, 35.0]
+    record_tls_cost(ctx, target)
+    assert ctx.samples[("tls_cost_cpu", target.name)] == [7.0, 9.0, 5.0]
+    other = _Listener(2)
+    other.name = "one-round-failed"
+    ctx.samples[("http_c50_cpu", other.name)] = [20.0, 22.0]
+    ctx.samples[("https_c50_cpu", other.name)] = [27.0]
+    record_tls_cost(ctx, other)
+    assert ("tls_cost_cpu", other.name) not in ctx.samples
