@@ -5,7 +5,7 @@ order rotates between rounds), so slow drifts of the machine hit every column al
 the client's result and the proxy's CPU time (utime+stime of its process tree from /proc) divided by
 the requests it served. After the rounds: RSS, weight accuracy, and RSS with thousands of idle connections.
 
-    python -m benchmarks.run                      # 3 rounds × 5 s per load, all targets (~7 min)
+    python -m benchmarks.run                      # 3 rounds × 5 s per load, all targets (~10 min)
     python -m benchmarks.run --quick              # 1 round × 3 s
     python -m benchmarks.run --only http,tcp --targets shiftproxy,envoy
     python -m benchmarks.run --only tls --targets shiftproxy,envoy,nginx,haproxy   # the TLS rows alone
