@@ -114,8 +114,11 @@ def tls_handshake_load(target: Target, ctx: Context) -> dict[str, float]:
 
 def record_tls_cost(ctx: Context, target: Target) -> None:
     """TLS termination's CPU per keep-alive request: HTTPS minus HTTP, round by round (both loads ran once per
-    round over the same route; a round where either failed leaves the counts unequal and the row out)."""
-    plain, tls = ctx.samples.get(("http_c50_cpu", target.name), []), ctx.samples.get(("https_c50_cpu", target.name), [])
+    round over the same route). Left out when either load failed in some round: the pairs would not match."""
+    pair = ("http_c50", "https_c50")
+    if any(p.startswith("failed") for load in pair for p in ctx.problems.get((load, target.name), [])):
+        return
+    plain, tls = (ctx.samples.get((f"{load}_cpu", target.name), []) for load in pair)
     if plain and len(plain) == len(tls):
         ctx.samples[("tls_cost_cpu", target.name)] = [b - a for a, b in zip(plain, tls, strict=True)]
 

@@ -332,10 +332,10 @@ def _run_rounds(args: argparse.Namespace, groups: list[str], targets: list[Targe
         capable = {"": True, "tcp": target.serves_tcp, "tls": bool(target.https_port)}[needs]
         return capable and (target.loads is None or name in target.loads)
 
-    per_round = sum(len([t for t in targets if runs(t, name, tcp)]) for name, _, tcp in plan)
+    per_round = sum(len([t for t in targets if runs(t, name, needs)]) for name, _, needs in plan)
     print(f"{args.runs} round(s) × {per_round} runs × {args.duration:g} s ≈ "
           f"{args.runs * per_round * (args.duration + 0.7) / 60:.1f} min of load", file=sys.stderr)
-    if "http" in groups or "tls" in groups and have_wrk:
+    if "http" in groups or ("tls" in groups and have_wrk):
         for target in targets:  # warm-up: connection pools, allocator arenas; not recorded
             _guard(ctx, "warm-up", target, lambda t=target: loads.run_wrk(t.http_port, 50, 1.0))
             if "tls" in groups and target.https_port:

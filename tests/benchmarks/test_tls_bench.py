@@ -243,3 +243,8 @@ def test_tls_cost_is_https_minus_http_cpu_round_by_round() -> None:
     ctx.samples[("https_c50_cpu", other.name)] = [27.0]
     record_tls_cost(ctx, other)
     assert ("tls_cost_cpu", other.name) not in ctx.samples
+    # one failure in each load: as many samples, but from different rounds
+    ctx.samples[("https_c50_cpu", other.name)] = [27.0, 31.0]
+    ctx.problems[("https_c50", other.name)].append("failed: wrk exited 1")
+    record_tls_cost(ctx, other)
+    assert ("tls_cost_cpu", other.name) not in ctx.samples
