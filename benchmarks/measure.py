@@ -106,7 +106,8 @@ def tls_handshake_load(target: Target, ctx: Context) -> dict[str, float]:
         problems.append(f"TLS versions negotiated: {versions}")
     if problems:
         ctx.problems[("tls_handshake", target.name)].append("; ".join(problems))
-    values = {"tls_handshake_rate": float(result["rate"])}  # type: ignore[arg-type]
+    values = {"tls_handshake_rate": float(result["rate"]),  # type: ignore[arg-type]
+              "tls_handshake_client_cpu": float(result["client_cpu"]) * 1e6}  # type: ignore[arg-type]
     if target.is_proxy and result["connections"]:
         values["tls_handshake_cpu"] = cpu * 1e6 / float(result["connections"])  # type: ignore[arg-type]
     return values
@@ -160,6 +161,7 @@ def build_metrics(idle_http: int, idle_tcp: int, use_iperf3: bool) -> list[Metri
         Metric("tls_handshake_rate", "New TLS connections, full handshake + 1 request, 50 at a time", "conns/s",
                True),
         Metric("tls_handshake_cpu", "… proxy CPU per handshake (+ request)", "µs", False),
+        Metric("tls_handshake_client_cpu", "… load client's CPU per handshake (its limit: 1 s ÷ this)", "µs", False),
         Metric("tcp_rr_rate", "TCP request/response, 50 conns × 64 B", "round trips/s", True),
         Metric("tcp_rr_cpu", "… proxy CPU per round trip", "µs", False),
         Metric("tcp_connect_rate", "New TCP connections, 50 at a time × 64 B echoed once", "conns/s", True),

@@ -61,6 +61,7 @@ def tls_notes(key_type: str) -> list[str]:
         " New TLS connections, full handshake: `benchmarks/loadgen.py tls-handshake`, 50 workers that each open a"
         " connection without a session to resume (SNI bench.local, no certificate verification, like wrk), send"
         " one `Connection: close` request and read the response; the client counts resumed sessions (none) and"
-        " TLS versions. It runs on the load CPU with the backends: where the proxies' rates come out close, the"
-        " client is the limit, and the proxy CPU per handshake is the figure to compare.",
+        " TLS versions. It runs on the load CPU with the backends and costs about as much CPU per handshake as"
+        " wrk does (its row says how much): where its CPU per handshake × the rate nears one second, the client is"
+        " the limit, and the proxy CPU per handshake is the figure to compare.",
     ]
