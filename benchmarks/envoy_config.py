@@ -11,8 +11,9 @@ istiod does, so Envoy's own defaults (1024 connections) do not cap the idle-conn
 
 Covered: uri/header/method/authority/scheme/query matches, `withoutHeaders`, `ignoreUriCase`, match-level
 `port`, `timeout` (default infinite like Istio), `rewrite.uri` for prefix matches, `directResponse`, an optional
-mesh (sidecar outbound) HTTP listener with default routes. Anything else is skipped with a warning: this is
-a benchmark fixture, not a control plane. Pure functions, no I/O except `load_objects`.
+mesh (sidecar outbound) HTTP listener with default routes, HTTPS servers terminating with certificate files
+(`tls.mode: SIMPLE`; a `DownstreamTlsContext` on the listener, ALPN http/1.1). Anything else is skipped with a
+warning: this is a benchmark fixture, not a control plane. Pure functions, no I/O except `load_objects`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ ROUTER_FILTER = {
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 FILE_LOG_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+TLS_VERSIONS = {"TLS_AUTO": "TLS_AUTO", "TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2",
+                "TLSV1_3": "TLSv1_3"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +244,10 @@ class _Translator:
                 vhosts = self._virtual_hosts(bound, port, mesh=False)
                 listeners.append(_listener(bind, port, self._hcm(f"gateway_{port}", vhosts)))
             elif protocol in TLS_PROTOCOLS:
-                self.warnings.append(f"gateway port {port}: {protocol} servers are not translated (no TLS here)")
+                transport = self._downstream_tls(port, protocol, [server for _, server in servers])
+                if transport is not None:
+                    vhosts = self._virtual_hosts(bound, port, mesh=False)
+                    listeners.append(_listener(bind, port, self._hcm(f"gateway_{port}", vhosts), transport))
             else:
                 tcp = self._tcp_proxy(bound, port)
                 if tcp is None:
@@ -248,6 +255,32 @@ class _Translator:
                 else:
                     listeners.append(_listener(bind, port, tcp))
         return listeners
+
+    def _downstream_tls(self, port: int, protocol: str, servers: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The listener's `DownstreamTlsContext` for an HTTPS server terminating with certificate files
+        (`tls.mode: SIMPLE`, `serverCertificate`/`privateKey`); None with a warning for anything else."""
+        tls = servers[0].get("tls") or {}
+        mode = str(tls.get("mode", "SIMPLE")).upper()
+        if protocol != "HTTPS" or mode != "SIMPLE" or not tls.get("serverCertificate") or not tls.get("privateKey"):
+            self.warnings.append(f"gateway port {port}: only HTTPS servers with tls.mode SIMPLE and "
+                                 "serverCertificate/privateKey files are translated; listener left out")
+            return None
+        if len(servers) > 1:
+            self.warnings.append(f"gateway port {port}: only the first server's certificate is used (no SNI chains)")
+        common: dict[str, Any] = {
+            "tls_certificates": [{"certificate_chain": {"filename": str(tls["serverCertificate"])},
+                                  "private_key": {"filename": str(tls["privateKey"])}}],
+            "alpn_protocols": ["http/1.1"],  # what shiftproxy offers; Istio's gateways add h2
+        }
+        params = {key: TLS_VERSIONS[str(tls[field])] for field, key in (
+            ("minProtocolVersion", "tls_minimum_protocol_version"),
+            ("maxProtocolVersion", "tls_maximum_protocol_version")) if str(tls.get(field)) in TLS_VERSIONS}
+        if tls.get("cipherSuites"):
+            params["cipher_suites"] = [str(c) for c in tls["cipherSuites"]]
+        if params:
+            common["tls_params"] = params
+        return {"name": "envoy.transport_sockets.tls",
+                "typed_config": {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": common}}
 
     def mesh_listener(self, port: int) -> dict[str, Any]:
         bound = [vs for vs in self.virtual_services if "mesh" in (vs.spec.get("gateways") or ["mesh"])]
@@ -429,9 +462,12 @@ def _socket_address(address: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": address, "port_value": port}}
 
 
-def _listener(bind: str, port: int, network_filter: dict[str, Any]) -> dict[str, Any]:
-    return {"name": f"{bind}_{port}", "address": _socket_address(bind, port),
-            "filter_chains": [{"filters": [network_filter]}]}
+def _listener(bind: str, port: int, network_filter: dict[str, Any],
+              transport_socket: dict[str, Any] | None = None) -> dict[str, Any]:
+    chain: dict[str, Any] = {"filters": [network_filter]}
+    if transport_socket is not None:
+        chain["transport_socket"] = transport_socket
+    return {"name": f"{bind}_{port}", "address": _socket_address(bind, port), "filter_chains": [chain]}
 
 
 def _file_log(path: str) -> dict[str, Any]:

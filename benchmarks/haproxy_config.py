@@ -14,6 +14,9 @@ How that differs from Istio/Envoy (and from shiftproxy):
   weights are scaled up to 256 and the shares are as exact as that ring is even (about ±1%).
 - only the first route of the first virtual host is used (the benchmark routes `/` alone); matches,
   rewrites, timeouts and header operations are not translated.
+- TLS termination (a listener with a `DownstreamTlsContext`): `bind ... ssl crt <pem> alpn http/1.1`, where
+  `<pem>` holds the certificate chain and its key in one file (HAProxy's form), given per certificate file in
+  `pems`; HAProxy's defaults otherwise (TLS 1.2–1.3, session tickets on, as Envoy's and shiftproxy's).
 - upstream keep-alive: `http-reuse always` with idle connections kept, as Envoy's connection pool. Header
   names go out lower-cased over HTTP/1.1, as from Envoy and shiftproxy (HAProxy 2.x's internal HTX form;
   `h1-case-adjust` would restore a case).
@@ -51,8 +54,31 @@ def _destinations(filter_config: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(filter_config["cluster"], 1)]
 
 
-def envoy_to_haproxy(bootstrap: Mapping[str, Any], *, pidfile: str, access_log: bool, nofile: int) -> str:
-    """The haproxy.cfg text for `bootstrap` (the dict `istio_to_envoy(...).bootstrap`)."""
+_HAPROXY_VERSIONS = {"TLSv1_0": "TLSv1.0", "TLSv1_1": "TLSv1.1", "TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}
+
+
+def _ssl_bind(transport_socket: Mapping[str, Any], pems: Mapping[str, str]) -> str | None:
+    """The `ssl ...` options of a `bind` terminating TLS like `transport_socket`; None without a PEM for it."""
+    common = transport_socket["typed_config"].get("common_tls_context") or {}
+    certificates = common.get("tls_certificates") or []
+    chain = certificates[0]["certificate_chain"]["filename"] if certificates else ""
+    if chain not in pems:
+        return None
+    options = [f"ssl crt {pems[chain]}"]
+    if common.get("alpn_protocols"):
+        options.append("alpn " + ",".join(common["alpn_protocols"]))
+    params = common.get("tls_params") or {}
+    for key, option in (("tls_minimum_protocol_version", "ssl-min-ver"),
+                        ("tls_maximum_protocol_version", "ssl-max-ver")):
+        if params.get(key) in _HAPROXY_VERSIONS:
+            options.append(f"{option} {_HAPROXY_VERSIONS[params[key]]}")
+    return " ".join(options)
+
+
+def envoy_to_haproxy(bootstrap: Mapping[str, Any], *, pidfile: str, access_log: bool, nofile: int,
+                     pems: Mapping[str, str] | None = None) -> str:
+    """The haproxy.cfg text for `bootstrap` (the dict `istio_to_envoy(...).bootstrap`). `pems`: certificate
+    chain file → a PEM file with that chain and its key, for listeners that terminate TLS."""
     resources = bootstrap["static_resources"]
     clusters = {c["name"]: c for c in resources["clusters"]}
     lines: list[str | None] = [
@@ -71,9 +97,17 @@ def envoy_to_haproxy(bootstrap: Mapping[str, Any], *, pidfile: str, access_log: 
     ]
     for listener in resources["listeners"]:
         address = listener["address"]["socket_address"]
-        network_filter = listener["filter_chains"][0]["filters"][0]
+        chain = listener["filter_chains"][0]
+        network_filter = chain["filters"][0]
         config = network_filter["typed_config"]
         name = f"l{address['port_value']}"
+        ssl = ""
+        if "transport_socket" in chain:
+            found = _ssl_bind(chain["transport_socket"], pems or {})
+            if found is None:
+                lines += [f"# {name}: TLS listener left out (no combined PEM for its certificate)", ""]
+                continue
+            ssl = " " + found
         if network_filter["name"] == HTTP_MANAGER:
             route = config["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
             mode, destinations = "http", _destinations(route)
@@ -81,7 +115,7 @@ def envoy_to_haproxy(bootstrap: Mapping[str, Any], *, pidfile: str, access_log: 
             mode, destinations = "tcp", _destinations(config)
         else:
             continue
-        lines += [f"frontend {name}", f"  mode {mode}", f"  bind {address['address']}:{address['port_value']}",
+        lines += [f"frontend {name}", f"  mode {mode}", f"  bind {address['address']}:{address['port_value']}{ssl}",
                   f"  default_backend {name}_backend"]
         if access_log:
             lines.append("  option httplog" if mode == "http" else "  option tcplog")

@@ -5,7 +5,9 @@ One Gateway (selector `istio: ingressgateway`) with three servers:
 - TCP on `ports.tcp`: an 80/20 weighted route to subsets v1/v2 of `tcp-echo.bench.local` (echo servers);
 - TCP on `ports.bulk`: a single-destination route to `bulk.bench.local` (iperf3 server or byte sink).
   Bulk gets its own server because iperf3 opens a control and a data connection that must reach the
-  same server process, which a per-connection weighted pick would split.
+  same server process, which a per-connection weighted pick would split;
+- HTTPS on `ports.https` (when given a certificate): TLS terminated with `tls.mode: SIMPLE` and the
+  certificate/key file paths, then the same HTTP 50/50 route as the HTTP server.
 Backends are ServiceEntries with STATIC resolution and one 127.0.0.1 endpoint per version, labelled
 `version`, exactly how a user describes local services without Kubernetes.
 """
@@ -27,6 +29,17 @@ class ListenerPorts:
     http: int
     tcp: int
     bulk: int
+    https: int = 0  # 0: no HTTPS server
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """One server identity every proxy presents: PEM certificate chain, its key, and both in one file
+    (HAProxy's `crt`)."""
+
+    cert: str
+    key: str
+    combined: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +64,15 @@ RESILIENCE_POLICY = """\
 
 def bench_istio_yaml(listeners: ListenerPorts, backends: BackendPorts,
                      http_weights: tuple[int, int] = HTTP_WEIGHTS, tcp_weights: tuple[int, int] = TCP_WEIGHTS,
-                     resilience: bool = False) -> str:
+                     resilience: bool = False, tls: TlsFiles | None = None) -> str:
     """`resilience`: retries on the HTTP route, outlier detection and consistent hashing (by source IP) on the
-    HTTP backend's subsets."""
+    HTTP backend's subsets. `tls` with `listeners.https`: an HTTPS server terminating with that identity."""
     retries = RESILIENCE_RETRIES if resilience else ""
+    https = ""
+    if tls is not None and listeners.https:
+        https = (f"  - port: {{number: {listeners.https}, name: https, protocol: HTTPS}}\n"
+                 f"    hosts: [\"*\"]\n"
+                 f"    tls: {{mode: SIMPLE, serverCertificate: {tls.cert}, privateKey: {tls.key}}}\n")
     return f"""\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -70,7 +88,7 @@ spec:
     hosts: ["*"]
   - port: {{number: {listeners.bulk}, name: tcp-bulk, protocol: TCP}}
     hosts: ["*"]
----
+{https}---
 {service_entry("http-backend", HTTP_HOST, 80, "http", "HTTP",
                 [("v1", backends.http_v1), ("v2", backends.http_v2)])}
 ---

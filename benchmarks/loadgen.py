@@ -6,6 +6,7 @@
     python -m benchmarks.loadgen weights-http --port P --requests 2000
     python -m benchmarks.loadgen weights-tcp --port P --connections 1000
     python -m benchmarks.loadgen connect --port P --conns 50 --size 64 --seconds 5   # a new TCP connection each
+    python -m benchmarks.loadgen tls-handshake --port P --conns 50 --seconds 5       # a full TLS handshake each
 
 Every loop is bounded by a duration or a count, and every connect/read by a timeout.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import time
 from collections import Counter
@@ -26,6 +28,7 @@ from benchmarks.backend import VERSION_PROBE
 HOST = "127.0.0.1"
 IO_TIMEOUT = 10.0
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: bench.local\r\n\r\n"
+TLS_REQUEST = b"GET / HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n"
 
 
 class _PingPong(asyncio.Protocol):
@@ -263,6 +266,95 @@ async def connect(port: int, conns: int, size: int, seconds: float) -> dict[str,
     return {"connections": done_count, "seconds": elapsed, "rate": done_count / elapsed, "errors": errors}
 
 
+class _TlsOneShot(asyncio.Protocol):
+    """A TLS connection that sends one `Connection: close` request and reads until the server closes."""
+
+    def __init__(self, done: asyncio.Future[bool], versions: Counter[str], resumed: list[int]) -> None:
+        self.done, self.versions, self.resumed = done, versions, resumed
+        self.head = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.versions[sslobj.version() or "?"] += 1
+            self.resumed[0] += bool(sslobj.session_reused)
+        transport.write(TLS_REQUEST)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if len(self.head) < 12:
+            self.head += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.head[:10] == b"HTTP/1.1 2")
+
+
+def client_tls_context() -> ssl.SSLContext:
+    """Like wrk's: no certificate verification (the client's CPU goes to the handshake itself), ALPN http/1.1.
+    A fresh connection is never given an earlier session, so every handshake is a full one."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def tls_handshake(port: int, conns: int, seconds: float, server_name: str) -> dict[str, object]:
+    """`conns` workers, each opening a TLS connection (full handshake, SNI `server_name`), sending one request
+    with `Connection: close` and reading the response until the close, until the time is up."""
+    loop = asyncio.get_running_loop()
+    context = client_tls_context()
+    deadline = time.perf_counter() + seconds
+    versions: Counter[str] = Counter()
+    resumed = [0]
+    done_count = errors = 0
+
+    async def worker() -> None:
+        nonlocal done_count, errors
+        while time.perf_counter() < deadline:
+            finished: asyncio.Future[bool] = loop.create_future()
+            try:
+                await asyncio.wait_for(loop.create_connection(
+                    lambda f=finished: _TlsOneShot(f, versions, resumed), HOST, port, ssl=context,
+                    server_hostname=server_name), IO_TIMEOUT)
+                ok = await asyncio.wait_for(finished, IO_TIMEOUT)
+            except (OSError, TimeoutError, ssl.SSLError):
+                ok = False
+            if ok:
+                done_count += 1
+            else:
+                errors += 1
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    # the client's own CPU per connection: near 1 s ÷ rate, the client (not the proxy) is the limit
+    return {"connections": done_count, "seconds": elapsed, "rate": done_count / elapsed, "errors": errors,
+            "versions": dict(versions), "resumed": resumed[0], "client_cpu": cpu / max(done_count, 1)}
+
+
+def server_resumes(port: int, server_name: str) -> bool | None:
+    """Whether the server lets a second connection resume the session of a first (as wrk's reconnects try);
+    None if that could not be found out."""
+    import socket
+
+    context = client_tls_context()
+    session = None
+    try:
+        for _ in range(2):
+            with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as raw, \
+                    context.wrap_socket(raw, server_hostname=server_name, session=session) as conn:
+                conn.sendall(TLS_REQUEST)
+                while conn.recv(65536):  # to the close: TLS 1.3 tickets arrive after the handshake
+                    pass
+                if session is not None:
+                    return conn.session_reused
+                session = conn.session
+    except (OSError, ssl.SSLError):
+        pass
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.loadgen")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +379,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--conns", type=int, default=50)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=5.0)
+    p = sub.add_parser("tls-handshake")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--conns", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--server-name", default="bench.local", help="the SNI sent")
     p = sub.add_parser("weights-tcp")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--connections", type=int, default=1000)
@@ -302,11 +399,15 @@ def main(argv: list[str] | None = None) -> None:
             return None
         if args.command == "connect":
             return await connect(args.port, args.conns, args.size, args.seconds)
+        if args.command == "tls-handshake":
+            return await tls_handshake(args.port, args.conns, args.seconds, args.server_name)
         if args.command == "weights-http":
             return await weights_http(args.port, args.requests)
         return await weights_tcp(args.port, args.connections)
 
     result = uvloop.run(run())
+    if args.command == "tls-handshake" and result is not None:
+        result["server_resumes"] = server_resumes(args.port, args.server_name)
     if result is not None:
         print(json.dumps(result), flush=True)
 

@@ -64,11 +64,11 @@ def _run(argv: list[str], timeout: float) -> str:
     return done.stdout.decode(errors="replace")
 
 
-def run_wrk(port: int, conns: int, seconds: float, close: bool = False) -> WrkResult:
+def run_wrk(port: int, conns: int, seconds: float, close: bool = False, https: bool = False) -> WrkResult:
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency", "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}/")
+    argv.append(f"{'https' if https else 'http'}://127.0.0.1:{port}/")  # wrk does not verify certificates
     return parse_wrk(_run(argv, timeout=seconds + 30))
 
 

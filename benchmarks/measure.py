@@ -41,10 +41,12 @@ class Context:
 LoadFn = Callable[[Target, Context], dict[str, float]]
 
 
-def http_load(prefix: str, conns: int, close: bool, percentile: int) -> LoadFn:
+def http_load(prefix: str, conns: int, close: bool, percentile: int, https: bool = False) -> LoadFn:
+    """wrk against the target's HTTP listener (or, `https`, its TLS listener with the same route)."""
     def run(target: Target, ctx: Context) -> dict[str, float]:
         cpu_before = cpu_seconds(target.pids())
-        result = loads.run_wrk(target.http_port, conns, ctx.duration, close=close)
+        port = target.https_port if https else target.http_port
+        result = loads.run_wrk(port, conns, ctx.duration, close=close, https=https)
         cpu = cpu_seconds(target.pids()) - cpu_before
         if result.socket_errors or result.non_2xx:
             ctx.problems[(prefix, target.name)].append(
@@ -85,6 +87,43 @@ def tcp_connect_load(target: Target, ctx: Context) -> dict[str, float]:
     return values
 
 
+def tls_handshake_load(target: Target, ctx: Context) -> dict[str, float]:
+    """New TLS connections through the HTTPS listener: each a full handshake (no session offered), one
+    `Connection: close` request, then the close."""
+    cpu_before = cpu_seconds(target.pids())
+    result = loads.run_loadgen("tls-handshake", "--port", str(target.https_port), "--conns", "50",
+                               "--seconds", f"{ctx.duration:g}", timeout=ctx.duration + 60)
+    cpu = cpu_seconds(target.pids()) - cpu_before
+    problems = []
+    if result["errors"]:
+        problems.append(f"{result['errors']} connections failed")
+    if result["resumed"]:
+        problems.append(f"{result['resumed']} handshakes resumed a session")
+    if result.get("server_resumes") is False:
+        problems.append("refuses session resumption, so its HTTPS `Connection: close` row is full handshakes too")
+    versions: dict[str, int] = result["versions"]  # type: ignore[assignment]
+    if set(versions) - {"TLSv1.3"}:
+        problems.append(f"TLS versions negotiated: {versions}")
+    if problems:
+        ctx.problems[("tls_handshake", target.name)].append("; ".join(problems))
+    values = {"tls_handshake_rate": float(result["rate"]),  # type: ignore[arg-type]
+              "tls_handshake_client_cpu": float(result["client_cpu"]) * 1e6}  # type: ignore[arg-type]
+    if target.is_proxy and result["connections"]:
+        values["tls_handshake_cpu"] = cpu * 1e6 / float(result["connections"])  # type: ignore[arg-type]
+    return values
+
+
+def record_tls_cost(ctx: Context, target: Target) -> None:
+    """TLS termination's CPU per keep-alive request: HTTPS minus HTTP, round by round (both loads ran once per
+    round over the same route). Left out when either load failed in some round: the pairs would not match."""
+    pair = ("http_c50", "https_c50")
+    if any(p.startswith("failed") for load in pair for p in ctx.problems.get((load, target.name), [])):
+        return
+    plain, tls = (ctx.samples.get((f"{load}_cpu", target.name), []) for load in pair)
+    if plain and len(plain) == len(tls):
+        ctx.samples[("tls_cost_cpu", target.name)] = [b - a for a, b in zip(plain, tls, strict=True)]
+
+
 def bulk_load(target: Target, ctx: Context) -> dict[str, float]:
     cpu_before = cpu_seconds(target.pids())
     if ctx.use_iperf3:
@@ -112,6 +151,17 @@ def build_metrics(idle_http: int, idle_tcp: int, use_iperf3: bool) -> list[Metri
         Metric("http_close_rps", "HTTP `Connection: close`, 50 conns", "req/s", True),
         Metric("http_close_p99", "… p99 latency", "µs", False),
         Metric("http_close_cpu", "… proxy CPU per request", "µs", False),
+        Metric("https_c50_rps", "HTTPS keep-alive, 50 conns (TLS 1.3)", "req/s", True),
+        Metric("https_c50_p99", "… p99 latency", "µs", False),
+        Metric("https_c50_cpu", "… proxy CPU per request", "µs", False),
+        Metric("tls_cost_cpu", "… TLS termination's share (HTTPS − HTTP keep-alive, same round)", "µs", False),
+        Metric("https_close_rps", "HTTPS `Connection: close`, 50 conns (wrk: resumed sessions)", "req/s", True),
+        Metric("https_close_p99", "… p99 latency", "µs", False),
+        Metric("https_close_cpu", "… proxy CPU per request (resumed handshake + request)", "µs", False),
+        Metric("tls_handshake_rate", "New TLS connections, full handshake + 1 request, 50 at a time", "conns/s",
+               True),
+        Metric("tls_handshake_cpu", "… proxy CPU per handshake (+ request)", "µs", False),
+        Metric("tls_handshake_client_cpu", "… load client's CPU per handshake (its limit: 1 s ÷ this)", "µs", False),
         Metric("tcp_rr_rate", "TCP request/response, 50 conns × 64 B", "round trips/s", True),
         Metric("tcp_rr_cpu", "… proxy CPU per round trip", "µs", False),
         Metric("tcp_connect_rate", "New TCP connections, 50 at a time × 64 B echoed once", "conns/s", True),

@@ -5,15 +5,17 @@ order rotates between rounds), so slow drifts of the machine hit every column al
 the client's result and the proxy's CPU time (utime+stime of its process tree from /proc) divided by
 the requests it served. After the rounds: RSS, weight accuracy, and RSS with thousands of idle connections.
 
-    python -m benchmarks.run                      # 3 rounds × 5 s per load, all targets (~7 min)
+    python -m benchmarks.run                      # 3 rounds × 5 s per load, all targets (~10 min)
     python -m benchmarks.run --quick              # 1 round × 3 s
     python -m benchmarks.run --only http,tcp --targets shiftproxy,envoy
+    python -m benchmarks.run --only tls --targets shiftproxy,envoy,nginx,haproxy   # the TLS rows alone
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -27,7 +29,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from benchmarks import loads
-from benchmarks.istio_config import HTTP_WEIGHTS, TCP_WEIGHTS, BackendPorts, ListenerPorts, bench_istio_yaml
+from benchmarks.istio_config import (
+    HTTP_WEIGHTS,
+    TCP_WEIGHTS,
+    BackendPorts,
+    ListenerPorts,
+    TlsFiles,
+    bench_istio_yaml,
+)
 from benchmarks.measure import (
     MIB,
     Context,
@@ -37,8 +46,10 @@ from benchmarks.measure import (
     http_load,
     measure_idle,
     measure_weights,
+    record_tls_cost,
     tcp_connect_load,
     tcp_rr_load,
+    tls_handshake_load,
 )
 from benchmarks.procs import Pinning, free_ports, plan_pinning, raise_nofile_limit, rss_bytes
 from benchmarks.report import Summary, WeightCheck, fmt_summary, render
@@ -56,8 +67,9 @@ from benchmarks.targets import (
     envoy_binary,
     shiftproxy_available,
 )
+from benchmarks.tls_setup import KEY_TYPES, make_tls_files, tls_notes
 
-GROUPS = ("http", "tcp", "bulk", "idle", "weights")
+GROUPS = ("http", "tcp", "bulk", "idle", "weights", "tls")
 TARGETS = ("direct", "floor", "shiftproxy", "shiftproxy-resilience", "envoy", "nginx", "haproxy")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -89,6 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run; default 5")
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma list of {','.join(GROUPS)}")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma list of {','.join(TARGETS)}")
+    parser.add_argument("--tls-key", choices=sorted(KEY_TYPES), default="ecdsa",
+                        help="key type of the certificate every proxy presents in the TLS loads (default ecdsa)")
     parser.add_argument("--idle-conns", type=int, default=10_000, help="idle connections for the RSS check")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                         help="access logs in every proxy (default on: shiftproxy ships with them on; "
@@ -120,6 +134,11 @@ def _preflight(args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, st
     if "http" in groups and not tools["wrk"]:
         groups.remove("http")
         notes.append("HTTP loads skipped: wrk is not installed")
+    if "tls" in groups and importlib.util.find_spec("trustme") is None:
+        groups.remove("tls")
+        notes.append("TLS loads skipped: trustme is not installed — `.venv/bin/pip install -e '.[bench]'`")
+    if "tls" in groups and not tools["wrk"]:
+        notes.append("HTTPS wrk loads skipped: wrk is not installed (the full-handshake load still runs)")
     if not tools["iperf3"] and "bulk" in groups:
         notes.append("iperf3 not installed: bulk load uses the Python sender and sink instead")
     return tools, groups
@@ -154,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shiftproxy-bench-") as tmp:
         workdir = Path(tmp)
         # All ports at once: ports checked free but not yet bound cannot be handed out twice.
-        ports = iter(free_ports(5 + 4 * len(TARGETS)))
+        ports = iter(free_ports(5 + 5 * len(TARGETS)))
         backend_ports = BackendPorts(*(next(ports) for _ in range(5)))
         backends = Backends(backend_ports, workdir, pinning, nofile, tools["nginx"] is not None, use_iperf3)
         try:
             backends.start()
-            targets = _make_targets(args, ports, backend_ports, workdir, pinning, nofile, tools, notes)
+            tls = make_tls_files(workdir / "tls", args.tls_key) if "tls" in groups else None
+            targets = _make_targets(args, ports, backend_ports, workdir, pinning, nofile, tools, notes, tls)
             for target in targets:
                 target.start()
             for target in list(targets):
@@ -174,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             for target in targets:
                 if target.is_proxy:
                     ctx.record(target, {"rss_start": rss_bytes(target.pids()) / MIB})
-            _run_rounds(args, groups, targets, ctx)
+            _run_rounds(args, groups, targets, ctx, tools["wrk"] is not None)
+            for target in targets:
+                if target.is_proxy:
+                    record_tls_cost(ctx, target)
             for target in targets:
                 if target.is_proxy:
                     ctx.record(target, {"rss_after_load": rss_bytes(target.pids()) / MIB})
@@ -211,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             notes.append("Envoy config translation: " + "; ".join(target.warnings))
     names = [t.name for t in targets]
     notes += _fixed_notes(use_iperf3, names)
+    if "tls" in groups:
+        notes += tls_notes(args.tls_key)
     text = render("shiftproxy benchmark", meta, build_metrics(idle_http, idle_tcp, use_iperf3), names, ctx.samples,
                   extra_pairs=[("shiftproxy", "floor")], weights=weight_checks,
                   weight_routes=[("HTTP 50/50", "50%"), ("TCP 80/20", "80%")], notes=notes)
@@ -234,8 +259,10 @@ def _write(out: Path, stem: str, text: str, meta: list[tuple[str, str]], ctx: Co
 
 
 def _make_targets(args: argparse.Namespace, ports: Iterator[int], backend_ports: BackendPorts, workdir: Path,
-                  pinning: Pinning, nofile: int, tools: dict[str, str | None], notes: list[str]) -> list[Target]:
-    """One target per requested column; each proxy gets its own listener ports and its own copy of the YAML."""
+                  pinning: Pinning, nofile: int, tools: dict[str, str | None], notes: list[str],
+                  tls: TlsFiles | None) -> list[Target]:
+    """One target per requested column; each proxy gets its own listener ports and its own copy of the YAML.
+    With `tls`, shiftproxy, Envoy, nginx and HAProxy also get an HTTPS listener presenting it."""
     targets: list[Target] = []
     for name in args.targets:
         if name == "direct":
@@ -244,11 +271,14 @@ def _make_targets(args: argparse.Namespace, ports: Iterator[int], backend_ports:
         if name == "floor":
             targets.append(FloorTarget(next(ports), backend_ports.http_v1, workdir, pinning))
             continue
-        listeners = ListenerPorts(next(ports), next(ports), next(ports))
+        https = next(ports)
+        listeners = ListenerPorts(next(ports), next(ports), next(ports),
+                                  https if tls is not None and name != "shiftproxy-resilience" else 0)
         config_dir = workdir / f"istio-{name}"
         config_dir.mkdir()
         (config_dir / "bench.yaml").write_text(bench_istio_yaml(listeners, backend_ports, HTTP_WEIGHTS, TCP_WEIGHTS,
-                                                                resilience=name == "shiftproxy-resilience"))
+                                                                resilience=name == "shiftproxy-resilience",
+                                                                tls=tls))
         if name in ("shiftproxy", "shiftproxy-resilience"):
             reason = shiftproxy_available()
             if reason:
@@ -267,7 +297,7 @@ def _make_targets(args: argparse.Namespace, ports: Iterator[int], backend_ports:
                 notes.append(f"nginx column skipped: nginx is not installed — `{APT_HINT}`")
                 continue
             target = NginxTarget(listeners, backend_ports, workdir, pinning, nofile, args.access_log, HTTP_WEIGHTS,
-                                 TCP_WEIGHTS)
+                                 TCP_WEIGHTS, tls)
             if not target.has_stream:
                 notes.append("nginx TCP loads skipped: the stream module is missing — "
                              "`apt-get install -y libnginx-mod-stream`")
@@ -276,37 +306,46 @@ def _make_targets(args: argparse.Namespace, ports: Iterator[int], backend_ports:
             if tools["haproxy"] is None:
                 notes.append(f"haproxy column skipped: haproxy is not installed — `{APT_HINT}`")
                 continue
-            targets.append(HaproxyTarget(listeners, config_dir, workdir, pinning, nofile, args.access_log))
+            targets.append(HaproxyTarget(listeners, config_dir, workdir, pinning, nofile, args.access_log, tls))
     return targets
 
 
-def _run_rounds(args: argparse.Namespace, groups: list[str], targets: list[Target], ctx: Context) -> None:
-    plan: list[tuple[str, LoadFn, bool]] = []  # (load name, function, needs a TCP-capable target)
+def _run_rounds(args: argparse.Namespace, groups: list[str], targets: list[Target], ctx: Context,
+                have_wrk: bool) -> None:
+    plan: list[tuple[str, LoadFn, str]] = []  # (load name, function, what the target needs: "", "tcp" or "tls")
     if "http" in groups:
-        plan += [("http_c50", http_load("http_c50", 50, False, 99), False),
-                 ("http_c1", http_load("http_c1", 1, False, 50), False),
-                 ("http_close", http_load("http_close", 50, True, 99), False)]
+        plan += [("http_c50", http_load("http_c50", 50, False, 99), ""),
+                 ("http_c1", http_load("http_c1", 1, False, 50), ""),
+                 ("http_close", http_load("http_close", 50, True, 99), "")]
     if "tcp" in groups:
-        plan += [("tcp_rr", tcp_rr_load, True), ("tcp_connect", tcp_connect_load, True)]
+        plan += [("tcp_rr", tcp_rr_load, "tcp"), ("tcp_connect", tcp_connect_load, "tcp")]
     if "bulk" in groups:
-        plan.append(("bulk", bulk_load, True))
+        plan.append(("bulk", bulk_load, "tcp"))
+    if "tls" in groups:
+        if have_wrk:
+            plan += [("https_c50", http_load("https_c50", 50, False, 99, https=True), "tls"),
+                     ("https_close", http_load("https_close", 50, True, 99, https=True), "tls")]
+        plan.append(("tls_handshake", tls_handshake_load, "tls"))
     if not plan:
         return
-    def runs(target: Target, name: str, needs_tcp: bool) -> bool:
-        return (target.serves_tcp or not needs_tcp) and (target.loads is None or name in target.loads)
+    def runs(target: Target, name: str, needs: str) -> bool:
+        capable = {"": True, "tcp": target.serves_tcp, "tls": bool(target.https_port)}[needs]
+        return capable and (target.loads is None or name in target.loads)
 
-    per_round = sum(len([t for t in targets if runs(t, name, tcp)]) for name, _, tcp in plan)
+    per_round = sum(len([t for t in targets if runs(t, name, needs)]) for name, _, needs in plan)
     print(f"{args.runs} round(s) × {per_round} runs × {args.duration:g} s ≈ "
           f"{args.runs * per_round * (args.duration + 0.7) / 60:.1f} min of load", file=sys.stderr)
-    if "http" in groups:
+    if "http" in groups or ("tls" in groups and have_wrk):
         for target in targets:  # warm-up: connection pools, allocator arenas; not recorded
             _guard(ctx, "warm-up", target, lambda t=target: loads.run_wrk(t.http_port, 50, 1.0))
+            if "tls" in groups and target.https_port:
+                _guard(ctx, "warm-up", target, lambda t=target: loads.run_wrk(t.https_port, 50, 1.0, https=True))
     for round_index in range(args.runs):
         shift = round_index % len(targets)
         order = targets[shift:] + targets[:shift]
-        for name, fn, needs_tcp in plan:
+        for name, fn, needs in plan:
             for target in order:
-                if not runs(target, name, needs_tcp):
+                if not runs(target, name, needs):
                     continue
                 values = _guard(ctx, name, target, lambda t=target, f=fn: f(t, ctx))
                 if values:

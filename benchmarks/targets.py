@@ -18,8 +18,9 @@ from pathlib import Path
 
 from benchmarks.envoy_config import istio_to_envoy, load_objects
 from benchmarks.haproxy_config import envoy_to_haproxy
-from benchmarks.istio_config import BackendPorts, ListenerPorts
+from benchmarks.istio_config import BackendPorts, ListenerPorts, TlsFiles
 from benchmarks.procs import Pinning, Process, tree_pids, wait_http_ok, wait_port
+from benchmarks.tls_setup import nginx_tls_server
 
 READY_TIMEOUT = 30.0
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
@@ -139,6 +140,7 @@ class Target:
     http_port: int
     tcp_port: int
     bulk_port: int
+    https_port = 0  # the TLS listener (HTTPS, same route as http_port); 0: none
     is_proxy = True
     serves_tcp = True
     routes = True  # configured from the Istio YAML: weights and idle connections are measured too
@@ -168,6 +170,9 @@ class Target:
         for process in self.processes:
             process.stop()
 
+    def listener_ports(self) -> list[int]:
+        return [p for p in (self.http_port, self.tcp_port, self.bulk_port, self.https_port) if p]
+
     def _ports_up(self, *ports: int) -> str | None:
         process = self.processes[0]
         for port in ports:
@@ -194,6 +199,7 @@ class ShiftProxyTarget(Target):
                  access_log: bool) -> None:
         super().__init__()
         self.http_port, self.tcp_port, self.bulk_port = listeners.http, listeners.tcp, listeners.bulk
+        self.https_port = listeners.https
         self.admin_port = admin_port
         cwd = str(Path(__file__).resolve().parents[1])
         self.processes.append(Process("shiftproxy", shiftproxy_argv(config_dir, self.admin_port, access_log),
@@ -203,7 +209,7 @@ class ShiftProxyTarget(Target):
         process = self.processes[0]
         if not wait_http_ok(f"http://127.0.0.1:{self.admin_port}/ready", READY_TIMEOUT, process):
             return f"admin /ready never returned 200; log tail:\n{process.log_tail()}"
-        return self._ports_up(self.http_port, self.tcp_port, self.bulk_port)
+        return self._ports_up(*self.listener_ports())
 
 
 class ResilientShiftProxyTarget(ShiftProxyTarget):
@@ -247,6 +253,7 @@ class EnvoyTarget(Target):
                  pinning: Pinning, access_log: bool) -> None:
         super().__init__()
         self.http_port, self.tcp_port, self.bulk_port = listeners.http, listeners.tcp, listeners.bulk
+        self.https_port = listeners.https
         self.admin_port = admin_port
         config = istio_to_envoy(load_objects([config_dir]), admin_port=self.admin_port,
                                 access_log_path=str(workdir / "envoy-access.log") if access_log else None)
@@ -261,7 +268,7 @@ class EnvoyTarget(Target):
         process = self.processes[0]
         if not wait_http_ok(f"http://127.0.0.1:{self.admin_port}/ready", READY_TIMEOUT, process):
             return f"admin /ready never returned 200; log tail:\n{process.log_tail()}"
-        return self._ports_up(self.http_port, self.tcp_port, self.bulk_port)
+        return self._ports_up(*self.listener_ports())
 
 
 class NginxTarget(Target):
@@ -271,9 +278,10 @@ class NginxTarget(Target):
 
     def __init__(self, listeners: ListenerPorts, backends: BackendPorts, workdir: Path, pinning: Pinning,
                  nofile: int, access_log: bool, http_weights: tuple[int, int],
-                 tcp_weights: tuple[int, int]) -> None:
+                 tcp_weights: tuple[int, int], tls: TlsFiles | None = None) -> None:
         super().__init__()
         self.http_port, self.tcp_port, self.bulk_port = listeners.http, listeners.tcp, listeners.bulk
+        self.https_port = listeners.https if tls is not None else 0
         self.has_stream = self.serves_tcp = NGINX_STREAM_MODULE.is_file()
         nginx_dir = workdir / "nginx-proxy"
         nginx_dir.mkdir()
@@ -294,7 +302,7 @@ class NginxTarget(Target):
       proxy_set_header Connection "";
     }}
   }}
-}}
+{nginx_tls_server(self.https_port, tls) if tls is not None and self.https_port else ""}}}
 """
         if self.has_stream:
             log = f"access_log {nginx_dir}/stream-access.log basic;" if access_log else "access_log off;"
@@ -316,7 +324,7 @@ class NginxTarget(Target):
                                       workdir, pinning.proxy_cpus))
 
     def wait_ready(self) -> str | None:
-        ports = (self.http_port, self.tcp_port, self.bulk_port) if self.has_stream else (self.http_port,)
+        ports = self.listener_ports() if self.has_stream else [p for p in (self.http_port, self.https_port) if p]
         return self._ports_up(*ports)
 
 
@@ -326,17 +334,19 @@ class HaproxyTarget(Target):
     name = "haproxy"
 
     def __init__(self, listeners: ListenerPorts, config_dir: Path, workdir: Path, pinning: Pinning,
-                 nofile: int, access_log: bool) -> None:
+                 nofile: int, access_log: bool, tls: TlsFiles | None = None) -> None:
         super().__init__()
         self.http_port, self.tcp_port, self.bulk_port = listeners.http, listeners.tcp, listeners.bulk
+        self.https_port = listeners.https if tls is not None else 0
         bootstrap = istio_to_envoy(load_objects([config_dir]), admin_port=0).bootstrap
         haproxy_dir = workdir / "haproxy"
         haproxy_dir.mkdir()
         config = haproxy_dir / "haproxy.cfg"
         config.write_text(envoy_to_haproxy(bootstrap, pidfile=str(haproxy_dir / "haproxy.pid"),
-                                            access_log=access_log, nofile=nofile))
+                                            access_log=access_log, nofile=nofile,
+                                            pems={tls.cert: tls.combined} if tls is not None else None))
         # -db: foreground, logs (access log included) on stdout, which Process keeps in a file
         self.processes.append(Process("haproxy", ["haproxy", "-db", "-f", str(config)], workdir, pinning.proxy_cpus))
 
     def wait_ready(self) -> str | None:
-        return self._ports_up(self.http_port, self.tcp_port, self.bulk_port)
+        return self._ports_up(*self.listener_ports())
