@@ -120,7 +120,8 @@ def render(title: str, meta: Sequence[tuple[str, str]], metrics: Sequence[Metric
            samples: Mapping[tuple[str, str], Sequence[float]], *, baseline: str = "envoy",
            reference: str = "direct", extra_pairs: Sequence[tuple[str, str]] = (),
            weights: Mapping[tuple[str, str], WeightCheck] | None = None,
-           weight_routes: Sequence[tuple[str, str]] = (), notes: Sequence[str] = ()) -> str:
+           weight_routes: Sequence[tuple[str, str]] = (), notes: Sequence[str] = (),
+           sections: Sequence[str] = ()) -> str:
     """The whole report. `samples[(metric key, target)]` holds one value per run; missing = not measured."""
     summaries = {key: Summary.of(values) for key, values in samples.items()}
     lines = [f"# {title}", ""]
@@ -157,6 +158,8 @@ def render(title: str, meta: Sequence[tuple[str, str]], metrics: Sequence[Metric
             cells = [weights[(route, t)].cell() if (route, t) in weights else MISSING for t in weighted_targets]
             lines.append(_row([route, configured, *cells]))
 
+    for text in sections:  # tables of their own (markdown), before the notes
+        lines += text.rstrip("\n").split("\n")
     if notes:
         lines += ["", "Notes:", ""]
         lines += [f"- {note}" for note in notes]

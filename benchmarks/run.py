@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from benchmarks import loads
+from benchmarks import capture_rows, loads
 from benchmarks.istio_config import (
     HTTP_WEIGHTS,
     TCP_WEIGHTS,
@@ -69,7 +69,7 @@ from benchmarks.targets import (
 )
 from benchmarks.tls_setup import KEY_TYPES, make_tls_files, tls_notes
 
-GROUPS = ("http", "tcp", "bulk", "idle", "weights", "tls")
+GROUPS = ("http", "tcp", "bulk", "idle", "weights", "tls", "capture")
 TARGETS = ("direct", "floor", "shiftproxy", "shiftproxy-resilience", "envoy", "nginx", "haproxy")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             for target in targets:
                 target.stop()
             backends.stop()
+        capture = _capture(args, notes) if "capture" in groups else None
 
         meta = _meta(args, argv, pinning, backends, started, targets)
         meta.append(("load average", f"{load_average[0]:.2f} at start (other work on the machine skews the numbers), "
@@ -238,22 +239,42 @@ def main(argv: list[str] | None = None) -> int:
         notes += tls_notes(args.tls_key)
     text = render("shiftproxy benchmark", meta, build_metrics(idle_http, idle_tcp, use_iperf3), names, ctx.samples,
                   extra_pairs=[("shiftproxy", "floor")], weights=weight_checks,
-                  weight_routes=[("HTTP 50/50", "50%"), ("TCP 80/20", "80%")], notes=notes)
-    md_path = _write(args.out, stem, text, meta, ctx, weight_checks, notes)
+                  weight_routes=[("HTTP 50/50", "50%"), ("TCP 80/20", "80%")], notes=notes,
+                  sections=[capture_rows.section(capture, *_capture_plan(args))] if capture else [])
+    md_path = _write(args.out, stem, text, meta, ctx, weight_checks, notes, capture)
     print(text)
     print(f"written: {md_path} (+ .json with every sample); took {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
 
 
+def _capture_plan(args: argparse.Namespace) -> tuple[float, int]:
+    """Seconds per path and rounds of the capture loads."""
+    return args.duration, max(1, min(args.runs, 2))
+
+
+def _capture(args: argparse.Namespace, notes: list[str]) -> dict[str, dict[str, dict[str, float]]] | None:
+    """The transparent-capture loads, after every other target has stopped; None (with a note) if they can't run."""
+    reason = capture_rows.unavailable()
+    if reason is None:
+        print("transparent capture: benchmarks.capture in a private network namespace", file=sys.stderr)
+        try:
+            return capture_rows.run(*_capture_plan(args))
+        except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+            reason = f"failed: {str(exc).strip().splitlines()[0][:300]}"
+    notes.append(f"transparent capture rows skipped: {reason}")
+    return None
+
+
 def _write(out: Path, stem: str, text: str, meta: list[tuple[str, str]], ctx: Context,
-           weight_checks: dict[tuple[str, str], WeightCheck], notes: list[str]) -> Path:
+           weight_checks: dict[tuple[str, str], WeightCheck], notes: list[str],
+           capture: dict[str, dict[str, dict[str, float]]] | None) -> Path:
     """The markdown report, and every raw sample as JSON next to it."""
     out.mkdir(parents=True, exist_ok=True)
     md_path = out / f"{stem}.md"
     md_path.write_text(text)
     raw = {"meta": dict(meta), "samples": {f"{k}|{t}": v for (k, t), v in ctx.samples.items()},
            "weights": {f"{r}|{t}": [c.hits, c.total, c.expected] for (r, t), c in weight_checks.items()},
-           "notes": notes}
+           "notes": notes, "capture": capture}
     (out / f"{stem}.json").write_text(json.dumps(raw, indent=1) + "\n")
     return md_path
 
