@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 def _key_hash(conn: TcpDownstream, action: WeightedDestinations) -> int | None:
     sticky = action.sticky
+    if sticky is None or not sticky.key.source_ip:
+        return None
     client = conn.downstream_address.rpartition(":")[0]
-    return hash64(client.encode()) if sticky is not None and sticky.key.source_ip and client else None
+    return hash64(client.encode()) if client else None
 
 
 def _moved(conn: TcpDownstream, route_name: str) -> None:
