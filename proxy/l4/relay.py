@@ -205,10 +205,10 @@ class TcpDownstream(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._down_eof = True
         up = self._up
-        if up is not None and not up.is_closing():
-            up.write_eof()
         if self._up_eof or (up is None and not self._connecting):
-            self.close()
+            self.close()  # both directions done: closing sends the FIN a write_eof would (one system call less)
+        elif up is not None and not up.is_closing():
+            up.write_eof()
         # keep the transport open: the other direction may still be carrying the reply
         return True
 
@@ -387,11 +387,12 @@ class TcpDownstream(asyncio.Protocol):
 
     def upstream_eof(self) -> bool:
         self._up_eof = True
+        if self._down_eof:
+            self.close()  # both directions done: closing sends the FIN a write_eof would
+            return True
         down = self.transport
         if down is not None and not down.is_closing():
             down.write_eof()
-        if self._down_eof:
-            self.close()
         return True
 
     def upstream_pause_writing(self) -> None:
@@ -503,10 +504,12 @@ class TcpDownstream(asyncio.Protocol):
             state.metrics.connections_on_old_config -= 1
         log = state.access_log
         if log.enabled:
-            endpoint = self.endpoint
+            endpoint, peer = self.endpoint, self._peer
             log.tcp(self.flags, self._received_reported, self._sent_reported,
-                    (self.loop.time() - self._started) * 1000.0, self.downstream_address,
-                    f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "", self.cluster_name,
+                    (self.loop.time() - self._started) * 1000.0,
+                    b"%s:%d" % (peer[0].encode(), peer[1]) if peer else b"",
+                    endpoint.host_bytes if endpoint is not None else b"",
+                    self.cluster.name_bytes if self.cluster is not None else self.cluster_name.encode(),
                     self.requested_server_name)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
