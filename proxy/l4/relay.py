@@ -303,6 +303,9 @@ class TcpDownstream(asyncio.Protocol):
         return listener.route(self.destination_ip)
 
     def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
+        endpoints = cluster.endpoints
+        if len(endpoints) == 1 and cluster.outlier is None:  # nothing to balance, hash or eject
+            return endpoints[0]
         hashing = cluster.hash_policy  # consistentHash.useSourceIp applies to TCP too (Envoy's tcp_proxy)
         key = None
         if hashing is not None and hashing.source_ip and self._peer:
