@@ -55,7 +55,7 @@ class TcpDownstream(asyncio.Protocol):
         "listener_name", "state", "loop", "transport",
         "version", "route", "cluster_name", "cluster", "endpoint", "_destination_ip", "_peer",
         "flags", "on_old_config", "counted",
-        "_up", "_connect", "_connect_deadline", "_connecting", "_early",
+        "_up", "_connect", "_connecting", "_early",
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
         "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
@@ -81,7 +81,6 @@ class TcpDownstream(asyncio.Protocol):
         # upstream side
         self._up: asyncio.Transport | None = None
         self._connect: UpstreamConnect | None = None
-        self._connect_deadline = 0.0
         self._connecting = False
         self._early: list[bytes] | None = None  # read before the upstream is connected
         # half-close, flow control and lifecycle
@@ -100,7 +99,7 @@ class TcpDownstream(asyncio.Protocol):
         self._stats: _TcpStats | None = None
         self._started = 0.0
         # the reporting / idle timer
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: list[object] | None = None  # an entry of state.tcp_timers
         self._interval = REPORTING_INTERVAL
         self._idle_timeout: float | None = None
         self._mark: tuple[int, int, int] = (0, 0, 0)
@@ -328,12 +327,12 @@ class TcpDownstream(asyncio.Protocol):
     # upstream side ------------------------------------------------------------------------------
 
     def _start_connect(self, cluster: Cluster, endpoint: Endpoint) -> None:
-        """Connect to `endpoint`; the connection's timer (started here) enforces the connect timeout."""
+        """Connect to `endpoint`; the connection's timer, until connected, is the connect timeout."""
         loop = self.loop
-        now = loop.time()
-        self._connect_deadline = now + cluster.connect_timeout
-        if self._timer is None:
-            self._start_timer(now, cluster)
+        timers = self.state.tcp_timers
+        if self._timer is not None:
+            timers.cancel(self._timer)
+        self._timer = timers.start(loop, cluster.connect_timeout, self)
         connect = self._connect = UpstreamConnect(loop, open_connection(loop, self._new_upstream, cluster, endpoint),
                                                   self._connect_done)
         connect.start()
@@ -372,7 +371,7 @@ class TcpDownstream(asyncio.Protocol):
             transport.write_eof()
         elif not self._up_paused:
             self.transport.resume_reading()  # type: ignore[union-attr]
-        self._last_active = self.loop.time()  # idle from here
+        self._start_timer(self.cluster)  # type: ignore[arg-type]
         cluster = self.cluster
         if cluster is not None and (cluster.outlier is not None or cluster.tcp_keepalive is not None or
                                     cluster.max_connection_duration is not None):
@@ -422,28 +421,29 @@ class TcpDownstream(asyncio.Protocol):
         stats.opened += 1
         self.close()
 
-    def _start_timer(self, now: float, cluster: Cluster) -> None:
-        """The connection's one timer, from the connect on: connect timeout, reports, idle timeout."""
+    def _start_timer(self, cluster: Cluster) -> None:
+        """Connected: the timer now reports byte counts and enforces the idle timeout."""
         idle = cluster.tcp_idle_timeout
         if idle is not None and idle > 0:
             self._idle_timeout = idle
             self._interval = min(REPORTING_INTERVAL, idle / IDLE_CHECKS)
+        loop = self.loop
+        now = loop.time()
         self._last_active = now
         self._next_report = now + REPORTING_INTERVAL
-        self._timer = self.loop.call_later(min(self._interval, cluster.connect_timeout), self._tick)
+        timers = self.state.tcp_timers
+        if self._timer is not None:
+            timers.cancel(self._timer)  # the connect timeout
+        self._timer = timers.start(loop, self._interval, self)
 
-    def _tick(self) -> None:
-        """Report byte counts now and then; close when nothing has moved for the idle timeout."""
+    def tick(self) -> None:
+        """The connection's timer (proxy.l4.timers): the connect timeout while connecting; then byte-count
+        reports now and then, and the close when nothing has moved for the idle timeout."""
         self._timer = None
-        now = self.loop.time()
-        connect = self._connect
-        if connect is not None:  # not connected yet: only the connect timeout applies
-            left = self._connect_deadline - now
-            if left <= 0:
-                connect.cancel()  # _connect_done: UF
-                left = self._interval
-            self._timer = self.loop.call_later(min(self._interval, left), self._tick)
+        if self._connect is not None:
+            self._connect.cancel()  # _connect_done: UF, or another destination
             return
+        now = self.loop.time()
         moved = self._received_reported + self.received + self._sent_reported + self.sent
         limit = self._idle_timeout
         mark = (moved, 0, 0)
@@ -462,7 +462,7 @@ class TcpDownstream(asyncio.Protocol):
         if now >= self._next_report:
             self._report()
             self._next_report = now + REPORTING_INTERVAL
-        self._timer = self.loop.call_later(self._interval, self._tick)
+        self._timer = self.state.tcp_timers.start(self.loop, self._interval, self)
 
     def _report(self) -> None:
         stats = self._stats
@@ -483,10 +483,15 @@ class TcpDownstream(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._finished = True
-        for timer in (self._timer, self._drain_timer, self._life_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._drain_timer = self._life_timer = None
+        if self._timer is not None:
+            self.state.tcp_timers.cancel(self._timer)
+            self._timer = None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self._life_timer is not None:
+            self._life_timer.cancel()
+            self._life_timer = None
         if self._breaker is not None:
             self._breaker.release()
             self._breaker = None
