@@ -45,9 +45,6 @@ class UpstreamConnect:
         self.waiting: asyncio.Future[Any] | None = None
         self.cancelled = False
 
-    def start(self) -> None:
-        self._step(None)
-
     def cancel(self) -> None:
         """Stop connecting; `on_done` gets a CancelledError (not before this returns)."""
         if self.cancelled:
@@ -57,33 +54,33 @@ class UpstreamConnect:
             self.waiting.cancel()  # its done callback resumes the coroutine with the CancelledError
         # else: a step is scheduled (a bare yield), which throws it in
 
-    def _step(self, _future: asyncio.Future[Any] | None) -> None:
+    def _step(self, _future: asyncio.Future[Any] | None = None) -> None:
         self.waiting = None
         coro = self.coro
+        error: BaseException | None = None
         try:
             if self.cancelled and _future is None:
                 yielded = coro.throw(asyncio.CancelledError())
             else:
                 yielded = coro.send(None)  # a done future's await returns its result or raises
         except StopIteration:
-            self._done(None)
-            return
+            pass
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # refused, unreachable, unresolvable, TLS, cancelled
-            self._done(exc)
+            error = exc
+        else:
+            if yielded is None:  # a bare yield (asyncio.sleep(0)): resume on the next iteration, as a Task does
+                self.loop.call_soon(self._step, None)
+            else:
+                yielded._asyncio_future_blocking = False  # the Future protocol: the driver takes over the wait
+                self.waiting = yielded
+                yielded.add_done_callback(self._step)
             return
-        if yielded is None:  # a bare yield (asyncio.sleep(0)): resume on the next iteration, as a Task does
-            self.loop.call_soon(self._step, None)
-            return
-        yielded._asyncio_future_blocking = False  # the Future protocol: the driver takes over the wait
-        self.waiting = yielded
-        yielded.add_done_callback(self._step)
+        on_done, self.on_done = self.on_done, _ignore  # no reference cycle left through the downstream
+        on_done(error)
 
-    def _done(self, exc: BaseException | None) -> None:
-        on_done = self.on_done
-        self.on_done = _ignore  # no reference cycle left through the downstream
-        on_done(exc)
+    start = _step  # runs up to the coroutine's first wait at once
 
 
 def _ignore(_exc: BaseException | None) -> None:

@@ -19,13 +19,18 @@ Invariants:
 - half-close is relayed: EOF from one side becomes `write_eof()` on the other; the connection closes
   once both directions are done or when either side closes (the other is closed after its buffer drains);
 - the hot path only adds to plain ints. Counts reach `Metrics` at close and every REPORTING_INTERVAL
-  (Istio's `tcp_reporting_duration`) from one timer per connection, which also enforces the idle
-  timeout by comparing byte counts between ticks, so traffic never reschedules a timer.
+  (Istio's `tcp_reporting_duration`) from the connection's one timer (proxy.l4.timers), which also
+  enforces the connect timeout and the idle timeout (by comparing byte counts between ticks), so
+  traffic never reschedules a timer;
+- a feature costs a connection nothing when not configured: no listener address look-up without a
+  destination-subnet match, no balancer for a one-endpoint cluster, no source-address formatting
+  without hashing or an access log. The upstream connect is proxy.l4.connect.
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING
 
 from proxy.l4 import shifting
@@ -333,12 +338,9 @@ class TcpDownstream(asyncio.Protocol):
         if self._timer is not None:
             timers.cancel(self._timer)
         self._timer = timers.start(loop, cluster.connect_timeout, self)
-        connect = self._connect = UpstreamConnect(loop, open_connection(loop, self._new_upstream, cluster, endpoint),
-                                                  self._connect_done)
+        connect = self._connect = UpstreamConnect(
+            loop, open_connection(loop, partial(TcpUpstream, self), cluster, endpoint), self._connect_done)
         connect.start()
-
-    def _new_upstream(self) -> TcpUpstream:
-        return TcpUpstream(self)
 
     def _connect_done(self, exc: BaseException | None) -> None:
         self._connect = None
