@@ -69,26 +69,31 @@ class AccessLog:
         if len(lines) >= _BATCH:
             self.flush()
 
-    def tcp(self, flags: str, received: int, sent: int, duration_ms: float, downstream: str,
-            upstream_host: str, upstream_cluster: str, requested_server_name: str = "") -> None:
+    def tcp(self, flags: str, received: int, sent: int, duration_ms: float, downstream: bytes,
+            upstream_host: bytes, upstream_cluster: bytes, requested_server_name: str = "") -> None:
         if not self.enabled:
             return
         if self._json:
             entry = {
                 "start_time": _text(self._now()), "protocol": "tcp", "response_flags": flags,
                 "bytes_received": received, "bytes_sent": sent, "duration": round(duration_ms, 3),
-                "downstream_remote_address": downstream, "upstream_host": upstream_host or None,
-                "upstream_cluster": upstream_cluster or None,
+                "downstream_remote_address": _text(downstream), "upstream_host": _text(upstream_host) or None,
+                "upstream_cluster": _text(upstream_cluster) or None,
             }
             if requested_server_name:  # TLS passed through, routed by this SNI
                 entry["requested_server_name"] = requested_server_name
-            line = json.dumps(entry).encode() + b"\n"
-        else:
-            line = _TEXT_TCP % (self._now(), flags.encode(), received, sent, duration_ms, downstream.encode(),
-                                (upstream_host or "-").encode(), (upstream_cluster or "-").encode())
-            if requested_server_name:
-                line = line[:-1] + b' "%s"\n' % requested_server_name.encode()
-        self._add(line)
+            self._add(json.dumps(entry).encode() + b"\n")
+            return
+        # once per connection: the clock read and the batching inlined, as in `http`
+        stamp = self._stamp if int(_time()) == self._second else self._now()
+        line = _TEXT_TCP % (stamp, flags.encode(), received, sent, duration_ms, downstream,
+                            upstream_host or b"-", upstream_cluster or b"-")
+        if requested_server_name:
+            line = line[:-1] + b' "%s"\n' % requested_server_name.encode()
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= _BATCH:
+            self.flush()
 
     def _add(self, line: bytes) -> None:
         lines = self._lines

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.admin.metrics import Metrics
 from proxy.admin.ui import TrafficPage
+from proxy.l4.timers import Timers
 from proxy.l7.watchdog import Watchdog
 from proxy.routing.path_normalization import PathNormalization
 from proxy.routing.snapshot import Snapshot
@@ -50,6 +51,8 @@ class ServerState:
     loop: asyncio.AbstractEventLoop | None = None
     # the idle and request-header timeouts of every downstream HTTP connection, on one timer
     http_watchdog: Watchdog = field(default_factory=Watchdog)
+    # the timers of TCP relay connections (connect, report and idle), queued by delay
+    tcp_timers: Timers = field(default_factory=Timers)
     # edge rules for HTTP requests (`run --path-normalization`, `--preserve-external-request-id`)
     path_normalization: PathNormalization = PathNormalization.BASE
     preserve_external_request_id: bool = False

@@ -19,18 +19,23 @@ Invariants:
 - half-close is relayed: EOF from one side becomes `write_eof()` on the other; the connection closes
   once both directions are done or when either side closes (the other is closed after its buffer drains);
 - the hot path only adds to plain ints. Counts reach `Metrics` at close and every REPORTING_INTERVAL
-  (Istio's `tcp_reporting_duration`) from one timer per connection, which also enforces the idle
-  timeout by comparing byte counts between ticks, so traffic never reschedules a timer.
+  (Istio's `tcp_reporting_duration`) from the connection's one timer (proxy.l4.timers), which also
+  enforces the connect timeout and the idle timeout (by comparing byte counts between ticks), so
+  traffic never reschedules a timer;
+- a feature costs a connection nothing when not configured: no listener address look-up without a
+  destination-subnet match, no balancer for a one-endpoint cluster, no source-address formatting
+  without hashing or an access log. The upstream connect is proxy.l4.connect.
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING
 
 from proxy.l4 import shifting
+from proxy.l4.connect import TcpUpstream, UpstreamConnect, open_connection
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
-from proxy.tls.upstream import connect as tls_connect
 from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
 
@@ -53,9 +58,9 @@ class TcpDownstream(asyncio.Protocol):
 
     __slots__ = (
         "listener_name", "state", "loop", "transport",
-        "version", "route", "cluster_name", "cluster", "endpoint", "destination_ip", "downstream_address",
+        "version", "route", "cluster_name", "cluster", "endpoint", "_destination_ip", "_peer",
         "flags", "on_old_config", "counted",
-        "_up", "_connect_task", "_connecting", "_early",
+        "_up", "_connect", "_connecting", "_early",
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
         "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
@@ -74,15 +79,15 @@ class TcpDownstream(asyncio.Protocol):
         self.cluster: Cluster | None = None
         self.counted = False  # in the cluster's active counts (LEAST_REQUEST among several endpoints)
         self.endpoint: Endpoint | None = None
-        self.destination_ip = ""
-        self.downstream_address = ""
+        self._destination_ip: str | None = None  # read when a route needs it (`destination_ip`)
+        self._peer: tuple[str, int] | None = None  # the downstream's address (`downstream_address`)
         self.flags = "-"
         self.on_old_config = False  # counted in metrics.connections_on_old_config
         # upstream side
         self._up: asyncio.Transport | None = None
-        self._connect_task: asyncio.Task[None] | None = None
+        self._connect: UpstreamConnect | None = None
         self._connecting = False
-        self._early: list[bytes] = []
+        self._early: list[bytes] | None = None  # read before the upstream is connected
         # half-close, flow control and lifecycle
         self._down_eof = False
         self._up_eof = False
@@ -99,7 +104,7 @@ class TcpDownstream(asyncio.Protocol):
         self._stats: _TcpStats | None = None
         self._started = 0.0
         # the reporting / idle timer
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: list[object] | None = None  # an entry of state.tcp_timers
         self._interval = REPORTING_INTERVAL
         self._idle_timeout: float | None = None
         self._mark: tuple[int, int, int] = (0, 0, 0)
@@ -120,11 +125,24 @@ class TcpDownstream(asyncio.Protocol):
         state.connections.add(self)
         state.metrics.downstream_active += 1
         self._started = self.loop.time()
-        peer = transport.get_extra_info("peername")
-        self.downstream_address = f"{peer[0]}:{peer[1]}" if peer else ""
-        local = transport.get_extra_info("sockname")
-        self.destination_ip = local[0] if local else ""
+        self._peer = transport.get_extra_info("peername")
         self.route_connection(state.snapshot)
+
+    @property
+    def downstream_address(self) -> str:
+        """"ip:port" of the downstream, or "" when unknown."""
+        peer = self._peer
+        return f"{peer[0]}:{peer[1]}" if peer else ""
+
+    @property
+    def destination_ip(self) -> str:
+        """The local address the connection was accepted on, for routes that match destination subnets."""
+        ip = self._destination_ip
+        if ip is None:
+            transport = self.transport
+            local = transport.get_extra_info("sockname") if transport is not None else None
+            ip = self._destination_ip = local[0] if local else ""
+        return ip
 
     def route_connection(self, snapshot: Snapshot) -> None:
         """Pick the route, destination and endpoint, and start connecting (at accept; after the
@@ -166,14 +184,14 @@ class TcpDownstream(asyncio.Protocol):
         self._connecting = True
         if self._queued is None:
             transport.pause_reading()
-            self._connect_task = self.loop.create_task(self._connect(cluster, endpoint))
+            self._start_connect(cluster, endpoint)
         # else: reading stays on while queued, so a client that gives up is noticed (its first bytes
         # pause it, as during a connect)
 
     def _slot_granted(self) -> None:
         """A connection slot of the cluster is ours now (counted already): connect."""
         self._breaker, self._queued = self._queued, None
-        self._connect_task = self.loop.create_task(self._connect(self.cluster, self.endpoint))  # type: ignore[arg-type]
+        self._start_connect(self.cluster, self.endpoint)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
@@ -181,17 +199,20 @@ class TcpDownstream(asyncio.Protocol):
         if up is not None:
             up.write(data)
         elif self._connecting:
-            self._early.append(data)
+            if self._early is None:
+                self._early = [data]
+            else:
+                self._early.append(data)
             self.transport.pause_reading()  # type: ignore[union-attr]
         # else: the connection is failing or closing; the bytes have nowhere to go
 
     def eof_received(self) -> bool:
         self._down_eof = True
         up = self._up
-        if up is not None and not up.is_closing():
-            up.write_eof()
         if self._up_eof or (up is None and not self._connecting):
-            self.close()
+            self.close()  # both directions done: closing sends the FIN a write_eof would (one system call less)
+        elif up is not None and not up.is_closing():
+            up.write_eof()
         # keep the transport open: the other direction may still be carrying the reply
         return True
 
@@ -209,8 +230,8 @@ class TcpDownstream(asyncio.Protocol):
         self.state.metrics.downstream_active -= 1
         if self._up is not None:
             self._up.close()  # after what is buffered for it has been written (Envoy's drainer)
-        elif self._connect_task is not None:
-            self._connect_task.cancel()
+        elif self._connect is not None:
+            self._connect.cancel()
         elif self._queued is not None:  # left while waiting for a connection slot
             self._queued.cancel(self._slot_granted)
             self._queued = None
@@ -232,8 +253,8 @@ class TcpDownstream(asyncio.Protocol):
                     transport.abort()
                 else:
                     transport.close()
-        if self._connect_task is not None:
-            self._connect_task.cancel()
+        if self._connect is not None:
+            self._connect.cancel()
 
     @property
     def finished(self) -> bool:
@@ -278,12 +299,21 @@ class TcpDownstream(asyncio.Protocol):
     def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
         """The route of this connection in `snapshot` (a captured connection finds it by original destination)."""
         listener = snapshot.tcp_listeners.get(self.listener_name)
-        return listener.route(self.destination_ip) if listener is not None else None
+        if listener is None:
+            return None
+        routes = listener.routes
+        if routes and not routes[0].matches:  # matches every connection: no address to look up
+            return routes[0]
+        return listener.route(self.destination_ip)
 
     def choose_endpoint(self, cluster: Cluster) -> Endpoint | None:
+        endpoints = cluster.endpoints
+        if len(endpoints) == 1 and cluster.outlier is None:  # nothing to balance, hash or eject
+            return endpoints[0]
         hashing = cluster.hash_policy  # consistentHash.useSourceIp applies to TCP too (Envoy's tcp_proxy)
-        client = self.downstream_address.rpartition(":")[0]
-        key = hash64(client.encode()) if hashing is not None and hashing.source_ip and client else None
+        key = None
+        if hashing is not None and hashing.source_ip and self._peer:
+            key = hash64(self._peer[0].encode())
         return self.state.cluster_manager.choose_endpoint(cluster, key)
 
     def _reroute(self, cluster: Cluster, endpoint: Endpoint) -> bool:
@@ -292,7 +322,7 @@ class TcpDownstream(asyncio.Protocol):
         moved = shifting.reroute(self, cluster, endpoint)
         if moved is None:
             return False
-        self._connect_task = self.loop.create_task(self._connect(*moved))
+        self._start_connect(*moved)
         return True
 
     def _drain_close(self) -> None:
@@ -301,29 +331,32 @@ class TcpDownstream(asyncio.Protocol):
 
     # upstream side ------------------------------------------------------------------------------
 
-    async def _connect(self, cluster: Cluster, endpoint: Endpoint) -> None:
-        rerouted = False
-        try:
-            async with asyncio.timeout(cluster.connect_timeout):
-                # the address may be a DNS name: create_connection resolves it now
-                await tls_connect(self.loop, lambda: TcpUpstream(self), endpoint.address, endpoint.port, cluster.tls)
-        except asyncio.CancelledError:
-            raise  # the downstream went away; connection_lost does the bookkeeping
-        except Exception:  # refused, unreachable, unresolvable, timed out: all UF, as Envoy
-            self._connect_task = None  # so closing the downstream does not cancel this very task
+    def _start_connect(self, cluster: Cluster, endpoint: Endpoint) -> None:
+        """Connect to `endpoint`; the connection's timer, until connected, is the connect timeout."""
+        loop = self.loop
+        timers = self.state.tcp_timers
+        if self._timer is not None:
+            timers.cancel(self._timer)
+        self._timer = timers.start(loop, cluster.connect_timeout, self)
+        connect = self._connect = UpstreamConnect(
+            loop, open_connection(loop, partial(TcpUpstream, self), cluster, endpoint), self._connect_done)
+        connect.start()
+
+    def _connect_done(self, exc: BaseException | None) -> None:
+        self._connect = None
+        if exc is not None and not (isinstance(exc, asyncio.CancelledError) and self._closing):
+            # refused, unreachable, unresolvable, or cancelled at the connect timeout: all UF, as Envoy
+            cluster, endpoint = self.cluster, self.endpoint
+            assert cluster is not None and endpoint is not None
             if cluster.outlier is not None:
                 self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECT_FAILED)
-            rerouted = self._up is None and not self._closing and self._breaker is None and \
-                self._reroute(cluster, endpoint)
-            if rerouted:
+            if self._up is None and not self._closing and self._breaker is None and self._reroute(cluster, endpoint):
                 return  # connecting again, to another destination
             if self._up is None and not self._closing:
                 self._fail("UF", cluster, endpoint)
-        finally:
-            if not rerouted:
-                self._connecting = False
-                self._connect_task = None
-                self._maybe_finish()
+        # else: connected, or the downstream went away (connection_lost did the bookkeeping)
+        self._connecting = False
+        self._maybe_finish()
 
     def upstream_made(self, transport: asyncio.Transport) -> bool:
         """The upstream connected; False when nobody is waiting for it any more."""
@@ -332,14 +365,15 @@ class TcpDownstream(asyncio.Protocol):
         self._up = transport
         stats = self._stats = self.state.metrics.tcp_stats(self.cluster, self.endpoint)
         stats.opened += 1
-        if self._early:
-            transport.write(b"".join(self._early))  # may call pause_writing at once
-            self._early.clear()
+        early = self._early
+        if early is not None:
+            self._early = None
+            transport.write(b"".join(early) if len(early) > 1 else early[0])  # may call pause_writing at once
         if self._down_eof:
             transport.write_eof()
         elif not self._up_paused:
             self.transport.resume_reading()  # type: ignore[union-attr]
-        self._start_timer()
+        self._start_timer(self.cluster)  # type: ignore[arg-type]
         cluster = self.cluster
         if cluster is not None and (cluster.outlier is not None or cluster.tcp_keepalive is not None or
                                     cluster.max_connection_duration is not None):
@@ -357,11 +391,12 @@ class TcpDownstream(asyncio.Protocol):
 
     def upstream_eof(self) -> bool:
         self._up_eof = True
+        if self._down_eof:
+            self.close()  # both directions done: closing sends the FIN a write_eof would
+            return True
         down = self.transport
         if down is not None and not down.is_closing():
             down.write_eof()
-        if self._down_eof:
-            self.close()
         return True
 
     def upstream_pause_writing(self) -> None:
@@ -388,19 +423,28 @@ class TcpDownstream(asyncio.Protocol):
         stats.opened += 1
         self.close()
 
-    def _start_timer(self) -> None:
-        idle = self.cluster.tcp_idle_timeout if self.cluster is not None else None
+    def _start_timer(self, cluster: Cluster) -> None:
+        """Connected: the timer now reports byte counts and enforces the idle timeout."""
+        idle = cluster.tcp_idle_timeout
         if idle is not None and idle > 0:
             self._idle_timeout = idle
             self._interval = min(REPORTING_INTERVAL, idle / IDLE_CHECKS)
-        now = self.loop.time()
+        loop = self.loop
+        now = loop.time()
         self._last_active = now
         self._next_report = now + REPORTING_INTERVAL
-        self._timer = self.loop.call_later(self._interval, self._tick)
+        timers = self.state.tcp_timers
+        if self._timer is not None:
+            timers.cancel(self._timer)  # the connect timeout
+        self._timer = timers.start(loop, self._interval, self)
 
-    def _tick(self) -> None:
-        """Report byte counts now and then; close when nothing has moved for the idle timeout."""
+    def tick(self) -> None:
+        """The connection's timer (proxy.l4.timers): the connect timeout while connecting; then byte-count
+        reports now and then, and the close when nothing has moved for the idle timeout."""
         self._timer = None
+        if self._connect is not None:
+            self._connect.cancel()  # _connect_done: UF, or another destination
+            return
         now = self.loop.time()
         moved = self._received_reported + self.received + self._sent_reported + self.sent
         limit = self._idle_timeout
@@ -420,7 +464,7 @@ class TcpDownstream(asyncio.Protocol):
         if now >= self._next_report:
             self._report()
             self._next_report = now + REPORTING_INTERVAL
-        self._timer = self.loop.call_later(self._interval, self._tick)
+        self._timer = self.state.tcp_timers.start(self.loop, self._interval, self)
 
     def _report(self) -> None:
         stats = self._stats
@@ -441,14 +485,19 @@ class TcpDownstream(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._finished = True
-        for timer in (self._timer, self._drain_timer, self._life_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._drain_timer = self._life_timer = None
+        if self._timer is not None:
+            self.state.tcp_timers.cancel(self._timer)
+            self._timer = None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        if self._life_timer is not None:
+            self._life_timer.cancel()
+            self._life_timer = None
         if self._breaker is not None:
             self._breaker.release()
             self._breaker = None
-        self._early.clear()
+        self._early = None
         state = self.state
         if self._stats is None:  # the downstream left while the upstream was connecting
             self.flags = "DC"
@@ -465,48 +514,15 @@ class TcpDownstream(asyncio.Protocol):
             state.metrics.connections_on_old_config -= 1
         log = state.access_log
         if log.enabled:
-            endpoint = self.endpoint
+            endpoint, peer = self.endpoint, self._peer
             log.tcp(self.flags, self._received_reported, self._sent_reported,
-                    (self.loop.time() - self._started) * 1000.0, self.downstream_address,
-                    f"{endpoint.address}:{endpoint.port}" if endpoint is not None else "", self.cluster_name,
+                    (self.loop.time() - self._started) * 1000.0,
+                    b"%s:%d" % (peer[0].encode(), peer[1]) if peer else b"",
+                    endpoint.host_bytes if endpoint is not None else b"",
+                    self.cluster.name_bytes if self.cluster is not None else self.cluster_name.encode(),
                     self.requested_server_name)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
-
-
-class TcpUpstream(asyncio.Protocol):
-    """The upstream half of a relay: forwards to its `TcpDownstream`."""
-
-    __slots__ = ("downstream", "attached")
-
-    def __init__(self, downstream: TcpDownstream) -> None:
-        self.downstream = downstream
-        self.attached = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.downstream.state.metrics.upstream_active += 1
-        self.attached = self.downstream.upstream_made(transport)  # type: ignore[arg-type]
-        if not self.attached:  # connected after the downstream gave up (timeout or close)
-            transport.abort()
-
-    def data_received(self, data: bytes) -> None:
-        down = self.downstream
-        down.sent += len(data)
-        down.transport.write(data)  # type: ignore[union-attr]
-
-    def eof_received(self) -> bool:
-        return self.downstream.upstream_eof()
-
-    def pause_writing(self) -> None:
-        self.downstream.upstream_pause_writing()
-
-    def resume_writing(self) -> None:
-        self.downstream.upstream_resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.downstream.state.metrics.upstream_active -= 1
-        if self.attached:
-            self.downstream.upstream_lost()
 
 
 def on_snapshot_swap(state: ServerState, old: Snapshot, new: Snapshot) -> None:

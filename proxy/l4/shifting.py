@@ -4,6 +4,7 @@ route picks at random, by weight."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import TYPE_CHECKING
 
 from proxy.routing.snapshot import Cluster, Destination, Endpoint, TcpRoute, WeightedDestinations
@@ -16,8 +17,10 @@ if TYPE_CHECKING:
 
 def _key_hash(conn: TcpDownstream, action: WeightedDestinations) -> int | None:
     sticky = action.sticky
+    if sticky is None or not sticky.key.source_ip:
+        return None
     client = conn.downstream_address.rpartition(":")[0]
-    return hash64(client.encode()) if sticky is not None and sticky.key.source_ip and client else None
+    return hash64(client.encode()) if client else None
 
 
 def _moved(conn: TcpDownstream, route_name: str) -> None:
@@ -29,10 +32,21 @@ def _moved(conn: TcpDownstream, route_name: str) -> None:
 def pick(conn: TcpDownstream, route: TcpRoute) -> Destination:
     """The destination of a new connection on `route`."""
     action = route.destinations
-    if len(action.destinations) == 1:
-        return action.destinations[0]
+    destinations = action.destinations
+    if len(destinations) == 1:
+        return destinations[0]
     state = conn.state
-    destination, moved = shift.pick(action, state.cluster_manager, state.rng.getrandbits(32), _key_hash(conn, action))
+    manager = state.cluster_manager
+    random_value = state.rng.getrandbits(32)
+    if action.sticky is None and not manager.failing:
+        # shift.pick's common case inlined: the weighted pick, kept when its destination has endpoints
+        # that nothing can have ejected or marked failing
+        cumulative = action.cumulative
+        destination = destinations[bisect_right(cumulative, random_value % cumulative[-1])]
+        cluster = destination.cluster
+        if action.empty_fail or (cluster is not None and cluster.endpoints and cluster.outlier is None):
+            return destination
+    destination, moved = shift.pick(action, manager, random_value, _key_hash(conn, action))
     if moved:
         _moved(conn, route.name)
     return destination

@@ -48,7 +48,11 @@ class SniDownstream(TcpDownstream):
         early, self._hello = self._hello, b""
         super().route_connection(self.state.snapshot)
         if self._connecting:
-            self._early.append(early)  # written once the upstream is connected
+            # written once the upstream is connected
+            if self._early is None:
+                self._early = [early]
+            else:
+                self._early.append(early)
 
     @property
     def requested_server_name(self) -> str:
