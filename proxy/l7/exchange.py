@@ -239,7 +239,12 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         cumulative = action.cumulative
         random_value = state.rng.getrandbits(32)
         dest = destinations[bisect_right(cumulative, random_value % cumulative[-1])]
-        if action.sticky is not None or not (action.empty_fail or state.cluster_manager.has_endpoint(dest.cluster)):
+        cluster = dest.cluster
+        manager = state.cluster_manager
+        # (manager.has_endpoint(cluster)'s usual answer inlined: endpoints, no outlier detection, none failing)
+        if action.sticky is not None or not (action.empty_fail or (
+                cluster is not None and cluster.endpoints and cluster.outlier is None and not manager.failing)
+                or manager.has_endpoint(cluster)):
             dest = shifting.pick(ex, action, state, client_ip, transport, random_value)
     ex.cluster_name = dest.cluster_name
     cluster = dest.cluster
