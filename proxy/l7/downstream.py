@@ -448,7 +448,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         """Bind an open upstream connection to the request in flight and write what is ready."""
         ex.upstream = conn
         conn.downstream = self  # conn.bind(), inlined: this runs once per request
-        conn.decoder.head_request = ex.head_only
+        decoder = conn.decoder
+        decoder.head_request = ex.head_only
+        decoder.raw_ok = not ex.response_ops and ex.extra_response is None  # nothing reads its fields
         conn.requests += 1
         if self._write_paused:
             conn.pause_reading()
