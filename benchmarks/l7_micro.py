@@ -5,9 +5,10 @@ in this process; a trivial upstream server and the load clients run in a child p
 event loop has a core of its own and its CPU time (`time.process_time`) is the proxy's alone. With
 `--direct` the clients talk to the upstream with no proxy in between (the ceiling of the client side).
 `--no-io` drives the same protocol objects through stub transports instead: the Python cost of one
-proxied request with no system calls (best of five runs).
+proxied request with no system calls (best of five runs); `--headers N` adds N header fields to its
+request and its response, to see what each field costs (in instructions, see the README).
 
-    python benchmarks/l7_micro.py [--seconds 5] [--connections 1] [--pipeline 1] [--direct | --no-io]
+    python benchmarks/l7_micro.py [--seconds 5] [--connections 1] [--pipeline 1] [--direct | --no-io [--headers N]]
 """
 
 from __future__ import annotations
@@ -144,8 +145,19 @@ class StubTransport(asyncio.Transport):
         return False
 
 
-def no_io(requests: int) -> float:
-    """Microseconds of Python per proxied request, best of five runs of `requests` requests."""
+def with_headers(message: bytes, count: int) -> bytes:
+    """`message` with `count` more header fields of a typical size (what each field costs is the
+    difference in instructions between two counts)."""
+    extra = b"".join(b"x-extra-%d: some-value-of-typical-length\r\n" % i for i in range(count))
+    end = message.index(b"\r\n") + 2
+    return message[:end] + extra + message[end:]
+
+
+def no_io(requests: int, headers: int = 0) -> float:
+    """Microseconds of Python per proxied request, best of five runs of `requests` requests; `headers`
+    more header fields in each request and in each response."""
+    request = with_headers(REQUEST, headers)
+    response = with_headers(RESPONSE, headers)
 
     async def run() -> float:
         ports = [1001, 1002]
@@ -161,8 +173,8 @@ def no_io(requests: int) -> float:
         for _ in range(5):
             start = time.perf_counter()
             for _ in range(requests):
-                downstream.data_received(REQUEST)
-                downstream.exchange.upstream.data_received(RESPONSE)  # type: ignore[union-attr]
+                downstream.data_received(request)
+                downstream.exchange.upstream.data_received(response)  # type: ignore[union-attr]
             best = min(best, (time.perf_counter() - start) / requests * 1e6)
         assert sum(s.count for s in state.metrics.http.values()) == 5 * requests
         return best
@@ -177,9 +189,10 @@ def main() -> None:
     parser.add_argument("--pipeline", type=int, default=1, help="requests outstanding per connection")
     parser.add_argument("--direct", action="store_true", help="no proxy: clients talk to the upstream")
     parser.add_argument("--no-io", action="store_true", help="stub transports: the Python cost alone")
+    parser.add_argument("--headers", type=int, default=0, help="with --no-io: more header fields each way")
     args = parser.parse_args()
     if args.no_io:
-        print(f"no I/O: {no_io(20000):.1f} µs of Python per proxied request")
+        print(f"no I/O: {no_io(20000, args.headers):.1f} µs of Python per proxied request")
         return
 
     pipe, child_pipe = multiprocessing.Pipe()

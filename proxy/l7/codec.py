@@ -1,9 +1,10 @@
 """HTTP/1.x wire format over httptools (llhttp), for both directions of the proxy.
 
-Owns: turning bytes into request and response heads (`RequestHead`, `ResponseHead`) with header names
-lower-cased and hop-by-hop, framing and proxy-owned headers taken out into fields; the framing checks
-llhttp leaves to its user (Transfer-Encoding other than `chunked`, several Host headers, HTTP versions,
-request-target and Host sanity, head and trailer limits); head serialization (one join); chunked encoding.
+Owns: turning bytes into request and response heads (`RequestHead`, `ResponseHead`) with request header
+names lower-cased (response ones keep the upstream's case) and hop-by-hop, framing and proxy-owned headers
+taken out into fields; the framing checks llhttp leaves to its user (Transfer-Encoding other than
+`chunked`, several Host headers, HTTP versions, request-target and Host sanity, head and trailer limits);
+head serialization (one join); chunked encoding.
 
 Limits, as Envoy's defaults: a head, and separately the trailers of a chunked message, may hold at most
 60 KiB of names and values and 100 fields; a request over either gets 431, a response 502 (the upstream
@@ -79,10 +80,14 @@ class RequestHead:
 class ResponseHead:
     # the reason phrase is not kept: the client gets the standard one for the status, as from Envoy
     status: int
-    headers: list[Header]  # lower-case names; without hop-by-hop and framing headers
+    headers: list[Header]  # names as the upstream wrote them; without hop-by-hop and framing headers
     content_length: int | None
     chunked: bool
     upgrade: bytes | None
+    # the header lines as received (names as the upstream wrote them, each line with its CRLF), without
+    # hop-by-hop and framing ones, when the decoder was told nothing reads the fields (`raw_ok`): then
+    # `headers` is empty
+    raw: bytes | None = None
 
 
 class RequestHandler(Protocol):
@@ -136,7 +141,7 @@ def _drop_named(headers: list[Header], connection: bytes) -> list[Header]:
     if connection in _PLAIN_CONNECTION:
         return headers
     named = connection_tokens(connection) - _CONNECTION_OPTIONS
-    return [h for h in headers if h[0] not in named] if named else headers
+    return [h for h in headers if h[0].lower() not in named] if named else headers  # (response names keep case)
 
 
 def _list_size(headers: list[Header]) -> int:
@@ -420,6 +425,34 @@ def authority_end(rest: bytes) -> int:
     return end
 
 
+def _any_case(name: bytes) -> bytes:
+    """A regex for `name` in any case, without re.IGNORECASE (which makes the search try every byte)."""
+    return b"".join(b"[%c%c]" % (c, c - 32) if 97 <= c <= 122 else re.escape(bytes((c,))) for c in name)
+
+
+# A response head forwarded as bytes (see ResponseDecoder): the fields the proxy acts on or drops
+# (framing, hop-by-hop), found by one search from each line start, and the hop-by-hop lines cut out
+_RAW_DROPPED = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade")
+_RAW_FIELDS = re.compile(b"\\n(" + b"|".join(map(_any_case, (b"content-length", b"transfer-encoding", *_RAW_DROPPED)))
+                         + b"):[ \\t]*([^\\r]*)")
+_RAW_DROP = re.compile(b"\\n(?:" + b"|".join(map(_any_case, _RAW_DROPPED)) + b"):[^\\r]*\\r")
+# below this many bytes (about four fields) a head is parsed field by field: that costs less than the search
+# (instructions per request, benchmarks/l7_micro.py with and without `headers`)
+RAW_MIN = 128
+
+
+class _RawCallbacks:
+    """llhttp's callbacks for a response whose head is forwarded as bytes: without `on_header`, llhttp
+    makes no Python call per field."""
+
+    __slots__ = ("on_headers_complete", "on_body", "on_message_complete")
+
+    def __init__(self, decoder: ResponseDecoder) -> None:
+        self.on_headers_complete = decoder._raw_headers_complete
+        self.on_body = decoder.on_body
+        self.on_message_complete = decoder.on_message_complete
+
+
 class ResponseDecoder(_ChunkTracking):
     """Feeds upstream bytes to llhttp and reports the response to the handler.
 
@@ -427,20 +460,28 @@ class ResponseDecoder(_ChunkTracking):
     Content-Length says. `keep_alive` tells, once a response is complete, whether the connection can
     carry another request.
 
+    Set `raw_ok` when nothing will read the response's fields (no header operations): a final response
+    whose whole head came in one read, of RAW_MIN bytes or more, without Transfer-Encoding or a Connection
+    header naming other fields, and within the limits, is then reported with its header lines as bytes
+    (`ResponseHead.raw`) from a parser that makes no call per field. Any other response takes the parsed
+    path (`headers`). Either way response header names keep the upstream's case.
+
     No `on_message_begin` callback (one Python call per response less): the per-response fields are
     reset when the previous response ends (and at creation), and the first bytes `feed` gets after that
     start the next head.
     """
 
-    __slots__ = ("on_body", "head_request", "keep_alive", "complete", "until_eof", "_handler", "_parser",
-                 "_limit", "_wire", "_span", "_bound", "in_head", "_interim", "_size", "_headers", "_cl", "_te",
-                 "_conn", "_upgrade", "_fields", "_chunk_open", "_chunk_wire", "_body_mark", "_fresh")
+    __slots__ = ("on_body", "head_request", "raw_ok", "keep_alive", "complete", "until_eof", "_handler", "_parser",
+                 "_full", "_lean", "_raw", "_raw_cl", "_limit", "_wire", "_span", "_bound", "in_head", "_interim",
+                 "_size", "_headers", "_cl", "_te", "_conn", "_upgrade", "_fields", "_chunk_open", "_chunk_wire",
+                 "_body_mark", "_fresh")
 
     def __init__(self, handler: ResponseHandler, max_head: int = MAX_RESPONSE_HEAD) -> None:
         self._handler = handler
         self.on_body = handler.on_response_body
         self._limit = max_head
         self.head_request = False
+        self.raw_ok = False
         self.keep_alive = True
         self.complete = False
         self.until_eof = False  # the body ends when the upstream closes the connection
@@ -451,7 +492,12 @@ class ResponseDecoder(_ChunkTracking):
         self._chunk_wire = 0
         self._body_mark = -1
         self._next_message()
-        self._parser = httptools.HttpResponseParser(self)
+        # two parsers, switched only between responses: one calls on_header per field, the other (made when
+        # first needed) parses heads forwarded as bytes
+        self._full = self._parser = httptools.HttpResponseParser(self)
+        self._lean: httptools.HttpResponseParser | None = None
+        self._raw: bytes | None = None
+        self._raw_cl: int | None = None
 
     def _next_message(self) -> None:
         """The per-response fields, for the response that the next bytes begin."""
@@ -469,6 +515,13 @@ class ResponseDecoder(_ChunkTracking):
             self.in_head = True
             self.complete = False
             self.until_eof = False
+            if self.raw_ok and len(data) >= RAW_MIN and self._raw_head(data):
+                parser = self._lean
+                if parser is None:
+                    parser = self._lean = httptools.HttpResponseParser(_RawCallbacks(self))
+                self._parser = parser
+            elif self._parser is not self._full:
+                self._parser = self._full
         # no head completed in this chunk is longer than the chunks it spans: the exact size of a head
         # is only computed when this bound passes the limit
         self._bound = self._span + len(data) if was_in_head else len(data)
@@ -481,7 +534,10 @@ class ResponseDecoder(_ChunkTracking):
             if isinstance(cause, _SkipBody):
                 # llhttp stopped in the error state: a fresh parser for the next response. Bytes after
                 # the head in the same read would be lost, so such a connection is not reused.
-                self._parser = httptools.HttpResponseParser(self)
+                if self._parser is self._lean:
+                    self._lean = None
+                else:
+                    self._full = self._parser = httptools.HttpResponseParser(self)
                 self.keep_alive = self.keep_alive and data.endswith(b"\n")
                 self._message_complete()
                 return None
@@ -508,6 +564,33 @@ class ResponseDecoder(_ChunkTracking):
                 self._chunk_wire = 0
         return None
 
+    def _raw_head(self, data: bytes) -> bool:
+        """Whether the response `data` begins can be forwarded with its head as bytes; if so, its header
+        lines without hop-by-hop ones (Content-Length stays) go in `_raw`, its Content-Length in `_raw_cl`."""
+        end = data.find(b"\r\n\r\n")  # llhttp wants CRLFs and no folding: this is where the head ends
+        # data[9]: the status code's first digit (llhttp reads `HTTP/x.y ` then 3 digits); 1xx and 101
+        # take the parsed path, and so do heads that could break a limit (it has the exact checks)
+        if end < RAW_MIN or data[9] < 50 or end > self._limit or (
+                end > _COUNT_BOUND and data.count(b"\n", 0, end) > MAX_HEADERS):
+            return False
+        line_end = data.find(b"\n")  # of the status line
+        content_length = None
+        drop = False
+        for name, value in _RAW_FIELDS.findall(data, line_end, end):
+            name = name.lower()
+            if name == b"content-length":
+                if not value.rstrip().isdigit() or data[9:12] == b"204":
+                    return False  # llhttp's error, or a length a 204 must not carry: the parsed path
+                content_length = int(value)
+            elif name == b"transfer-encoding" or (name == b"connection" and value.rstrip().lower() not in
+                                                  _CONNECTION_OPTIONS):
+                return False  # re-chunked, or a Connection header that may name fields to drop
+            else:
+                drop = True
+        self._raw = _RAW_DROP.sub(b"", data[line_end:end + 2])[1:] if drop else data[line_end + 1:end + 2]
+        self._raw_cl = content_length
+        return True
+
     def finish(self) -> bool:
         """The upstream closed: True if that completed a response delimited by the connection close."""
         if self.until_eof and not self.complete:
@@ -525,10 +608,9 @@ class ResponseDecoder(_ChunkTracking):
             if self._fields > MAX_HEADERS or self._size > self._limit:
                 raise CodecError(502, "response trailers too large")
             return
-        name = name.lower()
-        kind = _HOP_BY_HOP.get(name)
+        kind = _HOP_BY_HOP.get(name.lower())
         if kind is None:
-            self._headers.append((name, value))  # counted at the end, and only if the head may be too big
+            self._headers.append((name, value))  # as received: names keep the upstream's case
             return
         self._size += len(name) + len(value)
         self._fields += 1
@@ -564,6 +646,19 @@ class ResponseDecoder(_ChunkTracking):
         self._handler.on_response_head(ResponseHead(status, headers, content_length, chunked,
                                                     self._upgrade))
         if self.head_request and not self._interim:
+            raise _SkipBody
+
+    def _raw_headers_complete(self) -> None:
+        """on_headers_complete for a head that `_raw_head` accepted (a final response, not chunked)."""
+        self.in_head = False
+        parser = self._parser
+        status = parser.get_status_code()
+        content_length = self._raw_cl
+        self.keep_alive = parser.should_keep_alive()
+        head_request = self.head_request
+        self.until_eof = content_length is None and not (status == 204 or status == 304 or head_request)
+        self._handler.on_response_head(ResponseHead(status, [], content_length, False, None, self._raw))
+        if head_request:
             raise _SkipBody
 
     def on_message_complete(self) -> None:

@@ -454,7 +454,9 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         """Bind an open upstream connection to the request in flight and write what is ready."""
         ex.upstream = conn
         conn.downstream = self  # conn.bind(), inlined: this runs once per request
-        conn.decoder.head_request = ex.head_only
+        decoder = conn.decoder
+        decoder.head_request = ex.head_only
+        decoder.raw_ok = not ex.response_ops and ex.extra_response is None  # nothing reads its fields
         conn.requests += 1
         if self._write_paused:
             conn.pause_reading()
@@ -513,28 +515,6 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             ex.replay = None  # too much to keep: a stale connection now fails the request (503 UC)
         else:
             ex.replay.append(data)  # type: ignore[union-attr]
-
-    def _release(self, ex: Exchange, conn: HttpUpstream) -> None:
-        """The response is complete: back to the pool if the connection can carry another request."""
-        ex.upstream = None
-        conn.downstream = None  # conn.unbind(), inlined
-        if conn._read_paused:
-            conn.resume_reading()
-        if self._read_paused:
-            self._resume_reading(_PAUSE_UPSTREAM)
-        cluster = ex.cluster
-        assert cluster is not None
-        limit = cluster.max_requests_per_connection
-        idle = cluster.http_idle_timeout
-        if cluster.max_connection_duration is not None:  # pooled at most until the connection's age is up
-            idle = min(idle, conn.opened + cluster.max_connection_duration - self.loop.time())
-        # conn.keep_alive, inlined
-        if conn.is_open and conn.decoder.keep_alive and not conn.tunnel and ex.request_complete and (
-                conn.pool is not None and (limit == 0 or conn.requests < limit)) and idle > 0 and (
-                ex.head.upgrade is None):  # type: ignore[union-attr]  # the upstream may have switched anyway
-            conn.pool.release(conn, idle)
-        else:
-            conn.close()
 
     def _flush_upstream(self) -> None:
         out, self._up_out = self._up_out, None
@@ -640,7 +620,26 @@ class HttpDownstream(Attempts, asyncio.Protocol):
                     self.transport.write(out[0])  # type: ignore[union-attr]
                 else:
                     self.transport.writelines(out)  # type: ignore[union-attr]
-        self._release(ex, conn)
+        # the response is complete: the connection goes back to the pool if it can carry another request
+        ex.upstream = None
+        conn.downstream = None  # conn.unbind(), inlined (this and the rest run once per response)
+        if conn._read_paused:
+            conn.resume_reading()
+        if self._read_paused:
+            self._resume_reading(_PAUSE_UPSTREAM)
+        cluster = ex.cluster
+        assert cluster is not None
+        limit = cluster.max_requests_per_connection
+        idle = cluster.http_idle_timeout
+        if cluster.max_connection_duration is not None:  # pooled at most until the connection's age is up
+            idle = min(idle, conn.opened + cluster.max_connection_duration - self.loop.time())
+        # conn.keep_alive, inlined
+        if conn.is_open and conn.decoder.keep_alive and not conn.tunnel and ex.request_complete and (
+                conn.pool is not None and (limit == 0 or conn.requests < limit)) and idle > 0 and (
+                ex.head.upgrade is None):  # type: ignore[union-attr]  # the upstream may have switched anyway
+            conn.pool.release(conn, idle)
+        else:
+            conn.close()
         self._finish(ex, ex.status, "-")
 
     def on_upstream_reset(self, conn: HttpUpstream, reason: LocalReply) -> None:

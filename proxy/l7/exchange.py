@@ -239,7 +239,12 @@ def route(ex: Exchange, listener: HttpListener | None, state: ServerState, clien
         cumulative = action.cumulative
         random_value = state.rng.getrandbits(32)
         dest = destinations[bisect_right(cumulative, random_value % cumulative[-1])]
-        if action.sticky is not None or not (action.empty_fail or state.cluster_manager.has_endpoint(dest.cluster)):
+        cluster = dest.cluster
+        manager = state.cluster_manager
+        # (manager.has_endpoint(cluster)'s usual answer inlined: endpoints, no outlier detection, none failing)
+        if action.sticky is not None or not (action.empty_fail or (
+                cluster is not None and cluster.endpoints and cluster.outlier is None and not manager.failing)
+                or manager.has_endpoint(cluster)):
             dest = shifting.pick(ex, action, state, client_ip, transport, random_value)
     ex.cluster_name = dest.cluster_name
     cluster = dest.cluster
@@ -386,33 +391,44 @@ def response_head(ex: Exchange, head: ResponseHead, close: bool) -> bytes:
     status = head.status
     request = ex.head
     assert request is not None
-    headers = head.headers
-    if ex.response_ops:
-        ctx = ex.format_ctx
-        if ctx is not None:
-            ctx.response_headers = headers
-            ctx.response_code = status
-        for ops in ex.response_ops:
-            headers = apply_ops(headers, ops, ctx)
-    extra = ex.extra_response
-    if extra is not None:
-        headers = _with_extra(headers, extra)
     # serialized here in one list (codec.response_head's layout): this runs once per response
     parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]  # 600-999: llhttp lets them through
-    for name, value in headers:
-        parts += (name, b": ", value, CRLF)
-    if ex.head_only or status == 204 or status == 304:
-        if head.content_length is not None and status != 204:
-            parts.append(_CONTENT_LENGTH_LINES.get(head.content_length) or _content_length_line(head.content_length))
-        elif head.chunked and status != 204 and not request.http10:
-            parts.append(_CHUNKED)
-    elif head.content_length is not None:
-        parts.append(_CONTENT_LENGTH_LINES.get(head.content_length) or _content_length_line(head.content_length))
-    elif request.http10:
-        close = True  # no chunked encoding in HTTP/1.0: the body ends when the connection does
+    raw = head.raw
+    if raw is not None:  # nothing edits the upstream's fields: its lines as received, Content-Length included
+        parts.append(raw)
+        if head.content_length is None and not (ex.head_only or status == 204 or status == 304):
+            if request.http10:
+                close = True  # no chunked encoding in HTTP/1.0: the body ends when the connection does
+            else:
+                parts.append(_CHUNKED)
+                ex.response_chunked = True
     else:
-        parts.append(_CHUNKED)
-        ex.response_chunked = True
+        headers = head.headers
+        if ex.response_ops:
+            ctx = ex.format_ctx
+            if ctx is not None:
+                ctx.response_headers = headers
+                ctx.response_code = status
+            for ops in ex.response_ops:
+                headers = apply_ops(headers, ops, ctx)
+        extra = ex.extra_response
+        if extra is not None:
+            headers = _with_extra(headers, extra)
+        for name, value in headers:
+            parts += (name, b": ", value, CRLF)
+        if ex.head_only or status == 204 or status == 304:
+            if head.content_length is not None and status != 204:
+                parts.append(_CONTENT_LENGTH_LINES.get(head.content_length) or
+                             _content_length_line(head.content_length))
+            elif head.chunked and status != 204 and not request.http10:
+                parts.append(_CHUNKED)
+        elif head.content_length is not None:
+            parts.append(_CONTENT_LENGTH_LINES.get(head.content_length) or _content_length_line(head.content_length))
+        elif request.http10:
+            close = True  # no chunked encoding in HTTP/1.0: the body ends when the connection does
+        else:
+            parts.append(_CHUNKED)
+            ex.response_chunked = True
     if close:
         parts.append(_CLOSE)
     elif request.http10:
@@ -426,7 +442,7 @@ def _with_extra(headers: list[tuple[bytes, bytes]], extra: list[tuple[bytes, byt
     """The proxy's own response headers: CORS ones replace the upstream's (Envoy sets them), a
     Set-Cookie is added beside the upstream's."""
     if any(name in cors_filter.RESPONSE_NAMES for name, _ in extra):
-        headers = [h for h in headers if h[0] not in cors_filter.RESPONSE_NAMES]
+        headers = [h for h in headers if h[0].lower() not in cors_filter.RESPONSE_NAMES]
     return [*headers, *extra]
 
 

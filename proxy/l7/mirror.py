@@ -213,6 +213,7 @@ class _MirrorUpstream(asyncio.Protocol):
         self.done: asyncio.Future[int] | None = None
         self.status = 0
         self.decoder = ResponseDecoder(self)
+        self.decoder.raw_ok = True  # only the status is read
 
     def send(self, data: list[bytes], done: asyncio.Future[int]) -> asyncio.Future[int]:
         self.done = done

@@ -109,7 +109,7 @@ def encoded_ops(ops: HeaderOps) -> EncodedOps:
 
 def apply_ops(headers: list[Header], ops: HeaderOps, ctx: FormatContext | None = None) -> list[Header]:
     set_, add, drop = encoded_ops(ops)
-    out = [h for h in headers if h[0] not in drop] if drop else list(headers)
+    out = [h for h in headers if h[0].lower() not in drop] if drop else list(headers)  # (response names keep case)
     out += set_
     out += add
     if (ops.set_formats or ops.add_formats) and ctx is not None:
@@ -121,7 +121,7 @@ def _apply_formats(headers: list[Header], ops: HeaderOps, ctx: FormatContext) ->
     """The operations whose values have `%VAR%` operators; as Envoy, an empty result adds nothing."""
     names = {n.encode("latin-1") for n, _ in ops.set_formats}
     if names:
-        headers = [h for h in headers if h[0] not in names]
+        headers = [h for h in headers if h[0].lower() not in names]
     for op in (ops.set_formats, ops.add_formats):
         for name, fmt in op:
             value = fmt.render(ctx)

@@ -51,9 +51,10 @@ class HttpUpstream(asyncio.Protocol):
 
     # used by HttpDownstream
 
-    def bind(self, downstream: HttpDownstream, head_request: bool) -> None:
+    def bind(self, downstream: HttpDownstream, head_request: bool, raw_ok: bool = False) -> None:
         self.downstream = downstream
         self.decoder.head_request = head_request
+        self.decoder.raw_ok = raw_ok
         self.requests += 1
 
     def unbind(self) -> None:

@@ -71,7 +71,7 @@ def _header(headers: Sequence[Header], arg: str) -> str:
         wanted = name.strip().lower().encode("latin-1")
         if wanted in (b":authority", b"host"):
             wanted = b"host"
-        values = [v for n, v in headers if n == wanted]
+        values = [v for n, v in headers if n.lower() == wanted]  # response names keep the upstream's case
         if values:
             return b",".join(values).decode("latin-1")
     return ""

@@ -202,7 +202,7 @@ def test_response_head_and_body() -> None:
     (head,) = recorder.heads()
     assert isinstance(head, ResponseHead)
     assert (head.status, head.content_length, head.chunked) == (200, 4, False)
-    assert head.headers == [(b"server", b"up")]
+    assert head.headers == [(b"Server", b"up")]  # names as the upstream wrote them
     assert recorder.body() == b"data" and recorder.events[-1] == "complete"
     assert decoder.keep_alive and decoder.complete
 

@@ -1,0 +1,33 @@
+"""The no-I/O hot-path benchmark: its messages with extra header fields are valid HTTP, and it runs."""
+
+from __future__ import annotations
+
+import httptools
+
+from benchmarks.l7_micro import REQUEST, RESPONSE, no_io, with_headers
+
+
+class _Fields:
+    def __init__(self) -> None:
+        self.names: list[bytes] = []
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.names.append(name)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def test_with_headers_adds_that_many_fields() -> None:
+    for message, parser in ((REQUEST, httptools.HttpRequestParser), (RESPONSE, httptools.HttpResponseParser)):
+        plain, more = _Fields(), _Fields()
+        parser(plain).feed_data(message)
+        parser(more).feed_data(with_headers(message, 5))
+        assert plain.complete and more.complete
+        assert len(more.names) == len(plain.names) + 5
+        assert more.names[-len(plain.names):] == plain.names  # the message's own fields kept, in order
+
+
+def test_no_io_runs_with_extra_fields() -> None:
+    assert no_io(20, headers=3) > 0  # no_io itself checks that every request was proxied
