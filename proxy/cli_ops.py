@@ -1,8 +1,8 @@
 """kubectl-like commands that talk to a running proxy's admin API: apply, delete, get, explain.
 
-They are thin clients (stdlib urllib): the proxy does the validating, persisting and swapping, and
-answers only when the change is serving, so `apply` printing `serving config version N` means it is live.
-The admin address comes from `--admin HOST:PORT`, else `$SHIFTPROXY_ADMIN`, else 127.0.0.1:15000.
+They are thin clients (stdlib urllib, proxy.cli_client): the proxy does the validating, persisting and
+swapping, and answers only when the change is serving, so `apply` printing `serving config version N`
+means it is live. `explain` is proxy.cli_explain.
 """
 
 from __future__ import annotations
@@ -11,20 +11,16 @@ import argparse
 import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 import yaml
 
+from proxy.cli_client import ADMIN_ENV, DEFAULT_ADMIN, CliError, _run, admin_client, wait_for_peers
+from proxy.cli_explain import cmd_explain
 from proxy.config.load import iter_config_files
 from proxy.gatewayapi import kinds as gateway_api
-from proxy.routing.explain import routes, verdict
+from proxy.rollout.cli import add_command as add_rollout
 
-DEFAULT_ADMIN = "127.0.0.1:15000"
-ADMIN_ENV = "SHIFTPROXY_ADMIN"
 GROUP = "networking.istio.io"
 
 # every name kubectl accepts for the Istio networking kinds
@@ -55,80 +51,6 @@ for _name in ("rollout", "rollouts", "ro", "rollout.shiftproxy.io", "rollouts.sh
     KIND_NAMES[_name] = "Rollout"
 PLURALS["Rollout"] = "rollouts"
 OTHER_GROUPS = {"Rollout": "shiftproxy.io"}  # kinds outside networking.istio.io and the Gateway API
-
-
-class CliError(Exception):
-    """A one-line message for stderr; exit status 1."""
-
-
-# admin client ---------------------------------------------------------------------------------------
-
-
-class AdminClient:
-    def __init__(self, address: str, timeout: float = 60.0) -> None:
-        address = address.strip()
-        if "://" in address:
-            address = urllib.parse.urlsplit(address).netloc
-        host, sep, port = address.rpartition(":")
-        if not sep or not port.isdigit():
-            raise CliError(f"admin address must be HOST:PORT, got {address!r}")
-        self.address = f"{host or '127.0.0.1'}:{port}"
-        self.timeout = timeout
-
-    def call(self, method: str, path: str, query: list[tuple[str, str]] | None = None,
-             body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
-        """(status, decoded JSON) for any status; CliError when the proxy cannot be reached."""
-        url = f"http://{self.address}{path}"
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        request = urllib.request.Request(url, data=body, method=method)
-        if body is not None:
-            request.add_header("content-type", content_type)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            detail = getattr(reason, "strerror", None) or reason
-            raise CliError(f"cannot reach the shiftproxy admin API at {self.address}: is `shiftproxy run` "
-                           f"running? ({detail})") from exc
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, {"error": raw.decode("utf-8", "replace").strip()}
-
-
-def admin_clients(args: argparse.Namespace) -> list[AdminClient]:
-    """Every admin address given (comma-separated): the first takes changes, the others are proxies
-    that read the same config directory and are waited for."""
-    text = args.admin or os.environ.get(ADMIN_ENV) or DEFAULT_ADMIN
-    return [AdminClient(a) for a in text.split(",") if a.strip()] or [AdminClient(DEFAULT_ADMIN)]
-
-
-def admin_client(args: argparse.Namespace) -> AdminClient:
-    return admin_clients(args)[0]
-
-
-def wait_for_peers(args: argparse.Namespace, objects: list[dict[str, Any]], timeout: float = 10.0) -> None:
-    """Return once every other proxy listed serves exactly what the first one does for these objects
-    (they pick the change up from the shared directory); CliError naming the laggard otherwise."""
-    primary, *peers = admin_clients(args)
-
-    def served(client: AdminClient, obj: dict[str, Any]) -> list[Any]:
-        query = [("kind", obj["kind"]), ("namespace", obj["namespace"]), ("name", obj["name"])]
-        status, payload = client.call("GET", "/objects", query)
-        return [i["object"] for i in payload.get("objects") or []] if status == 200 else [None]
-
-    wanted = [served(primary, obj) for obj in objects]
-    deadline = time.monotonic() + timeout
-    for peer in peers:
-        while [served(peer, obj) for obj in objects] != wanted:
-            if time.monotonic() > deadline:
-                raise CliError(f"the proxy at {peer.address} does not serve the change after {timeout:.0f} s: "
-                               "does it read the same config directory?")
-            time.sleep(0.05)
 
 
 # registration ----------------------------------------------------------------------------------------
@@ -191,17 +113,7 @@ def add_commands(sub: Any) -> None:
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
     explain.set_defaults(func=cmd_explain)
 
-    from proxy.rollout.cli import add_command as add_rollout
-
     add_rollout(sub, common)
-
-
-def _run(fn: Any, args: argparse.Namespace) -> int:
-    try:
-        return int(fn(args))
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
 
 
 # apply / delete --------------------------------------------------------------------------------------
@@ -434,153 +346,3 @@ def human_age(seconds: float | None) -> str:
     return f"{d}d{h % 24}h" if d < 8 and h % 24 else f"{d}d"
 
 
-# explain ---------------------------------------------------------------------------------------------
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    return _run(_explain, args)
-
-
-def _explain(args: argparse.Namespace) -> int:
-    query = [("path", args.path), ("method", args.method)]
-    if args.authority:
-        query.append(("authority", args.authority))
-    query += [("header", h) for h in args.header]
-    explicit = [("listener", args.listener)] if args.listener else []
-    if args.port is not None:
-        explicit.append(("port", str(args.port)))
-    if args.destination_ip:
-        query.append(("destination_ip", args.destination_ip))
-    if args.sni:
-        query.append(("sni", args.sni))
-    clients = admin_clients(args)
-    answers, errors = _explain_on(clients, query + explicit)
-    if not answers:
-        raise CliError("; ".join(errors))
-    # with several proxies (a gateway and a sidecar, say) each answers for its own listeners: show in full
-    # the ones that route the request, and one line for each that does not
-    routed = [a for a in answers if routes(a)]
-    shown = routed or sorted(answers, key=lambda a: a["listener"]["role"] != "mesh")[:1]
-    others = [a for a in answers if a not in shown]
-    if explicit and not routed and len(clients) > 1:
-        # the named listener does not route it: say which listener of the other proxies would
-        elsewhere, _ = _explain_on([c for c in clients if c.address not in {a["admin"] for a in answers}], query)
-        others += elsewhere
-    lines = [_verdict(a) for a in others]
-    lines += [dict(v, admin=a["admin"]) for a in shown + others for v in a.get("other_listeners") or []]
-    several = len(clients) > 1
-    if args.output == "json":
-        primary = dict(shown[0])
-        primary["other_listeners"] = [_verdict(a) for a in shown[1:]] + lines
-        print(json.dumps(primary, indent=2))
-        return 0
-    text = [render_explain(a, admin=a["admin"] if several else None) for a in shown]
-    if lines:
-        text.append("other listeners:\n" + "".join(_other_line(v, several) for v in lines))
-    print("\n".join(text), end="")
-    return 0
-
-
-def _explain_on(clients: list[AdminClient], query: list[tuple[str, str]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Each proxy's answer (tagged with its admin address), and the errors of those that have none."""
-    answers, errors = [], []
-    for client in clients:
-        try:
-            status, payload = client.call("GET", "/explain", query)
-        except CliError as exc:  # one proxy down: the others still answer for their listeners
-            errors.append(str(exc))
-            if len(clients) > 1:
-                print(f"Warning: {exc}", file=sys.stderr)
-            continue
-        if status == 200:
-            answers.append({**payload, "admin": client.address})
-        else:
-            prefix = f"{client.address}: " if len(clients) > 1 else ""
-            errors.append(prefix + (payload.get("error") or f"HTTP {status}"))
-    return answers, errors
-
-
-def _verdict(answer: dict[str, Any]) -> dict[str, Any]:
-    return {**verdict(answer), "admin": answer["admin"]}
-
-
-def _other_line(v: dict[str, Any], several: bool) -> str:
-    li = v["listener"]
-    role = "sidecar" if li["role"] == "mesh" else "gateway"
-    where = f"{role} {li['protocol'].upper()} on {li['address']}:{li['port']}"
-    if several and v.get("admin"):
-        where += f", admin {v['admin']}"
-    return f"  {li['name']} ({where}): {v['summary']}\n"
-
-
-def render_explain(answer: dict[str, Any], admin: str | None = None) -> str:
-    """The explain answer as a user reads it: listener, request, host, each rule, then the destinations."""
-    li = answer["listener"]
-    role = "sidecar" if li["role"] == "mesh" else "gateway"
-    at = f", admin {admin}" if admin else ""
-    out = [f"config version {answer['config_version']}; listener {li['name']} "
-           f"({role} {li['protocol'].upper()} on {li['address']}:{li['port']}{at})"]
-    if li["protocol"] == "http":
-        req = answer["request"]
-        out.append(f"request:  {req['method']} {req['authority']}{req['path']}")
-        for name, value in req["headers"].items():
-            out.append(f"          {name}: {value}")
-        vh = answer.get("virtual_host")
-        if vh is None:
-            result = answer["result"]
-            out.append(f"result:   {result['status']} {result['flags']}: {result['reason']}")
-            if result.get("known_hosts"):
-                out.append(f"          hosts on this listener: {', '.join(result['known_hosts'])}")
-            return "\n".join(out) + "\n"
-        vs = f"VirtualService {vh['virtual_service']}" if vh["virtual_service"] else \
-            "no VirtualService: the default route to every endpoint"
-        out.append(f"host:     {max(vh['domains'], key=len, default=vh['name'])} ({vs})")
-    else:
-        conn = answer["connection"]
-        sni = f" (SNI {conn['sni']})" if conn.get("sni") else ""
-        out.append(f"connection: to {conn['destination_ip']}:{conn['port']}{sni}")
-    for rule in answer.get("rules") or []:
-        label = f"rule {rule['index']}"
-        name = rule["name"] if rule.get("virtual_service") else "default route"
-        if rule["matched"]:
-            out.append(f"{label}:   {name}: MATCH ({rule['why']})")
-        else:
-            out.append(f"{label}:   {name}: no match")
-            out.extend(f"            {reason}" for reason in rule.get("reasons") or [])
-    route = answer.get("route")
-    result = answer.get("result") or {}
-    if route is None:
-        status = f"{result['status']} {result.get('flags', '')}: " if result.get("status") else ""
-        out.append(f"result:   {status}{result.get('reason', '')}")
-        return "\n".join(out) + "\n"
-    fault = route.get("fault") or {}
-    if fault.get("delay_percent"):
-        out.append(f"fault:    delay {fault['delay_seconds']}s for {fault['delay_percent']:.1f}% of requests")
-    if fault.get("abort_percent"):
-        out.append(f"fault:    abort {fault['abort_status']} for {fault['abort_percent']:.1f}% of requests")
-    if "redirect" in route:
-        r = route["redirect"]
-        target = " ".join(f"{k}={v}" for k, v in r.items() if v is not None and k != "code")
-        out.append(f"result:   redirect {r['code']} {target}")
-    elif "direct_response" in route:
-        out.append(f"result:   direct response {route['direct_response']['status']}")
-    else:
-        out.append("route:    " + ("each request" if li["protocol"] == "http" else "each new connection")
-                   + " picks one destination:")
-        for d in route["destinations"]:
-            subset = f" subset {d['subset']}" if d.get("subset") else ""
-            out.append(f"  {d['probability'] * 100:5.1f}%  {d['host']}:{d['port']}{subset}   "
-                       f"(cluster {d['cluster']}, weight {d['weight']})")
-            if d.get("problem"):
-                out.append(f"          ! {d['problem']}")
-            endpoints = d.get("endpoints") or []
-            for e in endpoints:
-                out.append(f"          endpoint {e['address']}:{e['port']}  version {e['version']}")
-            if len(endpoints) > 1:
-                unit = "request" if li["protocol"] == "http" else "connection"
-                out.append(f"          (one endpoint per {unit}, by {d.get('lb_policy', 'LEAST_REQUEST')})")
-    if route.get("rewrite"):
-        out.append(f"rewrite:  {', '.join(f'{k}={v}' for k, v in route['rewrite'].items())}")
-    if route.get("timeout"):
-        out.append(f"timeout:  {route['timeout']}s")
-    return "\n".join(out) + "\n"

@@ -28,7 +28,7 @@ from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.diagnostics import ConfigError
 from proxy.config.load import DEFAULT_MAX_BYTES, LoadResult, RawObject
 from proxy.config.watch import watch_config
-from proxy.l4 import relay
+from proxy.l4 import lifecycle, relay
 from proxy.l4.sni import SniDownstream
 from proxy.l7.downstream import HttpDownstream
 from proxy.rollout.controller import RolloutController
@@ -263,7 +263,7 @@ class Server:
         state.metrics.config_version = self._version
         state.metrics.reloads["success"] += 1
         self._remember(loaded)
-        relay.on_snapshot_swap(state, old, snapshot)
+        lifecycle.on_snapshot_swap(state, old, snapshot)
         state.traffic_page.record_change(old, snapshot, reason)
         state.cluster_manager.retain(list(snapshot.clusters.values()))  # drop pools of removed endpoints
         await self._sync_listeners(snapshot, strict=False)
@@ -329,7 +329,7 @@ class Server:
             conn.shutdown()  # idle keep-alive closes now; a busy one closes after its response
         deadline = time.monotonic() + self.options.drain_timeout
         # TCP has no message boundary to stop at: wait for connections to end, then close the rest (as Envoy)
-        tcp_drain = asyncio.ensure_future(relay.drain_tcp(state, self.options.drain_timeout))
+        tcp_drain = asyncio.ensure_future(lifecycle.drain_tcp(state, self.options.drain_timeout))
         while any(c in state.connections for c in http) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in http:

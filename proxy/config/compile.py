@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxy.capture.compile import build_capture_table
-from proxy.config import compile_http, compile_shift
-from proxy.config.compile_policy import cluster_resilience, retry_policy
+from proxy.config import compile_cluster, compile_http, compile_match, compile_shift
+from proxy.config.compile_policy import retry_policy
 from proxy.config.compile_tls import TlsCompiler, TlsOptions, https_redirects, sni_routes, terminates
 from proxy.config.delegate import expand_delegates
 from proxy.config.diagnostics import ConfigError, Diagnostic
@@ -27,18 +27,15 @@ from proxy.config.hosts import fqdn
 from proxy.config.load import LoadResult, RawObject, load_paths
 from proxy.config.registry import Service, ServicePort, aliases, build_registry
 from proxy.gatewayapi.translate import translate as translate_gateway_api
-from proxy.routing.match import HttpMatch, StringMatcher, TcpMatch
+from proxy.routing.match import HttpMatch, TcpMatch
 from proxy.routing.snapshot import (
     Cluster,
     Destination,
     DirectResponse,
-    Fault,
     HeaderOps,
     HttpListener,
     HttpRoute,
-    LbPolicy,
     Redirect,
-    Rewrite,
     RouteTable,
     ServiceInfo,
     Snapshot,
@@ -125,7 +122,7 @@ class _Compiler:
         self.registry: dict[str, Service] = build_registry(objects)
         self.clusters: dict[str, Cluster] = {}
         self.notices: list[str] = []
-        self.subsets, self.policies = self._destination_rules()
+        self.subsets, self.policies = compile_cluster.destination_rules(objects)
         # delegate VirtualServices are merged into their roots here, as istiod does
         self.virtual_services, delegate_notices = expand_delegates(o for o in objects if o.kind == "VirtualService")
         self.notices.extend(delegate_notices)
@@ -133,7 +130,8 @@ class _Compiler:
         self.tls = TlsCompiler(objects, options.tls)
 
     def run(self, version: int, warnings: list[str], notices: list[str]) -> Snapshot:
-        self._build_clusters()
+        compile_cluster.build_clusters(self.clusters, self.notices, self.registry, self.subsets, self.policies,
+                                       self.tls, self.options.capture)
         http: dict[str, HttpListener] = {}
         tcp: dict[str, TcpListener] = {}
         if self.options.gateway:
@@ -156,74 +154,6 @@ class _Compiler:
         return Snapshot(version, digest, http, tcp, dict(self.clusters),
                         services, tuple(warnings), tuple(notices + sorted(set(self.notices))), capture,
                         tuple(self.tls.credentials))
-
-    # DestinationRules → subsets and traffic policies --------------------------------------------
-
-    def _destination_rules(self) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
-        """Per host FQDN: subsets by name (first definition wins) and the top-level trafficPolicy."""
-        subsets: dict[str, dict[str, dict[str, Any]]] = {}
-        policies: dict[str, dict[str, Any]] = {}
-        for dr in (o for o in self.objects if o.kind == "DestinationRule"):
-            host = fqdn(str(dr.spec.get("host", "")), dr.namespace)
-            by_name = subsets.setdefault(host, {})
-            for subset in dr.spec.get("subsets") or []:
-                by_name.setdefault(str(subset["name"]), subset)
-            if dr.spec.get("trafficPolicy") and host not in policies:
-                policies[host] = dr.spec["trafficPolicy"]
-        return subsets, policies
-
-    def _build_clusters(self) -> None:
-        for service in self.registry.values():
-            info = ServiceInfo(service.fqdn, service.name, service.namespace)
-            top = self.policies.get(service.fqdn, {})
-            for port in service.ports:
-                top_port = _port_policy(top, port.number)  # the top-level port settings first
-                self._add_cluster(info, service, port, "", None, top_port)
-                for name, subset in self.subsets.get(service.fqdn, {}).items():
-                    # a subset policy replaces that one field by field, then its own port settings apply
-                    # (Istio's MergeTrafficPolicy)
-                    own = subset.get("trafficPolicy") or {}
-                    policy = {**{k: v for k, v in top_port.items() if k != "portLevelSettings"}, **own}
-                    self._add_cluster(info, service, port, name, subset.get("labels") or {}, policy)
-
-    def _add_cluster(self, info: ServiceInfo, service: Service, port: ServicePort, subset: str,
-                     selector: dict[str, str] | None, policy: dict[str, Any]) -> None:
-        policy = _port_policy(policy, port.number)
-        lb = (policy.get("loadBalancer") or {}).get("simple") or "LEAST_REQUEST"
-        hashing = compile_http.hash_policy(policy.get("loadBalancer"))
-        if hashing is not None:
-            lb = "RANDOM"  # Envoy's ring hash and Maglev pick at random for a request without a key
-        elif lb in ("LEAST_CONN", "UNSPECIFIED"):  # Istio's alias and default
-            lb = "LEAST_REQUEST"
-        elif lb == "PASSTHROUGH" and self.options.capture:
-            self.notices.append(f"loadBalancer PASSTHROUGH for {info.fqdn}: connections that were not redirected "
-                                "(no original destination) use LEAST_REQUEST")
-        elif lb == "PASSTHROUGH":
-            self.notices.append(f"loadBalancer PASSTHROUGH for {info.fqdn} needs the original destination "
-                                "(run --capture), which is off; using LEAST_REQUEST")
-            lb = "LEAST_REQUEST"
-        elif lb not in ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"):
-            self.notices.append(f"loadBalancer {lb} for {info.fqdn} is not supported; using LEAST_REQUEST")
-            lb = "LEAST_REQUEST"
-        pool = policy.get("connectionPool") or {}
-        tcp_pool, http_pool = pool.get("tcp") or {}, pool.get("http") or {}
-        idle = tcp_pool.get("idleTimeout")
-        tcp_idle: float | None = 3600.0 if idle is None else (parse_duration(str(idle)) or None)
-        name = cluster_name(port.number, subset, info.fqdn)
-        tls = self.tls.cluster(policy.get("tls"), info.fqdn)
-        endpoints = service.endpoints(port, selector)
-        if tls is not None:  # pooled apart from plaintext connections to the same addresses
-            endpoints = tuple(replace(e, pool_tag=tls.tag) for e in endpoints)
-        self.clusters[name] = Cluster(
-            name=name, service=info, port=port.number, subset=subset,
-            endpoints=endpoints, lb_policy=_lb(lb), tls=tls,
-            connect_timeout=parse_duration(str(tcp_pool.get("connectTimeout", "10s"))),
-            tcp_idle_timeout=tcp_idle,
-            http_idle_timeout=parse_duration(str(http_pool.get("idleTimeout", "1h"))),
-            max_requests_per_connection=int(http_pool.get("maxRequestsPerConnection") or 0),
-            hash_policy=hashing,
-            **cluster_resilience(policy),
-        )
 
     # destinations ---------------------------------------------------------------------------------
 
@@ -277,7 +207,7 @@ class _Compiler:
                 port = int(block.get("port") or 0)
                 if port and listener_port is not None and port != listener_port:
                     continue
-                matches.append(_http_match(block, port if listener_port is None else 0))
+                matches.append(compile_match.http_match(block, port if listener_port is None else 0))
             if blocks and not matches:
                 continue  # every block was for another gateway or port
             # fields accepted but not enforced are warned about by validation (proxy.config.enforcement)
@@ -289,13 +219,13 @@ class _Compiler:
                 connect_retries=connect_retries,
                 name=str(rule.get("name") or f"{vs.namespace}/{vs.name}#{index}"),
                 virtual_service=f"{vs.namespace}/{vs.name}", rule_index=index,
-                matches=tuple(matches) if blocks and not _any_catch_all(matches) else (),
+                matches=tuple(matches) if blocks and not compile_match.any_catch_all(matches) else (),
                 action=self._http_action(vs, rule, listener_port),
                 timeout=parse_duration(str(rule["timeout"])) if rule.get("timeout") else None,
-                rewrite=_rewrite(rule.get("rewrite")),
+                rewrite=compile_match.rewrite(rule.get("rewrite")),
                 request_headers=_header_ops((rule.get("headers") or {}).get("request")),
                 response_headers=_header_ops((rule.get("headers") or {}).get("response")),
-                fault=_fault(fault),
+                fault=compile_match.fault(fault),
                 mirrors=compile_http.mirrors(rule, lambda d: self._mirror_cluster(vs, d, listener_port)),
                 cors=compile_http.cors_policy(rule.get("corsPolicy")),
                 retry=retry,
@@ -543,39 +473,6 @@ class _Compiler:
 # small pure helpers -------------------------------------------------------------------------------
 
 
-def _fault_percent(part: dict[str, Any]) -> float:
-    """`percentage.value`, else the deprecated integer `percent`; unset means no request (Istio)."""
-    percentage = part.get("percentage")
-    if percentage is not None:
-        return float((percentage or {}).get("value") or 0.0)
-    return float(part.get("percent") or 0)
-
-
-def _fault(fault: dict[str, Any]) -> Fault | None:
-    """The route's fault injection, or None when no request can be delayed or aborted."""
-    delay = fault.get("delay") or {}
-    abort = fault.get("abort") or {}
-    delay_seconds = parse_duration(str(delay["fixedDelay"])) if delay.get("fixedDelay") else None
-    delay_percent = _fault_percent(delay) if delay_seconds is not None else 0.0
-    abort_status = int(abort["httpStatus"]) if abort.get("httpStatus") else None
-    abort_percent = _fault_percent(abort) if abort_status is not None else 0.0
-    if not delay_percent and not abort_percent:
-        return None
-    return Fault(delay_seconds, delay_percent, abort_status, abort_percent)
-
-
-def _lb(name: str) -> LbPolicy:
-    return name if name in ("ROUND_ROBIN", "RANDOM", "PASSTHROUGH") else "LEAST_REQUEST"  # type: ignore[return-value]
-
-
-def _port_policy(policy: dict[str, Any], port: int) -> dict[str, Any]:
-    """portLevelSettings for `port` replace the four policy fields whole (they are not inherited)."""
-    for pls in policy.get("portLevelSettings") or []:
-        if int((pls.get("port") or {}).get("number") or 0) == port:
-            return {k: pls.get(k) for k in ("loadBalancer", "connectionPool", "outlierDetection", "tls")}
-    return policy
-
-
 def _first_port(service: Service, http: bool) -> int | None:
     port = next((p for p in service.ports if p.is_http == http), None) or (service.ports[0] if service.ports
                                                                             else None)
@@ -611,51 +508,5 @@ def _host_admitted(vs_host: str, server_host: str) -> bool:
     return vs_host == "*"
 
 
-def _string_matcher(spec: dict[str, Any] | None, ignore_case: bool = False,
-                    star_is_present: bool = False) -> StringMatcher:
-    spec = spec or {}
-    if star_is_present and spec.get("regex") == "*":  # Istio: `*` in withoutHeaders is a presence match
-        return StringMatcher.build("present")
-    for kind in ("exact", "prefix", "regex"):
-        if kind in spec:
-            return StringMatcher.build(kind, str(spec[kind]), ignore_case)  # type: ignore[arg-type]
-    return StringMatcher.build("present")
-
-
-def _http_match(block: dict[str, Any], port: int) -> HttpMatch:
-    def named(key: str) -> tuple[tuple[str, StringMatcher], ...]:
-        return tuple((str(k).lower(), _string_matcher(v, star_is_present=key == "withoutHeaders"))
-                     for k, v in (block.get(key) or {}).items())
-
-    def optional(key: str) -> StringMatcher | None:
-        return _string_matcher(block[key]) if block.get(key) is not None else None
-
-    uri = block.get("uri")
-    return HttpMatch(
-        name=str(block.get("name") or ""),
-        uri=_string_matcher(uri, bool(block.get("ignoreUriCase"))) if uri is not None else None,
-        scheme=optional("scheme"), method=optional("method"), authority=optional("authority"),
-        headers=named("headers"), without_headers=named("withoutHeaders"), query_params=named("queryParams"),
-        port=port,
-    )
-
-
-def _any_catch_all(matches: list[HttpMatch]) -> bool:
-    """A block with no conditions (or `prefix: /` alone) matches everything."""
-    for m in matches:
-        if (m.uri is None or (m.uri.kind == "prefix" and m.uri.value in ("", "/"))) and not (
-                m.scheme or m.method or m.authority or m.headers or m.without_headers or m.query_params or m.port):
-            return True
-    return False
-
-
 def _header_ops(spec: dict[str, Any] | None) -> HeaderOps | None:
     return compile_http.header_ops(spec)
-
-
-def _rewrite(spec: dict[str, Any] | None) -> Rewrite | None:
-    if not spec:
-        return None
-    regex = spec.get("uriRegexRewrite") or {}
-    return Rewrite(uri=spec.get("uri"), authority=spec.get("authority"), regex_match=regex.get("match"),
-                   regex_rewrite=regex.get("rewrite"))

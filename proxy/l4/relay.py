@@ -3,8 +3,7 @@
 `TcpDownstream` reads `state.snapshot` once in `connection_made`, matches the listener's TCP routes
 against the connection's destination (local) address, picks a weighted destination, chooses an endpoint
 and connects to it. Every byte of the connection then goes to that endpoint, whatever later reloads do,
-unless the route opts into drain-on-shift (`shiftproxy.io/tcp-drain-on-shift`): then a connection whose
-destination lost its weight is closed after that grace, like Envoy closing a drained filter chain.
+unless the route opts into drain-on-shift (proxy.l4.lifecycle, with what reloads and shutdown do).
 
 Failures close the downstream with Envoy's response flag: NR (no route), NC (the destination's cluster
 does not exist), UH (no endpoint), UF (connect refused, failed or timed out: Envoy's tcp_proxy sets
@@ -242,7 +241,7 @@ class TcpDownstream(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Graceful stop. TCP has no message boundary to stop at, so the connection keeps relaying
-        until either side closes; `drain_tcp` closes whatever is left at its deadline."""
+        until either side closes; `lifecycle.drain_tcp` closes whatever is left at its deadline."""
 
     def close(self, abort: bool = False) -> None:
         """Close both sides: flushing what is buffered, or at once (`abort`)."""
@@ -271,25 +270,6 @@ class TcpDownstream(asyncio.Protocol):
             if self._finished:
                 self._closed_waiter.set_result(None)
         return self._closed_waiter
-
-    def check_shift(self, snapshot: Snapshot) -> None:
-        """After a swap: schedule (or cancel) the drain-on-shift close of this connection."""
-        route = self.route
-        if route is None or self._closing:
-            return
-        new_route = self.find_route(snapshot)
-        grace = new_route.drain_on_shift if new_route is not None else route.drain_on_shift
-        kept = False
-        if new_route is not None:
-            destinations = new_route.destinations.destinations
-            kept = any(d.cluster_name == self.cluster_name and (d.weight > 0 or len(destinations) == 1)
-                       for d in destinations)
-        if kept or grace is None:
-            if self._drain_timer is not None:  # the destination got its weight back in time
-                self._drain_timer.cancel()
-                self._drain_timer = None
-        elif self._drain_timer is None:
-            self._drain_timer = self.loop.call_later(max(grace, 0.0), self._drain_close)
 
     @property
     def requested_server_name(self) -> str:
@@ -324,10 +304,6 @@ class TcpDownstream(asyncio.Protocol):
             return False
         self._start_connect(*moved)
         return True
-
-    def _drain_close(self) -> None:
-        self._drain_timer = None
-        self.close()
 
     # upstream side ------------------------------------------------------------------------------
 
@@ -524,33 +500,3 @@ class TcpDownstream(asyncio.Protocol):
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
 
-
-def on_snapshot_swap(state: ServerState, old: Snapshot, new: Snapshot) -> None:
-    """Called after every successful swap: mark connections on an older version and apply the
-    drain-on-shift policy of the new routes."""
-    on_old = 0
-    for conn in list(state.connections):
-        if not isinstance(conn, TcpDownstream) or conn.finished:
-            continue
-        if conn.version < new.version:
-            conn.on_old_config = True
-            on_old += 1
-        conn.check_shift(new)
-    state.metrics.connections_on_old_config = on_old
-
-
-async def drain_tcp(state: ServerState, timeout: float) -> int:
-    """Wait up to `timeout` for the TCP connections to finish, then close the rest at once (as Envoy
-    does at the end of its drain time). Returns how many had to be closed."""
-    conns = [c for c in list(state.connections) if isinstance(c, TcpDownstream) and not c.finished]
-    for conn in conns:
-        conn.shutdown()
-    if conns and timeout > 0:
-        await asyncio.wait([c.closed_waiter() for c in conns], timeout=timeout)
-    left = [c for c in conns if not c.finished]
-    for conn in left:
-        conn.close(abort=True)
-    if left:
-        # aborted transports report connection_lost on the next loop iterations
-        await asyncio.wait([c.closed_waiter() for c in left], timeout=1.0)
-    return len(left)

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from proxy.cli_ops import AdminClient, CliError, _run, admin_clients
+from proxy.cli_client import AdminClient, CliError, _run, admin_clients
 
 VERBS = ("status", "promote", "pause", "resume", "abort")
 BAR = 20

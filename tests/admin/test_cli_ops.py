@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import cli_ops
+from proxy import cli_client, cli_explain, cli_ops
 from proxy.cli import build_parser
 from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.load import load_paths, load_text
@@ -81,7 +81,7 @@ def test_explain_text_for_a_header_rule() -> None:
     snap = compile_snapshot(loaded.objects + load_text(REVIEWS_SE, "se.yaml").objects, CompileOptions())
     listener = find_listener(snap)
     assert isinstance(listener, HttpListener)
-    text = cli_ops.render_explain(explain_http(snap, listener, "reviews:9080", "/reviews/0",
+    text = cli_explain.render_explain(explain_http(snap, listener, "reviews:9080", "/reviews/0",
                                                headers={"end-user": "alice"}))
     assert text.splitlines() == [
         "config version 1; listener mesh_http (sidecar HTTP on 127.0.0.1:15001)",
@@ -102,7 +102,7 @@ def test_explain_text_for_an_unknown_host_and_for_tcp() -> None:
     snap = compile_snapshot(load_text(REVIEWS_SE, "se.yaml").objects, CompileOptions())
     listener = find_listener(snap)
     assert isinstance(listener, HttpListener)
-    text = cli_ops.render_explain(explain_http(snap, listener, "ratings:9080"))
+    text = cli_explain.render_explain(explain_http(snap, listener, "ratings:9080"))
     assert ("result:   404 NR: no VirtualService or service on listener mesh_http serves "
             "'ratings:9080'") in text
     assert text.endswith("          hosts on this listener: reviews\n")
@@ -112,7 +112,7 @@ def test_explain_text_for_an_unknown_host_and_for_tcp() -> None:
                             CompileOptions(mesh=False))
     tcp = find_listener(snap, port=31400)
     assert isinstance(tcp, TcpListener)
-    text = cli_ops.render_explain(explain_tcp(snap, tcp))
+    text = cli_explain.render_explain(explain_tcp(snap, tcp))
     assert "route:    each new connection picks one destination:" in text
     assert "   80.0%  tcp-echo.default.svc.cluster.local:9000 subset v1" in text
     assert "   20.0%  tcp-echo.default.svc.cluster.local:9000 subset v2" in text
@@ -125,23 +125,23 @@ def test_read_files_takes_files_directories_and_reports_missing_paths(tmp_path: 
     (tmp_path / "notes.txt").write_text("not yaml")
     files = cli_ops.read_files([str(tmp_path)])
     assert [f["filename"] for f in files] == [str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yml")]
-    with pytest.raises(cli_ops.CliError, match="does not exist"):
+    with pytest.raises(cli_client.CliError, match="does not exist"):
         cli_ops.read_files([str(tmp_path / "missing.yaml")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(cli_ops.CliError, match="no .yaml or .yml files"):
+    with pytest.raises(cli_client.CliError, match="no .yaml or .yml files"):
         cli_ops.read_files([str(tmp_path / "empty")])
 
 
 def test_admin_address_from_flag_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = build_parser()
-    monkeypatch.setenv(cli_ops.ADMIN_ENV, "127.0.0.1:16000")
-    assert cli_ops.admin_client(parser.parse_args(["get", "vs"])).address == "127.0.0.1:16000"
-    assert cli_ops.admin_client(parser.parse_args(["get", "vs", "--admin", "localhost:17000"])).address == \
+    monkeypatch.setenv(cli_client.ADMIN_ENV, "127.0.0.1:16000")
+    assert cli_client.admin_client(parser.parse_args(["get", "vs"])).address == "127.0.0.1:16000"
+    assert cli_client.admin_client(parser.parse_args(["get", "vs", "--admin", "localhost:17000"])).address == \
         "localhost:17000"
-    monkeypatch.delenv(cli_ops.ADMIN_ENV)
-    assert cli_ops.admin_client(parser.parse_args(["get", "vs"])).address == "127.0.0.1:15000"
-    with pytest.raises(cli_ops.CliError, match="HOST:PORT"):
-        cli_ops.AdminClient("nonsense")
+    monkeypatch.delenv(cli_client.ADMIN_ENV)
+    assert cli_client.admin_client(parser.parse_args(["get", "vs"])).address == "127.0.0.1:15000"
+    with pytest.raises(cli_client.CliError, match="HOST:PORT"):
+        cli_client.AdminClient("nonsense")
 
 
 def test_get_refuses_unknown_kinds_without_calling_the_proxy(capsys: pytest.CaptureFixture[str]) -> None:

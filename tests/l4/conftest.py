@@ -20,7 +20,7 @@ import uvloop
 
 from proxy.accesslog import AccessLog
 from proxy.admin.metrics import Metrics
-from proxy.l4 import relay
+from proxy.l4 import lifecycle, relay
 from proxy.routing.match import TcpMatch
 from proxy.routing.snapshot import (
     Cluster,
@@ -267,7 +267,7 @@ class Proxy:
         """What the server does on a successful reload."""
         old = self.state.snapshot
         self.state.snapshot = new
-        relay.on_snapshot_swap(self.state, old, new)
+        lifecycle.on_snapshot_swap(self.state, old, new)
 
     def connections(self) -> list[relay.TcpDownstream]:
         return [c for c in self.state.connections if isinstance(c, relay.TcpDownstream)]
@@ -308,7 +308,7 @@ async def start_proxy() -> AsyncIterator[ProxyFactory]:
         proxy.server.close()
         for writer in proxy.clients:
             writer.transport.abort()
-        await relay.drain_tcp(proxy.state, 0)
+        await lifecycle.drain_tcp(proxy.state, 0)
         await proxy.server.wait_closed()
 
 

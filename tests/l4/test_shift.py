@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.l4 import relay
+from proxy.l4 import lifecycle
 from tests.l4.conftest import (
     Echo,
     ProxyFactory,
@@ -108,7 +108,7 @@ async def test_drain_tcp_waits_for_connections_then_closes_the_rest(
         return await read_to_close(busy_reader)
 
     finishing = asyncio.create_task(finish_busy())
-    assert await relay.drain_tcp(proxy.state, 0.5) == 1  # only the idle one had to be closed
+    assert await lifecycle.drain_tcp(proxy.state, 0.5) == 1  # only the idle one had to be closed
     assert await finishing == b"one last\n"
     assert await read_to_close(idle_reader) in (b"", b"<reset>")
     assert proxy.connections() == []
