@@ -45,11 +45,10 @@ from typing import TYPE_CHECKING
 
 from proxy.l7 import errors, exchange
 from proxy.l7.attempts import Attempts
-from proxy.l7.codec import CONTINUE, CRLF, LAST_CHUNK, CodecError, RequestHead, chunk_size_line
+from proxy.l7.codec import CONTINUE, CRLF, LAST_CHUNK, CodecError, RequestDecoder, RequestHead, chunk_size_line
 from proxy.l7.exchange import Exchange
 from proxy.l7.forwarding import Forwarding
 from proxy.l7.pausing import PAUSE_BROKEN, PAUSE_BUFFER, PAUSE_QUEUED, PAUSE_UPGRADE
-from proxy.l7.request_decoder import RequestDecoder
 from proxy.l7.responses import Responses
 from proxy.upstream import outlier
 

@@ -8,12 +8,12 @@ import pytest
 from proxy.l7.codec import (
     MAX_HEADERS,
     CodecError,
+    RequestDecoder,
     RequestHead,
+    ResponseDecoder,
     ResponseHead,
     check_target,
 )
-from proxy.l7.request_decoder import RequestDecoder
-from proxy.l7.response_decoder import ResponseDecoder
 from tests.l7.test_codec import Recorder
 
 
