@@ -9,14 +9,16 @@ Theory of operation:
 - Bodies stream both ways and are never held whole. Flow control: the upstream transport's
   `pause_writing` pauses reading the downstream and the downstream transport's pauses reading the
   upstream. Bytes that arrive while an upstream connection is being opened are held up to BUFFER_LIMIT,
-  then reading pauses. Reading pauses for several reasons at once (a bit each, `_PAUSE_*`); it resumes
+  then reading pauses. Reading pauses for several reasons at once (a bit each, pausing.py); it resumes
   when none is left.
-- A pooled connection is used synchronously; only opening a new one runs a task. A pooled connection
-  that turns out closed before any response byte is replaced once by a fresh one, if every request byte
-  written to it is still at hand (at most REPLAY_LIMIT bytes are kept for that).
+- The class is composed of mixins, one concern each: `Forwarding` (forwarding.py) opens or takes a
+  pooled upstream connection and writes the request to it; `Responses` (responses.py) relays the
+  upstream's response or tunnel and sends the proxy's own answers; `Attempts` (attempts.py) decides
+  retries. This module keeps the connection's life: reading and queueing requests, routing, ending
+  each request, closing, timeouts.
 - The route's retry policy (on a response status, reset or per-try timeout), outlier-detection reports
   and circuit-breaker slots are the `Attempts` mixin's (attempts.py): hooks here run only when the route
-  or cluster configures them. Failed connects are retried here, out of the same retry budget.
+  or cluster configures them. Failed connects are retried in `Forwarding`, out of the same retry budget.
 - `Expect: 100-continue` is answered by the proxy (Envoy's default): `100 Continue` goes to the client
   once the request is routed to an endpoint, and the Expect header is not forwarded. A request answered
   by the proxy before its body arrived (404, 503, ...) gets `connection: close` instead.
@@ -41,34 +43,21 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from proxy.l7 import errors, exchange, retry
+from proxy.l7 import errors, exchange
 from proxy.l7.attempts import Attempts
-from proxy.l7.codec import (
-    CONTINUE,
-    CRLF,
-    LAST_CHUNK,
-    CodecError,
-    RequestDecoder,
-    RequestHead,
-    ResponseHead,
-    chunk_size_line,
-    response_head,
-)
-from proxy.l7.errors import STATUS_LINES, LocalReply
+from proxy.l7.codec import CONTINUE, CRLF, LAST_CHUNK, CodecError, RequestDecoder, RequestHead, chunk_size_line
 from proxy.l7.exchange import Exchange
-from proxy.l7.upstream import HttpUpstream
-from proxy.routing.snapshot import Cluster, Endpoint, HttpListener
-from proxy.tls import upstream as tls
-from proxy.upstream import keepalive, outlier
+from proxy.l7.forwarding import Forwarding
+from proxy.l7.pausing import PAUSE_BROKEN, PAUSE_BUFFER, PAUSE_QUEUED, PAUSE_UPGRADE
+from proxy.l7.responses import Responses
+from proxy.upstream import outlier
 
 if TYPE_CHECKING:
+    from proxy.routing.snapshot import HttpListener
     from proxy.state import ServerState
-    from proxy.upstream.pool import EndpointPool
 
 log = logging.getLogger("shiftproxy.http")
 
-BUFFER_LIMIT = 64 * 1024  # request body bytes held while no upstream connection is ready
-REPLAY_LIMIT = 64 * 1024  # request bytes kept to resend once if a pooled connection was stale
 IDLE_TIMEOUT = 300.0  # seconds a keep-alive connection may wait for its next request
 REQUEST_HEADERS_TIMEOUT = 60.0  # seconds from a request's first byte to the end of its head
 # After answering a request that was not read to its end, the connection is half-closed and what the
@@ -76,15 +65,8 @@ REQUEST_HEADERS_TIMEOUT = 60.0  # seconds from a request's first byte to the end
 # connection and the client could lose the answer (a "lingering close", as in nginx).
 LINGER = 2.0
 
-# why reading the downstream is paused
-_PAUSE_UPSTREAM = 1  # the upstream's write buffer is full
-_PAUSE_QUEUED = 2  # a pipelined request waits for the one in flight
-_PAUSE_BUFFER = 4  # BUFFER_LIMIT bytes are held for an upstream connection being opened
-_PAUSE_BROKEN = 8  # a malformed request was read: nothing after it is
-_PAUSE_UPGRADE = 16  # an upgrade request waits for the upstream's answer before what follows it is read
 
-
-class HttpDownstream(Attempts, asyncio.Protocol):
+class HttpDownstream(Attempts, Forwarding, Responses, asyncio.Protocol):
     __slots__ = (
         "listener_name", "state", "loop", "transport", "listener", "client_ip", "decoder",
         "idle_timeout", "headers_timeout",
@@ -169,7 +151,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
                 self._finish(ex, ex.status if ex.response_started else 0, "DC")
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self._read_paused & _PAUSE_BROKEN:
+        if self.closing or self._read_paused & PAUSE_BROKEN:
             return
         upgrading = self._upgrading
         if upgrading is not None:
@@ -213,12 +195,12 @@ class HttpDownstream(Attempts, asyncio.Protocol):
                 if not ex.done:
                     self._upgrading = ex
                     self._held = data[offset:]
-                    self._pause_reading(_PAUSE_UPGRADE)
+                    self._pause_reading(PAUSE_UPGRADE)
                 elif offset < len(data):  # already answered (refused, no route): the next request
                     self.data_received(data[offset:])
             else:  # CONNECT: nothing after it is HTTP we can read
                 self.keep_alive = False
-                self._pause_reading(_PAUSE_BROKEN)
+                self._pause_reading(PAUSE_BROKEN)
 
     def eof_received(self) -> bool | None:
         ex = self.exchange
@@ -260,7 +242,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             self._start(ex)  # (not inlined: a captured connection's subclass routes its own way)
         else:
             self.queue.append(ex)
-            self._pause_reading(_PAUSE_QUEUED)
+            self._pause_reading(PAUSE_QUEUED)
 
     def on_request_body(self, data: bytes) -> None:
         ex = self.receiving
@@ -365,381 +347,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
             state.metrics.pool_misses += 1
             ex.connect_task = self.loop.create_task(self._connect(ex, pool))
 
-    # upstream connection
-
-    async def _connect(self, ex: Exchange, pool: EndpointPool[HttpUpstream]) -> None:
-        """Open an upstream connection and attach it. A failed connect is retried (the route's
-        `connect_retries`, Istio's default 2, out of the request's retry budget) on another endpoint
-        when there is one, after Envoy's jittered back-off; nothing has been sent yet, so this is
-        always safe."""
-        endpoint, cluster = ex.endpoint, ex.cluster
-        assert endpoint is not None and cluster is not None
-        metrics = self.state.metrics
-        route = ex.route
-        retries = route.connect_retries if route is not None else 0
-        policy = route.retry if route is not None else None
-        while True:
-            try:
-                async with asyncio.timeout(cluster.connect_timeout):
-                    _, conn = await tls.connect(self.loop, lambda p=pool: HttpUpstream(p, metrics),
-                                                endpoint.address, endpoint.port, cluster.tls)
-            except TimeoutError:
-                failure = errors.CONNECT_TIMEOUT
-            except (OSError, ValueError) as exc:  # refused, unreachable, DNS failure, bad address
-                log.debug("connect to %s:%d failed: %s", endpoint.address, endpoint.port, exc)
-                failure = errors.CONNECT_FAILURE
-            else:
-                if ex.connect_task is None or self.exchange is not ex or ex.done:
-                    conn.close()  # the request ended while connecting
-                    return
-                ex.connect_task = None
-                conn.opened = self.loop.time()
-                if cluster.outlier is not None:
-                    self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECTED)
-                if cluster.tcp_keepalive is not None:
-                    keepalive.apply(conn.transport, cluster.tcp_keepalive)
-                try:
-                    self._attach(ex, conn)
-                except Exception:
-                    log.exception("error sending a request upstream")
-                    self._drop_upstream(ex, abort=True)
-                    self._reply(ex, errors.INTERNAL_ERROR)
-                return
-            if cluster.outlier is not None:
-                self.state.cluster_manager.outlier_report(cluster, endpoint, outlier.CONNECT_FAILED)
-            empty = self.state.cluster_manager.connect_failed(cluster, endpoint)
-            if self.exchange is not ex or ex.done:
-                return
-            if not retries or not self._may_retry(ex, retries):
-                break
-            await asyncio.sleep(retry.backoff_seconds(policy.backoff_base if policy is not None else 0.025,
-                                                      ex.retries, self.state.rng.random()))
-            if self.exchange is not ex or ex.done:
-                return
-            if empty and exchange.reroute_empty(ex, self.state, endpoint):  # its share goes to another destination
-                cluster, endpoint = ex.cluster, ex.endpoint  # type: ignore[assignment]
-            else:
-                endpoint = self._other_endpoint(ex, cluster, endpoint, ex.resil.tried if ex.resil else None)
-            ex.out_head = exchange.attempt_head(ex.out_head, ex.retries + 1)
-            pool = self.state.cluster_manager.pool_for(endpoint)
-            conn = pool.acquire()
-            if conn is not None:  # the new endpoint has an idle connection ready
-                ex.connect_task = None
-                ex.reused = True
-                self._attach(ex, conn)
-                return
-        ex.connect_task = None
-        self._reply(ex, failure)
-
-    def _other_endpoint(self, ex: Exchange, cluster: Cluster, previous: Endpoint,
-                        tried: set[tuple[str, int]] | None = None) -> Endpoint:
-        """An endpoint other than `previous` (and those `tried`) if the balancer offers one in 5 tries
-        (Envoy's previous-hosts predicate and host-selection retries), else `previous` again;
-        active-request counts follow the move."""
-        manager = self.state.cluster_manager
-        chosen = previous
-        for _ in range(5):
-            candidate = manager.choose_endpoint(cluster)
-            if candidate is not None and candidate.key != previous.key and (not tried or candidate.key not in tried):
-                chosen = candidate
-                break
-        if chosen is not previous:
-            if ex.counted:
-                manager.request_finished(cluster, previous)
-                manager.request_started(cluster, chosen)
-            ex.endpoint = chosen
-        return chosen
-
-    def _attach(self, ex: Exchange, conn: HttpUpstream) -> None:
-        """Bind an open upstream connection to the request in flight and write what is ready."""
-        ex.upstream = conn
-        conn.downstream = self  # conn.bind(), inlined: this runs once per request
-        decoder = conn.decoder
-        decoder.head_request = ex.head_only
-        decoder.raw_ok = not ex.response_ops and ex.extra_response is None  # nothing reads its fields
-        conn.requests += 1
-        if self._write_paused:
-            conn.pause_reading()
-        transport = conn.transport
-        assert transport is not None
-        pending = ex.pending
-        if pending is None:
-            if self._feeding:  # the body may follow in this same read: one send for both
-                self._up_out = [ex.out_head]
-            else:
-                transport.write(ex.out_head)
-            if ex.reused or ex.route.retry is not None:  # type: ignore[union-attr]
-                ex.replay = [ex.out_head]
-                ex.replay_size = len(ex.out_head)
-                if ex.request_complete and ex.route.retry is not None:  # type: ignore[union-attr]
-                    self._arm_try_timeout(ex)
-            return
-        ex.pending = None
-        if self._feeding:
-            self._up_out = [ex.out_head, *pending]
-        else:
-            transport.writelines([ex.out_head, *pending])
-        if (ex.reused or ex.route.retry is not None) and ex.pending_size <= REPLAY_LIMIT:  # type: ignore[union-attr]
-            ex.replay = [ex.out_head, *pending]
-            ex.replay_size = len(ex.out_head) + ex.pending_size
-        ex.pending_size = 0
-        if ex.request_complete and ex.route.retry is not None:  # type: ignore[union-attr]
-            self._arm_try_timeout(ex)
-        self._resume_reading(_PAUSE_BUFFER)
-
-    def _forward(self, ex: Exchange, data: bytes) -> None:
-        """Request bytes (framed already) to the upstream, or held until it is attached."""
-        upstream = ex.upstream
-        if upstream is not None:
-            if self._up_out is not None:
-                self._up_out.append(data)
-            else:
-                upstream.transport.write(data)  # type: ignore[union-attr]
-            if ex.replay is not None:
-                self._keep_for_replay(ex, data)
-        elif not ex.done:
-            self._hold(ex, data)
-
-    def _hold(self, ex: Exchange, data: bytes) -> None:
-        pending = ex.pending
-        if pending is None:
-            pending = ex.pending = []
-        pending.append(data)
-        ex.pending_size += len(data)
-        if ex.pending_size > BUFFER_LIMIT:
-            self._pause_reading(_PAUSE_BUFFER)
-
-    def _keep_for_replay(self, ex: Exchange, data: bytes) -> None:
-        ex.replay_size += len(data)
-        if ex.replay_size > REPLAY_LIMIT:
-            ex.replay = None  # too much to keep: a stale connection now fails the request (503 UC)
-        else:
-            ex.replay.append(data)  # type: ignore[union-attr]
-
-    def _flush_upstream(self) -> None:
-        out, self._up_out = self._up_out, None
-        ex = self.exchange
-        if out and ex is not None and ex.upstream is not None and ex.upstream.is_open:
-            if len(out) == 1:  # a request without body: write() is uvloop's shorter path
-                ex.upstream.transport.write(out[0])  # type: ignore[union-attr]
-            else:
-                ex.upstream.transport.writelines(out)  # type: ignore[union-attr]
-
-    def _drop_upstream(self, ex: Exchange, abort: bool) -> None:
-        self._up_out = None
-        conn = ex.upstream
-        if conn is not None:
-            ex.upstream = None
-            conn.close(abort=abort)
-        if ex.connect_task is not None:
-            ex.connect_task.cancel()
-            ex.connect_task = None
-        self._resume_reading(_PAUSE_UPSTREAM)
-
-    def _retry(self, ex: Exchange) -> None:
-        """The reused connection was stale: send the same bytes once more, on a fresh connection."""
-        replay = ex.replay
-        assert replay is not None and ex.endpoint is not None
-        ex.replay = None
-        ex.retried = True
-        ex.reused = False
-        ex.pending = replay[1:]  # replay[0] is out_head, written again by _attach
-        ex.pending_size = ex.replay_size - len(replay[0])
-        self.state.metrics.pool_misses += 1
-        pool = self.state.cluster_manager.pool_for(ex.endpoint)
-        ex.connect_task = self.loop.create_task(self._connect(ex, pool))
-
-    # HttpUpstream callbacks
-
-    def on_upstream_head(self, conn: HttpUpstream, head: ResponseHead) -> None:
-        ex = self.exchange
-        if ex is None or ex.upstream is not conn:
-            return
-        status = head.status
-        request = ex.head
-        assert request is not None
-        if status < 200:
-            if status == 101 and request.upgrade is not None:
-                self._switch_protocols(ex, head)
-            elif status == 101:
-                self.on_upstream_reset(conn, errors.UPSTREAM_PROTOCOL_ERROR)
-            elif status != 100 and not request.http10:  # 100 is ours to send; others are relayed
-                self.transport.write(response_head(STATUS_LINES[status], head.headers, ()))  # type: ignore[union-attr]
-            return
-        if (ex.route.retry is not None or ex.cluster.outlier is not None) and \
-                self._on_attempt_head(ex, status):  # type: ignore[union-attr]
-            return  # retried: this response is dropped
-        ex.status = status
-        ex.response_started = True
-        ex.replay = None
-        close = not (ex.keep_alive and self.keep_alive) or self.state.draining
-        self.out = [exchange.response_head(ex, head, close)]  # sent with the body read with it
-
-    def on_upstream_body(self, data: bytes) -> None:
-        ex = self.exchange
-        if ex is None:
-            return
-        ex.response_bytes += len(data)
-        out = self.out
-        if ex.response_chunked:
-            if out is not None:
-                out += (chunk_size_line(len(data)), data, CRLF)
-            else:
-                self.transport.writelines((chunk_size_line(len(data)), data, CRLF))  # type: ignore[union-attr]
-        elif out is not None:
-            out.append(data)
-        else:
-            self.transport.write(data)  # type: ignore[union-attr]
-
-    def on_upstream_read_done(self) -> None:
-        """The upstream read that produced response bytes is processed: send what it gave."""
-        self._flush()
-
-    def _flush(self) -> None:
-        out, self.out = self.out, None
-        if out and not self.closing:
-            if len(out) == 1:
-                self.transport.write(out[0])  # type: ignore[union-attr]
-            else:
-                self.transport.writelines(out)  # type: ignore[union-attr]
-
-    def on_upstream_complete(self, conn: HttpUpstream) -> None:
-        ex = self.exchange
-        if ex is None or ex.upstream is not conn or ex.tunnel:
-            return
-        out = self.out
-        if ex.response_chunked:
-            if out is not None:
-                out.append(LAST_CHUNK)
-            else:
-                self.transport.write(LAST_CHUNK)  # type: ignore[union-attr]
-        if out is not None:  # _flush(), inlined: this runs once per response
-            self.out = None
-            if not self.closing:
-                if len(out) == 1:
-                    self.transport.write(out[0])  # type: ignore[union-attr]
-                else:
-                    self.transport.writelines(out)  # type: ignore[union-attr]
-        # the response is complete: the connection goes back to the pool if it can carry another request
-        ex.upstream = None
-        conn.downstream = None  # conn.unbind(), inlined (this and the rest run once per response)
-        if conn._read_paused:
-            conn.resume_reading()
-        if self._read_paused:
-            self._resume_reading(_PAUSE_UPSTREAM)
-        cluster = ex.cluster
-        assert cluster is not None
-        limit = cluster.max_requests_per_connection
-        idle = cluster.http_idle_timeout
-        if cluster.max_connection_duration is not None:  # pooled at most until the connection's age is up
-            idle = min(idle, conn.opened + cluster.max_connection_duration - self.loop.time())
-        # conn.keep_alive, inlined
-        if conn.is_open and conn.decoder.keep_alive and not conn.tunnel and ex.request_complete and (
-                conn.pool is not None and (limit == 0 or conn.requests < limit)) and idle > 0 and (
-                ex.head.upgrade is None):  # type: ignore[union-attr]  # the upstream may have switched anyway
-            conn.pool.release(conn, idle)
-        else:
-            conn.close()
-        self._finish(ex, ex.status, "-")
-
-    def on_upstream_reset(self, conn: HttpUpstream, reason: LocalReply) -> None:
-        """The upstream closed, reset or broke the protocol before the response was complete."""
-        ex = self.exchange
-        if ex is None or ex.upstream is not conn:
-            conn.close()
-            return
-        self._drop_upstream(ex, abort=True)
-        if ex.response_started:
-            ex.close = True  # the client learns by the connection closing mid-response
-            self._finish(ex, ex.status, reason.flags)
-        elif reason is errors.UPSTREAM_RESET and ex.reused and ex.replay is not None and not ex.retried:
-            self._retry(ex)
-        elif not self._on_attempt_reset(ex):
-            self._reply(ex, reason)
-
-    def on_upstream_write_paused(self, paused: bool) -> None:
-        if paused:
-            self._pause_reading(_PAUSE_UPSTREAM)
-        else:
-            self._resume_reading(_PAUSE_UPSTREAM)
-
-    # tunnel (after 101 Switching Protocols)
-
-    def _switch_protocols(self, ex: Exchange, head: ResponseHead) -> None:
-        ex.status = 101
-        ex.response_started = True
-        ex.tunnel = True
-        ex.replay = None
-        if ex.timer is not None:  # the route timeout covers the upgrade, not the tunnel's life
-            ex.timer.cancel()
-            ex.timer = None
-        self.transport.write(exchange.switching_protocols_head(ex, head))  # type: ignore[union-attr]
-        held, self._held = self._held, b""
-        if held:  # the tunnel's first bytes, read with the upgrade request
-            ex.request_bytes += len(held)
-            self._forward(ex, held)
-        self._resume_reading(_PAUSE_UPGRADE)
-
-    def on_upstream_upgraded(self, conn: HttpUpstream, data: bytes) -> None:
-        ex = self.exchange
-        if ex is None or ex.upstream is not conn or not ex.tunnel:
-            self.on_upstream_reset(conn, errors.UPSTREAM_PROTOCOL_ERROR)
-            return
-        conn.tunnel = True
-        if data:
-            self.on_tunnel_data(data)
-
-    def on_tunnel_data(self, data: bytes) -> None:
-        ex = self.exchange
-        if ex is not None:
-            ex.response_bytes += len(data)
-            self.transport.write(data)  # type: ignore[union-attr]
-
-    def on_tunnel_eof(self, conn: HttpUpstream) -> bool | None:
-        transport = self.transport
-        assert transport is not None
-        if transport.can_write_eof() and not self.closing:
-            transport.write_eof()
-            self._tunnel_eof(2)
-            return True
-        return None
-
-    def _tunnel_eof(self, direction: int) -> None:
-        """Once both directions ended with a half-close, nothing more can pass: close both."""
-        self._tunnel_eofs |= direction
-        ex = self.exchange
-        if self._tunnel_eofs == 3 and ex is not None and ex.upstream is not None:
-            self._drop_upstream(ex, abort=False)
-            ex.close = True
-            self._finish(ex, 101, "-")
-
-    def on_tunnel_closed(self, conn: HttpUpstream) -> None:
-        ex = self.exchange
-        if ex is not None and ex.upstream is conn:
-            ex.upstream = None
-            self._resume_reading(_PAUSE_UPSTREAM)
-            ex.close = True
-            self._finish(ex, 101, "-")
-
     # answers and ends
-
-    def _reply(self, ex: Exchange, reply: LocalReply, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        """Answer the request in flight with a response of the proxy's own, and end it."""
-        head = ex.head
-        http10 = head is not None and head.http10
-        close = not (ex.keep_alive and self.keep_alive and ex.request_complete) or self.state.draining
-        body = reply.body
-        if ex.extra_response is not None:  # a CORS request: Envoy's CORS filter marks local replies too
-            headers = headers + exchange.local_reply_headers(ex)
-        self.transport.write(errors.render(  # type: ignore[union-attr]
-            reply.status, body, close=close, http10_keep_alive=http10 and not close, head_only=ex.head_only,
-            headers=headers))
-        ex.status = reply.status
-        ex.response_started = True
-        if not ex.head_only:
-            ex.response_bytes = len(body)
-        ex.close = close
-        self._finish(ex, reply.status, reply.flags)
 
     def _finish(self, ex: Exchange, code: int, flags: str) -> None:
         """Account for a request that ended, then start the next one or close."""
@@ -777,7 +385,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         if self.closing:
             return
         if ex.close or not self.keep_alive or not ex.request_complete:
-            self._close(linger=not ex.request_complete or bool(self._read_paused & (_PAUSE_BROKEN | _PAUSE_UPGRADE)))
+            self._close(linger=not ex.request_complete or bool(self._read_paused & (PAUSE_BROKEN | PAUSE_UPGRADE)))
             return
         self._idle_since = now
         if self._fresh:
@@ -790,12 +398,12 @@ class HttpDownstream(Attempts, asyncio.Protocol):
                 # watchdog tick, which keeps a burst of new connections small; one that comes back pays for
                 # a new decoder once.
                 self.decoder = None
-        if self._read_paused & _PAUSE_BUFFER:
-            self._resume_reading(_PAUSE_BUFFER)
+        if self._read_paused & PAUSE_BUFFER:
+            self._resume_reading(PAUSE_BUFFER)
         if self.queue:
             self._run_queue()
         if held is not None:
-            self._resume_reading(_PAUSE_UPGRADE)
+            self._resume_reading(PAUSE_UPGRADE)
             if held:
                 self.data_received(held)
                 return
@@ -814,49 +422,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
         finally:
             self._starting = False
         if not self.queue:
-            self._resume_reading(_PAUSE_QUEUED)
-
-    def _malformed(self, reply: LocalReply, detail: str) -> None:
-        """Bytes that are not a valid request: answer in turn, read nothing more, close after."""
-        log.debug("malformed request from %s: %s", self.client_ip.decode(), detail)
-        self._pause_reading(_PAUSE_BROKEN)
-        receiving = self.receiving
-        if receiving is not None and not receiving.request_complete and not receiving.done:
-            # the bad bytes are in this request's body
-            if receiving is self.exchange:
-                self._drop_upstream(receiving, abort=True)
-                if receiving.response_started:
-                    receiving.close = True
-                    self._finish(receiving, receiving.status, reply.flags)
-                else:
-                    self._reply(receiving, reply)
-                return
-            self.queue.remove(receiving)
-        decoder = self.decoder
-        failed = Exchange(None, decoder.started if decoder.in_head else self.loop.time())
-        failed.failure = reply  # answered with `connection: close` once the requests before it are
-        if self.exchange is None and not self.queue:
-            self.exchange = failed
-            self._start(failed)
-        else:
-            self.queue.append(failed)
-
-    def on_internal_error(self) -> None:
-        """Last resort after an unexpected exception: answer 500 if nothing was sent yet, then close."""
-        self.keep_alive = False
-        self._pause_reading(_PAUSE_BROKEN)
-        self._up_out = None
-        if self.closing:
-            return
-        ex = self.exchange
-        if ex is None or ex.done:
-            ex = self.exchange = Exchange(None, self.loop.time())
-        self._drop_upstream(ex, abort=True)
-        if ex.response_started:
-            ex.close = True
-            self._finish(ex, ex.status, "-")
-        else:
-            self._reply(ex, errors.INTERNAL_ERROR)
+            self._resume_reading(PAUSE_QUEUED)
 
     def _close(self, linger: bool = False) -> None:
         if self.closing:
@@ -924,7 +490,7 @@ class HttpDownstream(Attempts, asyncio.Protocol):
 
     def _request_header_timeout(self) -> None:
         self.keep_alive = False
-        self._pause_reading(_PAUSE_BROKEN)
+        self._pause_reading(PAUSE_BROKEN)
         ex = Exchange(None, self.decoder.started)
         ex.failure = errors.REQUEST_HEADER_TIMEOUT
         self.exchange = ex

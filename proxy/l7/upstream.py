@@ -1,9 +1,9 @@
 """Upstream HTTP/1.1 connections: one `HttpUpstream` per TCP connection to an endpoint.
 
-A connection serves one request at a time for the `HttpDownstream` it is bound to, reporting the
-response (head, body bytes, completion) and any failure back to it; between requests it sits idle in its
-endpoint's pool. It never writes request bytes itself: the downstream writes to `transport` directly, so
-the request body path has no extra hop.
+A connection serves one request at a time for the `Downstream` it is bound to (an `HttpDownstream`),
+reporting the response (head, body bytes, completion) and any failure back to it; between requests it sits
+idle in its endpoint's pool. It never writes request bytes itself: the downstream writes to `transport`
+directly, so the request body path has no extra hop.
 
 States: *busy* (`downstream` set), *idle* (in a pool, `downstream` None), *tunnel* (after a 101: bytes
 relayed raw both ways until either side closes), *closed*. An idle connection that receives bytes, EOF
@@ -14,17 +14,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.l7.codec import CodecError, ResponseDecoder, ResponseHead
-from proxy.l7.errors import UPSTREAM_PROTOCOL_ERROR, UPSTREAM_RESET
+from proxy.l7.errors import UPSTREAM_PROTOCOL_ERROR, UPSTREAM_RESET, LocalReply
 
 if TYPE_CHECKING:
     from proxy.admin.metrics import Metrics
-    from proxy.l7.downstream import HttpDownstream
     from proxy.upstream.pool import EndpointPool
 
 log = logging.getLogger("shiftproxy.http")
+
+
+class _ResponseCount(Protocol):
+    response_bytes: int
+
+
+class Downstream(Protocol):
+    """What a busy connection reports to: the downstream connection whose request it carries
+    (`HttpDownstream`). A structural type, so this module needs nothing from downstream.py."""
+
+    out: list[bytes] | None  # response bytes gathered during an upstream read, sent by on_upstream_read_done
+
+    @property
+    def exchange(self) -> _ResponseCount | None: ...  # the request in flight
+    def on_upstream_head(self, conn: HttpUpstream, head: ResponseHead) -> None: ...
+    def on_upstream_body(self, data: bytes) -> None: ...
+    def on_upstream_read_done(self) -> None: ...
+    def on_upstream_complete(self, conn: HttpUpstream) -> None: ...
+    def on_upstream_reset(self, conn: HttpUpstream, reason: LocalReply) -> None: ...
+    def on_upstream_write_paused(self, paused: bool) -> None: ...
+    def on_upstream_upgraded(self, conn: HttpUpstream, data: bytes) -> None: ...
+    def on_tunnel_data(self, data: bytes) -> None: ...
+    def on_tunnel_eof(self, conn: HttpUpstream) -> bool | None: ...
+    def on_tunnel_closed(self, conn: HttpUpstream) -> None: ...
+    def on_internal_error(self) -> None: ...
 
 
 class HttpUpstream(asyncio.Protocol):
@@ -33,7 +57,7 @@ class HttpUpstream(asyncio.Protocol):
 
     def __init__(self, pool: EndpointPool[Any] | None, metrics: Metrics) -> None:
         self.transport: asyncio.Transport | None = None
-        self.downstream: HttpDownstream | None = None
+        self.downstream: Downstream | None = None
         self.decoder = ResponseDecoder(self)
         self.pool = pool
         self.metrics = metrics
@@ -49,9 +73,9 @@ class HttpUpstream(asyncio.Protocol):
         """Whether another request may follow the response just completed."""
         return self.is_open and self.decoder.keep_alive and not self.tunnel
 
-    # used by HttpDownstream
+    # used by the bound downstream
 
-    def bind(self, downstream: HttpDownstream, head_request: bool, raw_ok: bool = False) -> None:
+    def bind(self, downstream: Downstream, head_request: bool, raw_ok: bool = False) -> None:
         self.downstream = downstream
         self.decoder.head_request = head_request
         self.decoder.raw_ok = raw_ok
