@@ -87,8 +87,9 @@ class HttpDownstream(Attempts, Forwarding, Responses, asyncio.Protocol):
         # kept so a connection whose listener vanished in a reload still serves its requests
         self.listener: HttpListener | None = state.snapshot.http_listeners.get(listener_name)
         self.client_ip = b""
-        # None while the connection idles between requests: made again on its next byte (see check_timeouts)
-        self.decoder: RequestDecoder | None = RequestDecoder(self, clock=self.loop.time)
+        # made on the connection's first byte (data_received); None again while it idles between requests
+        # (see check_timeouts and _finish)
+        self.decoder: RequestDecoder | None = None
         self.idle_timeout = idle_timeout
         self.headers_timeout = request_headers_timeout
         # per-connection state
