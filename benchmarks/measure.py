@@ -60,40 +60,38 @@ def http_load(prefix: str, conns: int, close: bool, percentile: int, https: bool
     return run
 
 
-def tcp_rr_load(target: Target, ctx: Context) -> dict[str, float]:
+def _timed_loadgen(target: Target, ctx: Context, *args: str) -> tuple[dict[str, object], float]:
+    """Run the Python load client for the load's duration: its result, and the proxy's CPU seconds meanwhile."""
     cpu_before = cpu_seconds(target.pids())
-    result = loads.run_loadgen("pingpong", "--port", str(target.tcp_port), "--conns", "50", "--size", "64",
-                               "--seconds", f"{ctx.duration:g}", timeout=ctx.duration + 60)
-    cpu = cpu_seconds(target.pids()) - cpu_before
-    if result["errors"]:
-        ctx.problems[("tcp_rr", target.name)].append(f"{result['errors']} connections failed")
-    values = {"tcp_rr_rate": float(result["rate"])}  # type: ignore[arg-type]
-    if target.is_proxy and result["round_trips"]:
-        values["tcp_rr_cpu"] = cpu * 1e6 / float(result["round_trips"])  # type: ignore[arg-type]
-    return values
+    result = loads.run_loadgen(*args, "--seconds", f"{ctx.duration:g}", timeout=ctx.duration + 60)
+    return result, cpu_seconds(target.pids()) - cpu_before
 
 
-def tcp_connect_load(target: Target, ctx: Context) -> dict[str, float]:
-    """New TCP connections through the relay: each echoes 64 bytes once and closes."""
-    cpu_before = cpu_seconds(target.pids())
-    result = loads.run_loadgen("connect", "--port", str(target.tcp_port), "--conns", "50", "--size", "64",
-                               "--seconds", f"{ctx.duration:g}", timeout=ctx.duration + 60)
-    cpu = cpu_seconds(target.pids()) - cpu_before
-    if result["errors"]:
-        ctx.problems[("tcp_connect", target.name)].append(f"{result['errors']} connections failed")
-    values = {"tcp_connect_rate": float(result["rate"])}  # type: ignore[arg-type]
-    if target.is_proxy and result["connections"]:
-        values["tcp_connect_cpu"] = cpu * 1e6 / float(result["connections"])  # type: ignore[arg-type]
-    return values
+def _tcp_load(load: str, mode: str, unit: str) -> LoadFn:
+    """A TCP load of the load client's `mode` (50 connections, 64-byte messages): rate, and proxy CPU per
+    `unit` (the result's count of round trips or connections)."""
+
+    def run(target: Target, ctx: Context) -> dict[str, float]:
+        result, cpu = _timed_loadgen(target, ctx, mode, "--port", str(target.tcp_port), "--conns", "50",
+                                     "--size", "64")
+        if result["errors"]:
+            ctx.problems[(load, target.name)].append(f"{result['errors']} connections failed")
+        values = {f"{load}_rate": float(result["rate"])}  # type: ignore[arg-type]
+        if target.is_proxy and result[unit]:
+            values[f"{load}_cpu"] = cpu * 1e6 / float(result[unit])  # type: ignore[arg-type]
+        return values
+
+    return run
+
+
+tcp_rr_load = _tcp_load("tcp_rr", "pingpong", "round_trips")  # request/response on open connections
+tcp_connect_load = _tcp_load("tcp_connect", "connect", "connections")  # each echoes 64 bytes once and closes
 
 
 def tls_handshake_load(target: Target, ctx: Context) -> dict[str, float]:
     """New TLS connections through the HTTPS listener: each a full handshake (no session offered), one
     `Connection: close` request, then the close."""
-    cpu_before = cpu_seconds(target.pids())
-    result = loads.run_loadgen("tls-handshake", "--port", str(target.https_port), "--conns", "50",
-                               "--seconds", f"{ctx.duration:g}", timeout=ctx.duration + 60)
-    cpu = cpu_seconds(target.pids()) - cpu_before
+    result, cpu = _timed_loadgen(target, ctx, "tls-handshake", "--port", str(target.https_port), "--conns", "50")
     problems = []
     if result["errors"]:
         problems.append(f"{result['errors']} connections failed")
