@@ -79,7 +79,7 @@ class TcpDownstream(asyncio.Protocol):
         self.counted = False  # in the cluster's active counts (LEAST_REQUEST among several endpoints)
         self.endpoint: Endpoint | None = None
         self._destination_ip: str | None = None  # read when a route needs it (`destination_ip`)
-        self._peer: tuple[str, int] | None = None  # the downstream's address (`downstream_address`)
+        self._peer: tuple[str, int] | None = None  # the downstream's (address, port)
         self.flags = "-"
         self.on_old_config = False  # counted in metrics.connections_on_old_config
         # upstream side
@@ -128,10 +128,10 @@ class TcpDownstream(asyncio.Protocol):
         self.route_connection(state.snapshot)
 
     @property
-    def downstream_address(self) -> str:
-        """"ip:port" of the downstream, or "" when unknown."""
+    def source_ip(self) -> str:
+        """The downstream's address (for source-IP hashing), or "" when unknown."""
         peer = self._peer
-        return f"{peer[0]}:{peer[1]}" if peer else ""
+        return peer[0] if peer else ""
 
     @property
     def destination_ip(self) -> str:
@@ -292,8 +292,9 @@ class TcpDownstream(asyncio.Protocol):
             return endpoints[0]
         hashing = cluster.hash_policy  # consistentHash.useSourceIp applies to TCP too (Envoy's tcp_proxy)
         key = None
-        if hashing is not None and hashing.source_ip and self._peer:
-            key = hash64(self._peer[0].encode())
+        if hashing is not None and hashing.source_ip:
+            client = self.source_ip
+            key = hash64(client.encode()) if client else None
         return self.state.cluster_manager.choose_endpoint(cluster, key)
 
     def _reroute(self, cluster: Cluster, endpoint: Endpoint) -> bool:

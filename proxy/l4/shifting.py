@@ -19,7 +19,7 @@ def _key_hash(conn: TcpDownstream, action: WeightedDestinations) -> int | None:
     sticky = action.sticky
     if sticky is None or not sticky.key.source_ip:
         return None
-    client = conn.downstream_address.rpartition(":")[0]
+    client = conn.source_ip
     return hash64(client.encode()) if client else None
 
 
