@@ -207,6 +207,12 @@ class RequestDecoder(_ChunkTracking):
         parser.set_dangerous_leniencies(lenient_data_after_close=True)
         return parser
 
+    def release(self) -> None:
+        """Let go of the llhttp parser, for good. The parser calls this decoder's methods and the decoder
+        calls the handler's: without this, a dropped decoder, its parser and their handler form a cycle
+        that only the cyclic garbage collector frees (a connection's worth of objects per connection)."""
+        self._parser = self._handler = self.on_body = self.on_message_complete = None  # type: ignore[assignment]
+
     def restart(self) -> None:
         """Parse what follows an upgrade request's head as HTTP again (llhttp stops for good there)."""
         self._parser = self._new_parser()
@@ -498,6 +504,10 @@ class ResponseDecoder(_ChunkTracking):
         self._lean: httptools.HttpResponseParser | None = None
         self._raw: bytes | None = None
         self._raw_cl: int | None = None
+
+    def release(self) -> None:
+        """Let go of the llhttp parsers, for good (see RequestDecoder.release): the connection is gone."""
+        self._parser = self._full = self._lean = self._handler = self.on_body = None  # type: ignore[assignment]
 
     def _next_message(self) -> None:
         """The per-response fields, for the response that the next bytes begin."""

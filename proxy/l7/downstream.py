@@ -143,6 +143,8 @@ class HttpDownstream(Attempts, Forwarding, Responses, asyncio.Protocol):
         state.metrics.downstream_active -= 1
         state.http_watchdog.unwatch(self)
         self.queue.clear()
+        if not self._feeding:  # (a stub transport may report its close from inside a read)
+            self._drop_decoder()
         ex = self.exchange
         if ex is not None and not ex.done:
             self._drop_upstream(ex, abort=not ex.tunnel)  # a tunnel's upstream still gets what was sent
@@ -398,7 +400,7 @@ class HttpDownstream(Attempts, Forwarding, Responses, asyncio.Protocol):
                 # a client pool's spare connection): this one gives up its decoder now rather than at the next
                 # watchdog tick, which keeps a burst of new connections small; one that comes back pays for
                 # a new decoder once.
-                self.decoder = None
+                self._drop_decoder()
         if self._read_paused & PAUSE_BUFFER:
             self._resume_reading(PAUSE_BUFFER)
         if self.queue:
@@ -487,7 +489,12 @@ class HttpDownstream(Attempts, Forwarding, Responses, asyncio.Protocol):
             # Idle between requests: the decoder and its llhttp parser (about 1.3 KiB) are dropped and made
             # again on the next byte, so thousands of idle keep-alive connections hold only their protocol
             # object. A busy connection loses them at most once per watchdog tick.
-            self.decoder = None
+            self._drop_decoder()
+
+    def _drop_decoder(self) -> None:
+        decoder, self.decoder = self.decoder, None
+        if decoder is not None:
+            decoder.release()
 
     def _request_header_timeout(self) -> None:
         self.keep_alive = False

@@ -128,6 +128,7 @@ class HttpUpstream(asyncio.Protocol):
                 downstream.on_upstream_reset(self, UPSTREAM_RESET)
         elif self.pool is not None:
             self.pool.remove(self)
+        self.decoder.release()  # (see RequestDecoder.release)
 
     def data_received(self, data: bytes) -> None:
         downstream = self.downstream
