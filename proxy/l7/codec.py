@@ -442,9 +442,11 @@ _RAW_DROPPED = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trai
 _RAW_FIELDS = re.compile(b"\\n(" + b"|".join(map(_any_case, (b"content-length", b"transfer-encoding", *_RAW_DROPPED)))
                          + b"):[ \\t]*([^\\r]*)")
 _RAW_DROP = re.compile(b"\\n(?:" + b"|".join(map(_any_case, _RAW_DROPPED)) + b"):[^\\r]*\\r")
-# below this many bytes (about four fields) a head is parsed field by field: that costs less than the search
-# (instructions per request, benchmarks/l7_micro.py with and without `headers`)
-RAW_MIN = 128
+# below this many fields a head is parsed field by field: the search costs more than llhttp's per-field
+# calls up to about nine fields (instructions per proxied request, benchmarks/l7_micro.py `--headers N` with
+# an nginx response head: 5 fields +4.8k, 9 fields +0.2k, 15 fields -8.8k, 25 fields -24.9k)
+RAW_MIN = 10
+_RAW_MIN_BYTES = RAW_MIN * 16  # shorter than this, a head with RAW_MIN fields is too rare to look for
 
 
 class _RawCallbacks:
@@ -467,7 +469,7 @@ class ResponseDecoder(_ChunkTracking):
     carry another request.
 
     Set `raw_ok` when nothing will read the response's fields (no header operations): a final response
-    whose whole head came in one read, of RAW_MIN bytes or more, without Transfer-Encoding or a Connection
+    whose whole head came in one read, of RAW_MIN fields or more, without Transfer-Encoding or a Connection
     header naming other fields, and within the limits, is then reported with its header lines as bytes
     (`ResponseHead.raw`) from a parser that makes no call per field. Any other response takes the parsed
     path (`headers`). Either way response header names keep the upstream's case.
@@ -525,7 +527,7 @@ class ResponseDecoder(_ChunkTracking):
             self.in_head = True
             self.complete = False
             self.until_eof = False
-            if self.raw_ok and len(data) >= RAW_MIN and self._raw_head(data):
+            if self.raw_ok and len(data) >= _RAW_MIN_BYTES and self._raw_head(data):
                 parser = self._lean
                 if parser is None:
                     parser = self._lean = httptools.HttpResponseParser(_RawCallbacks(self))
@@ -580,8 +582,10 @@ class ResponseDecoder(_ChunkTracking):
         end = data.find(b"\r\n\r\n")  # llhttp wants CRLFs and no folding: this is where the head ends
         # data[9]: the status code's first digit (llhttp reads `HTTP/x.y ` then 3 digits); 1xx and 101
         # take the parsed path, and so do heads that could break a limit (it has the exact checks)
-        if end < RAW_MIN or data[9] < 50 or end > self._limit or (
-                end > _COUNT_BOUND and data.count(b"\n", 0, end) > MAX_HEADERS):
+        if end < _RAW_MIN_BYTES or data[9] < 50 or end > self._limit:
+            return False
+        fields = data.count(b"\n", 0, end)  # (the status line's LF and all but the last field's)
+        if fields < RAW_MIN or fields > MAX_HEADERS:
             return False
         line_end = data.find(b"\n")  # of the status line
         content_length = None
