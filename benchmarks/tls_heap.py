@@ -5,7 +5,8 @@
 The proxy terminates TLS on an HTTPS Gateway server (the benchmark's Istio config, a trustme ECDSA
 certificate) in front of the Python HTTP backends; each round opens new connections without a session to
 resume, one `Connection: close` request each. RSS (VmRSS) is printed before the first round and after each
-one, with the growth per handshake since the first round (the first one warms up caches and pools).
+one, with the growth per handshake since the first round (the first one warms up caches and pools), and the
+proxy's CPU time per handshake in each round.
 `--env` sets variables for the proxy only, e.g. `SHIFTPROXY_HEAP_RELEASE=off` to see the heap without the
 periodic release, or glibc's `MALLOC_MMAP_THRESHOLD_=131072`.
 """
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.istio_config import BackendPorts, ListenerPorts, bench_istio_yaml
-from benchmarks.procs import wait_port
+from benchmarks.procs import cpu_seconds, wait_port
 from benchmarks.reload_leak import ROOT, free_port, rss_mib, start_proxy
 from benchmarks.tls_setup import SERVER_NAME, make_tls_files
 
@@ -74,13 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         total = 0
         first: tuple[int, float] | None = None
         for index in range(1, args.rounds + 1):
+            cpu = cpu_seconds([proc.pid])
             result = handshake_round(listeners.https, args.conns, args.seconds)
+            cpu = cpu_seconds([proc.pid]) - cpu
             if args.settle:
                 time.sleep(args.settle)
             rss = rss_mib(proc.pid)
-            total += int(result["connections"])  # type: ignore[call-overload]
-            line = (f"round {index}: {result['connections']} handshakes ({result['rate']:.0f}/s, "
-                    f"{result['errors']} errors), total {total}: RSS {rss:.1f} MiB")
+            count = int(result["connections"])  # type: ignore[call-overload]
+            total += count
+            line = (f"round {index}: {count} handshakes ({result['rate']:.0f}/s, {result['errors']} errors, "
+                    f"proxy CPU {cpu * 1e6 / max(count, 1):.0f} µs each), total {total}: RSS {rss:.1f} MiB")
             if first is None:
                 first = (total, rss)
             elif total > first[0]:
