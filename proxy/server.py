@@ -28,6 +28,7 @@ from proxy.config.compile import CompileOptions, compile_snapshot
 from proxy.config.diagnostics import ConfigError
 from proxy.config.load import DEFAULT_MAX_BYTES, LoadResult, RawObject
 from proxy.config.watch import watch_config
+from proxy.heap import Heap
 from proxy.l4 import lifecycle, relay
 from proxy.l4.sni import SniDownstream
 from proxy.l7.downstream import HttpDownstream
@@ -89,6 +90,7 @@ class Server:
         self._previous: dict[str, list[RawObject]] = {}  # objects per file of the last load served
         self._notices: set[str] = set()
         self.rollouts: RolloutController | None = None
+        self.heap = Heap()
 
     @property
     def compile_options(self) -> CompileOptions:
@@ -189,6 +191,8 @@ class Server:
             tasks.append(loop.create_task(watch_config(paths, lambda: self.reload("file change"), self._stop,
                                                        ignore=(os.path.join(self.options.state_dir, "rollouts"),))))
         tasks.append(loop.create_task(self._rotate_certificates()))
+        if self.heap.enabled:
+            tasks.append(loop.create_task(self._release_heap()))
         await self._stop.wait()
         if self.rollouts is not None:
             await self.rollouts.stop()
@@ -369,6 +373,13 @@ class Server:
                 rebuild = True
         if rebuild:
             await self.reload("CA bundle change")  # fresh contexts: one cannot forget a CA
+
+    async def _release_heap(self) -> None:
+        """Return freed heap pages to the OS now and then. In a worker thread: after a burst of
+        connections one call can take milliseconds, and the loop need not wait for it."""
+        while True:
+            await asyncio.sleep(self.heap.interval)
+            await asyncio.to_thread(self.heap.release)
 
     async def _flush_access_log(self) -> None:
         assert self.state is not None
