@@ -29,11 +29,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from typing import TYPE_CHECKING
 
 from proxy.l4 import shifting
-from proxy.l4.connect import TcpUpstream, UpstreamConnect, open_connection
+from proxy.l4.connect import TcpUpstream
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
 from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
@@ -62,7 +61,8 @@ class TcpDownstream(asyncio.Protocol):
         "_up", "_connect", "_connecting", "_early",
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
-        "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
+        "_timer", "_interval", "_idle_timeout", "_connect_left", "_mark", "_last_active", "_next_report",
+        "_drain_timer",
         "_breaker", "_queued", "_life_timer",
     )
 
@@ -84,7 +84,7 @@ class TcpDownstream(asyncio.Protocol):
         self.on_old_config = False  # counted in metrics.connections_on_old_config
         # upstream side
         self._up: asyncio.Transport | None = None
-        self._connect: UpstreamConnect | None = None
+        self._connect: TcpUpstream | None = None  # while connecting
         self._connecting = False
         self._early: list[bytes] | None = None  # read before the upstream is connected
         # half-close, flow control and lifecycle
@@ -106,6 +106,7 @@ class TcpDownstream(asyncio.Protocol):
         self._timer: list[object] | None = None  # an entry of state.tcp_timers
         self._interval = REPORTING_INTERVAL
         self._idle_timeout: float | None = None
+        self._connect_left = 0.0  # of the connect timeout, after the timer's current period
         self._mark: tuple[int, int, int] = (0, 0, 0)
         self._last_active = 0.0
         self._next_report = 0.0
@@ -179,7 +180,8 @@ class TcpDownstream(asyncio.Protocol):
                 self._breaker = breaker
             else:
                 self._queued = breaker
-        self.counted = state.cluster_manager.request_started(cluster, endpoint)
+        if len(cluster.endpoints) > 1:  # LEAST_REQUEST counts (nothing to count with one endpoint)
+            self.counted = state.cluster_manager.request_started(cluster, endpoint)
         self._connecting = True
         if self._queued is None:
             transport.pause_reading()
@@ -309,15 +311,24 @@ class TcpDownstream(asyncio.Protocol):
     # upstream side ------------------------------------------------------------------------------
 
     def _start_connect(self, cluster: Cluster, endpoint: Endpoint) -> None:
-        """Connect to `endpoint`; the connection's timer, until connected, is the connect timeout."""
-        loop = self.loop
+        """Connect to `endpoint`, and start the connection's one timer: its first period is the connect
+        timeout or the report/idle period, the shorter, so that a connection made in time keeps it
+        (`tick` waits the rest of a longer connect timeout)."""
+        idle = cluster.tcp_idle_timeout
+        if idle is not None and idle > 0:
+            self._idle_timeout = idle
+            self._interval = min(REPORTING_INTERVAL, idle / IDLE_CHECKS)
+        else:
+            self._interval = REPORTING_INTERVAL
+        timeout = cluster.connect_timeout
+        first = timeout if timeout <= self._interval else self._interval
+        self._connect_left = timeout - first
         timers = self.state.tcp_timers
         if self._timer is not None:
-            timers.cancel(self._timer)
-        self._timer = timers.start(loop, cluster.connect_timeout, self)
-        connect = self._connect = UpstreamConnect(
-            loop, open_connection(loop, partial(TcpUpstream, self), cluster, endpoint), self._connect_done)
-        connect.start()
+            timers.cancel(self._timer)  # connecting again, to another destination
+        self._timer = timers.start(self.loop, first, self)
+        connect = self._connect = TcpUpstream(self)
+        connect.connect(cluster, endpoint)
 
     def _connect_done(self, exc: BaseException | None) -> None:
         self._connect = None
@@ -350,7 +361,18 @@ class TcpDownstream(asyncio.Protocol):
             transport.write_eof()
         elif not self._up_paused:
             self.transport.resume_reading()  # type: ignore[union-attr]
-        self._start_timer(self.cluster)  # type: ignore[arg-type]
+        # the timer now reports byte counts and enforces the idle timeout, from now on
+        loop = self.loop
+        now = loop.time()
+        self._last_active = now
+        self._next_report = now + REPORTING_INTERVAL
+        timer = self._timer
+        if timer is None or timer[0] > now + self._interval:  # type: ignore[operator]  # [0]: its deadline
+            # connected after the timer's first period: a period starts now
+            timers = self.state.tcp_timers
+            if timer is not None:
+                timers.cancel(timer)
+            self._timer = timers.start(loop, self._interval, self)
         cluster = self.cluster
         if cluster is not None and (cluster.outlier is not None or cluster.tcp_keepalive is not None or
                                     cluster.max_connection_duration is not None):
@@ -400,27 +422,17 @@ class TcpDownstream(asyncio.Protocol):
         stats.opened += 1
         self.close()
 
-    def _start_timer(self, cluster: Cluster) -> None:
-        """Connected: the timer now reports byte counts and enforces the idle timeout."""
-        idle = cluster.tcp_idle_timeout
-        if idle is not None and idle > 0:
-            self._idle_timeout = idle
-            self._interval = min(REPORTING_INTERVAL, idle / IDLE_CHECKS)
-        loop = self.loop
-        now = loop.time()
-        self._last_active = now
-        self._next_report = now + REPORTING_INTERVAL
-        timers = self.state.tcp_timers
-        if self._timer is not None:
-            timers.cancel(self._timer)  # the connect timeout
-        self._timer = timers.start(loop, self._interval, self)
-
     def tick(self) -> None:
         """The connection's timer (proxy.l4.timers): the connect timeout while connecting; then byte-count
         reports now and then, and the close when nothing has moved for the idle timeout."""
         self._timer = None
         if self._connect is not None:
-            self._connect.cancel()  # _connect_done: UF, or another destination
+            left = self._connect_left
+            if left > 0:  # a connect timeout longer than the first period: wait the rest
+                self._connect_left = 0.0
+                self._timer = self.state.tcp_timers.start(self.loop, left, self)
+            else:
+                self._connect.cancel()  # _connect_done: UF, or another destination
             return
         now = self.loop.time()
         moved = self._received_reported + self.received + self._sent_reported + self.sent
