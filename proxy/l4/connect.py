@@ -111,12 +111,11 @@ class TcpUpstream(UpstreamConnect, asyncio.Protocol):
         self._step()  # as `start`
 
     def connect_done(self, error: BaseException | None) -> None:
-        self.downstream._connect_done(error)
+        if error is not None or not self.attached:  # upstream_made did the rest
+            self.downstream._connect_done(error)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        down = self.downstream
-        down.state.metrics.upstream_active += 1
-        self.attached = down.upstream_made(transport)  # type: ignore[arg-type]
+        self.attached = self.downstream.upstream_made(transport)  # type: ignore[arg-type]
         if not self.attached:  # connected after the downstream gave up (timeout or close)
             transport.abort()
 

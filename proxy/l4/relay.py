@@ -54,9 +54,14 @@ CLOSE_LINGER = 60.0
 class TcpDownstream(asyncio.Protocol):
     """One downstream connection and the relay to the upstream endpoint it was given."""
 
+    transport: asyncio.Transport | None
+    _started: float
+    _interval: float
+    _connect_left: float
+
     __slots__ = (
         "listener_name", "state", "loop", "transport",
-        "version", "route", "cluster_name", "cluster", "endpoint", "_destination_ip", "_peer",
+        "version", "route", "cluster_name", "cluster", "endpoint", "_destination_ip",
         "flags", "on_old_config", "counted",
         "_up", "_connect", "_connecting", "_early",
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
@@ -70,7 +75,8 @@ class TcpDownstream(asyncio.Protocol):
         self.listener_name = listener_name
         self.state = state
         self.loop = state.loop or asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        # set before anything reads them: `transport` and `_started` in connection_made; `_interval` and
+        # `_connect_left` (of the connect timeout, after the timer's current period) in _start_connect
         # chosen once at connect time and kept for the connection's life
         self.version = 0
         self.route: TcpRoute | None = None
@@ -79,7 +85,6 @@ class TcpDownstream(asyncio.Protocol):
         self.counted = False  # in the cluster's active counts (LEAST_REQUEST among several endpoints)
         self.endpoint: Endpoint | None = None
         self._destination_ip: str | None = None  # read when a route needs it (`destination_ip`)
-        self._peer: tuple[str, int] | None = None  # the downstream's (address, port)
         self.flags = "-"
         self.on_old_config = False  # counted in metrics.connections_on_old_config
         # upstream side
@@ -101,12 +106,9 @@ class TcpDownstream(asyncio.Protocol):
         self._received_reported = 0
         self._sent_reported = 0
         self._stats: _TcpStats | None = None
-        self._started = 0.0
         # the reporting / idle timer
         self._timer: list[object] | None = None  # an entry of state.tcp_timers
-        self._interval = REPORTING_INTERVAL
         self._idle_timeout: float | None = None
-        self._connect_left = 0.0  # of the connect timeout, after the timer's current period
         self._mark: tuple[int, int, int] = (0, 0, 0)
         self._last_active = 0.0
         self._next_report = 0.0
@@ -125,13 +127,19 @@ class TcpDownstream(asyncio.Protocol):
         state.connections.add(self)
         state.metrics.downstream_active += 1
         self._started = self.loop.time()
-        self._peer = transport.get_extra_info("peername")
         self.route_connection(state.snapshot)
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The downstream's (address, port), when known. Read when needed (source-IP hashing, the access
+        log): the transport keeps it, after its close too."""
+        transport = self.transport
+        return transport.get_extra_info("peername") if transport is not None else None
 
     @property
     def source_ip(self) -> str:
         """The downstream's address (for source-IP hashing), or "" when unknown."""
-        peer = self._peer
+        peer = self.peer
         return peer[0] if peer else ""
 
     @property
@@ -152,11 +160,13 @@ class TcpDownstream(asyncio.Protocol):
         assert transport is not None
         self.version = snapshot.version
         route = self.find_route(snapshot)
-        if route is None or not route.destinations.destinations:
+        destinations = route.destinations.destinations if route is not None else None
+        if not destinations:
             self._fail("NR", None, None)
             return
         self.route = route
-        destination = shifting.pick(self, route)  # sticky, never an empty destination
+        # sticky, never an empty destination (shifting); nothing to pick among one
+        destination = destinations[0] if len(destinations) == 1 else shifting.pick(self, route)  # type: ignore[arg-type]
         self.cluster_name = destination.cluster_name
         cluster = destination.cluster
         if cluster is None:
@@ -237,7 +247,8 @@ class TcpDownstream(asyncio.Protocol):
             self._queued.cancel(self._slot_granted)
             self._queued = None
             self._connecting = False
-        self._maybe_finish()
+        if self._up is None and not self._connecting and not self._finished:  # _maybe_finish, inlined
+            self._finish()
 
     # connection management ------------------------------------------------------------------------
 
@@ -347,11 +358,19 @@ class TcpDownstream(asyncio.Protocol):
         self._maybe_finish()
 
     def upstream_made(self, transport: asyncio.Transport) -> bool:
-        """The upstream connected; False when nobody is waiting for it any more."""
+        """The upstream connected (counted as active until `TcpUpstream.connection_lost`); False when
+        nobody is waiting for it any more."""
+        metrics = self.state.metrics
+        metrics.upstream_active += 1
         if not self._connecting or self._closing:
             return False
         self._up = transport
-        stats = self._stats = self.state.metrics.tcp_stats(self.cluster, self.endpoint)
+        # connected: for plain TCP the connect's end (`_connect_done`) brings nothing more; a failure
+        # after this (TLS origination's name check) still goes there
+        self._connect = None
+        self._connecting = False
+        cluster = self.cluster
+        stats = self._stats = metrics.tcp_stats(cluster, self.endpoint)
         stats.opened += 1
         early = self._early
         if early is not None:
@@ -373,7 +392,6 @@ class TcpDownstream(asyncio.Protocol):
             if timer is not None:
                 timers.cancel(timer)
             self._timer = timers.start(loop, self._interval, self)
-        cluster = self.cluster
         if cluster is not None and (cluster.outlier is not None or cluster.tcp_keepalive is not None or
                                     cluster.max_connection_duration is not None):
             self._upstream_policies(cluster, transport)
@@ -412,7 +430,8 @@ class TcpDownstream(asyncio.Protocol):
         self._closing = True
         if not self._down_lost:
             self.transport.close()  # type: ignore[union-attr]  # after its buffer drains
-        self._maybe_finish()
+        elif not self._connecting and not self._finished:  # _maybe_finish, inlined
+            self._finish()
 
     # accounting ---------------------------------------------------------------------------------
 
@@ -474,8 +493,9 @@ class TcpDownstream(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._finished = True
-        if self._timer is not None:
-            self.state.tcp_timers.cancel(self._timer)
+        timer = self._timer
+        if timer is not None:
+            timer[1] = None  # Timers.cancel, inlined (once per connection)
             self._timer = None
         if self._drain_timer is not None:
             self._drain_timer.cancel()
@@ -488,12 +508,19 @@ class TcpDownstream(asyncio.Protocol):
             self._breaker = None
         self._early = None
         state = self.state
-        if self._stats is None:  # the downstream left while the upstream was connecting
+        stats = self._stats
+        if stats is None:  # the downstream left while the upstream was connecting
             self.flags = "DC"
-            self._stats = state.metrics.tcp_stats(self.cluster, self.endpoint, "DC")
-            self._stats.opened += 1
-        self._report()
-        self._stats.closed += 1
+            stats = self._stats = state.metrics.tcp_stats(self.cluster, self.endpoint, "DC")
+            stats.opened += 1
+        # the last report (_report, inlined)
+        received, sent = self.received, self.sent
+        stats.received += received
+        stats.sent += sent
+        stats.closed += 1
+        received = self._received_reported = self._received_reported + received
+        sent = self._sent_reported = self._sent_reported + sent
+        self.received = self.sent = 0
         if self.counted:
             self.counted = False
             state.cluster_manager.request_finished(self.cluster, self.endpoint)  # type: ignore[arg-type]
@@ -503,12 +530,11 @@ class TcpDownstream(asyncio.Protocol):
             state.metrics.connections_on_old_config -= 1
         log = state.access_log
         if log.enabled:
-            endpoint, peer = self.endpoint, self._peer
-            log.tcp(self.flags, self._received_reported, self._sent_reported,
-                    (self.loop.time() - self._started) * 1000.0,
+            endpoint, peer, cluster = self.endpoint, self.transport.get_extra_info("peername"), self.cluster  # type: ignore[union-attr]
+            log.tcp(self.flags, received, sent, (self.loop.time() - self._started) * 1000.0,
                     b"%s:%d" % (peer[0].encode(), peer[1]) if peer else b"",
                     endpoint.host_bytes if endpoint is not None else b"",
-                    self.cluster.name_bytes if self.cluster is not None else self.cluster_name.encode(),
+                    cluster.name_bytes if cluster is not None else self.cluster_name.encode(),
                     self.requested_server_name)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
