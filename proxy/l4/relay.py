@@ -91,7 +91,7 @@ class TcpDownstream(asyncio.Protocol):
         self._up: asyncio.Transport | None = None
         self._connect: TcpUpstream | None = None  # while connecting
         self._connecting = False
-        self._early: list[bytes] | None = None  # read before the upstream is connected
+        self._early: bytes | None = None  # read before the upstream is connected
         # half-close, flow control and lifecycle
         self._down_eof = False
         self._up_eof = False
@@ -210,10 +210,8 @@ class TcpDownstream(asyncio.Protocol):
         if up is not None:
             up.write(data)
         elif self._connecting:
-            if self._early is None:
-                self._early = [data]
-            else:
-                self._early.append(data)
+            early = self._early
+            self._early = data if early is None else early + data  # rarely twice: reading is paused now
             self.transport.pause_reading()  # type: ignore[union-attr]
         # else: the connection is failing or closing; the bytes have nowhere to go
 
@@ -259,12 +257,17 @@ class TcpDownstream(asyncio.Protocol):
     def close(self, abort: bool = False) -> None:
         """Close both sides: flushing what is buffered, or at once (`abort`)."""
         self._closing = True
-        for transport in (self.transport, self._up):
-            if transport is not None:
-                if abort:
-                    transport.abort()
-                else:
-                    transport.close()
+        down, up = self.transport, self._up
+        if abort:
+            if down is not None:
+                down.abort()
+            if up is not None:
+                up.abort()
+        else:
+            if down is not None:
+                down.close()
+            if up is not None:
+                up.close()
         if self._connect is not None:
             self._connect.cancel()
 
@@ -375,7 +378,7 @@ class TcpDownstream(asyncio.Protocol):
         early = self._early
         if early is not None:
             self._early = None
-            transport.write(b"".join(early) if len(early) > 1 else early[0])  # may call pause_writing at once
+            transport.write(early)  # may call pause_writing at once
         if self._down_eof:
             transport.write_eof()
         elif not self._up_paused:
@@ -530,9 +533,9 @@ class TcpDownstream(asyncio.Protocol):
             state.metrics.connections_on_old_config -= 1
         log = state.access_log
         if log.enabled:
-            endpoint, peer, cluster = self.endpoint, self.transport.get_extra_info("peername"), self.cluster  # type: ignore[union-attr]
+            endpoint, cluster = self.endpoint, self.cluster
             log.tcp(self.flags, received, sent, (self.loop.time() - self._started) * 1000.0,
-                    b"%s:%d" % (peer[0].encode(), peer[1]) if peer else b"",
+                    self.transport.get_extra_info("peername"),  # type: ignore[union-attr]
                     endpoint.host_bytes if endpoint is not None else b"",
                     cluster.name_bytes if cluster is not None else self.cluster_name.encode(),
                     self.requested_server_name)
