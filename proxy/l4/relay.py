@@ -287,10 +287,9 @@ class TcpDownstream(asyncio.Protocol):
                 self._closed_waiter.set_result(None)
         return self._closed_waiter
 
-    @property
-    def requested_server_name(self) -> str:
-        """The SNI the connection was routed by (SNI passthrough), for the access log."""
-        return ""
+    # The SNI the connection was routed by (SNI passthrough, a property there), for the access log: a
+    # plain class attribute here, read without a call.
+    requested_server_name = ""
 
     def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
         """The route of this connection in `snapshot` (a captured connection finds it by original destination)."""
