@@ -17,10 +17,9 @@ Invariants:
   in `connection_made`) are held only while reading stays paused;
 - half-close is relayed: EOF from one side becomes `write_eof()` on the other; the connection closes
   once both directions are done or when either side closes (the other is closed after its buffer drains);
-- the hot path only adds to plain ints. Counts reach `Metrics` at close and every REPORTING_INTERVAL
-  (Istio's `tcp_reporting_duration`) from the connection's one timer (proxy.l4.timers), which also
-  enforces the connect timeout and the idle timeout (by comparing byte counts between ticks), so
-  traffic never reschedules a timer;
+- the hot path only adds to plain ints. Counts reach `Metrics` at close and from the connection's one
+  timer (proxy.l4.timers; what it does: proxy.l4.ticks), which also enforces the connect timeout and
+  the idle timeout, so traffic never reschedules a timer;
 - a feature costs a connection nothing when not configured: no listener address look-up without a
   destination-subnet match, no balancer for a one-endpoint cluster, no source-address formatting
   without hashing or an access log. The upstream connect is proxy.l4.connect.
@@ -31,7 +30,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from proxy.l4 import shifting
+from proxy.l4 import shifting, ticks
 from proxy.l4.connect import TcpUpstream
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
 from proxy.upstream import keepalive, outlier
@@ -41,14 +40,6 @@ if TYPE_CHECKING:
     from proxy.admin.metrics import _TcpStats
     from proxy.state import ServerState
     from proxy.upstream.circuit_breaker import CircuitBreaker
-
-REPORTING_INTERVAL = 5.0  # seconds between byte-count reports of a long connection (Istio's default)
-# The idle check runs this many times per idle period, so an idle connection is closed between
-# idle_timeout and idle_timeout * (1 + 1/IDLE_CHECKS) after its last byte.
-IDLE_CHECKS = 4
-# A closing connection whose peer stops reading is aborted after this long without progress, when the
-# cluster's idle timeout (which applies otherwise) is disabled.
-CLOSE_LINGER = 60.0
 
 
 class TcpDownstream(asyncio.Protocol):
@@ -330,9 +321,9 @@ class TcpDownstream(asyncio.Protocol):
         idle = cluster.tcp_idle_timeout
         if idle is not None and idle > 0:
             self._idle_timeout = idle
-            self._interval = min(REPORTING_INTERVAL, idle / IDLE_CHECKS)
+            self._interval = min(ticks.REPORTING_INTERVAL, idle / ticks.IDLE_CHECKS)
         else:
-            self._interval = REPORTING_INTERVAL
+            self._interval = ticks.REPORTING_INTERVAL
         timeout = cluster.connect_timeout
         first = timeout if timeout <= self._interval else self._interval
         self._connect_left = timeout - first
@@ -386,7 +377,7 @@ class TcpDownstream(asyncio.Protocol):
         loop = self.loop
         now = loop.time()
         self._last_active = now
-        self._next_report = now + REPORTING_INTERVAL
+        self._next_report = now + ticks.REPORTING_INTERVAL
         timer = self._timer
         if timer is None or timer[0] > now + self._interval:  # type: ignore[operator]  # [0]: its deadline
             # connected after the timer's first period: a period starts now
@@ -444,50 +435,8 @@ class TcpDownstream(asyncio.Protocol):
         self.close()
 
     def tick(self) -> None:
-        """The connection's timer (proxy.l4.timers): the connect timeout while connecting; then byte-count
-        reports now and then, and the close when nothing has moved for the idle timeout."""
-        self._timer = None
-        if self._connect is not None:
-            left = self._connect_left
-            if left > 0:  # a connect timeout longer than the first period: wait the rest
-                self._connect_left = 0.0
-                self._timer = self.state.tcp_timers.start(self.loop, left, self)
-            else:
-                self._connect.cancel()  # _connect_done: UF, or another destination
-            return
-        now = self.loop.time()
-        moved = self._received_reported + self.received + self._sent_reported + self.sent
-        limit = self._idle_timeout
-        mark = (moved, 0, 0)
-        if self._closing:
-            # flushing after a close: progress is a peer draining what we buffered for it
-            down, up = self.transport, self._up
-            mark = (moved, down.get_write_buffer_size() if down is not None else 0,
-                    up.get_write_buffer_size() if up is not None else 0)
-            limit = limit or CLOSE_LINGER
-        if mark != self._mark:
-            self._mark = mark
-            self._last_active = now
-        elif limit is not None and now - self._last_active >= limit:
-            self.close(abort=True)  # as Envoy: an idle session is closed without flushing
-            return
-        if now >= self._next_report:
-            self._report()
-            self._next_report = now + REPORTING_INTERVAL
-        self._timer = self.state.tcp_timers.start(self.loop, self._interval, self)
-
-    def _report(self) -> None:
-        stats = self._stats
-        if stats is None:
-            return
-        if self.received:
-            stats.received += self.received
-            self._received_reported += self.received
-            self.received = 0
-        if self.sent:
-            stats.sent += self.sent
-            self._sent_reported += self.sent
-            self.sent = 0
+        """The connection's timer fired (proxy.l4.ticks)."""
+        ticks.tick(self)
 
     def _maybe_finish(self) -> None:
         if self._down_lost and self._up is None and not self._connecting and not self._finished:

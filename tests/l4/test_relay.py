@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from proxy.accesslog import AccessLog
-from proxy.l4 import relay
+from proxy.l4 import ticks
 from tests.l4.conftest import (
     Echo,
     ProxyFactory,
@@ -268,7 +268,7 @@ async def test_metrics_gauges_and_access_log(echo: Echo, start_proxy: ProxyFacto
 
 async def test_long_connections_report_bytes_before_closing(
         echo: Echo, start_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(relay, "REPORTING_INTERVAL", 0.05)
+    monkeypatch.setattr(ticks, "REPORTING_INTERVAL", 0.05)
     v1 = cluster("v1", endpoint(echo.v1, "v1"))
     proxy = await start_proxy(lambda port: snapshot(1, port, route(port, (v1, 1))))
     reader, writer = await proxy.connect()
@@ -314,7 +314,7 @@ async def test_traffic_resets_the_idle_timeout(echo: Echo, start_proxy: ProxyFac
 
 async def test_idle_timeout_disabled(echo: Echo, start_proxy: ProxyFactory,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(relay, "REPORTING_INTERVAL", 0.02)  # many timer ticks in a short test
+    monkeypatch.setattr(ticks, "REPORTING_INTERVAL", 0.02)  # many timer ticks in a short test
     v1 = cluster("v1", endpoint(echo.v1, "v1"), idle_timeout=None)
     proxy = await start_proxy(lambda port: snapshot(1, port, route(port, (v1, 1))))
     reader, writer = await proxy.connect()
