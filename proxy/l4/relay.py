@@ -52,7 +52,7 @@ class TcpDownstream(asyncio.Protocol):
 
     __slots__ = (
         "listener_name", "state", "loop", "transport",
-        "version", "route", "cluster_name", "cluster", "endpoint", "_destination_ip",
+        "version", "route", "cluster_name", "cluster", "endpoint", "_destination_ip", "_peer",
         "flags", "on_old_config", "counted",
         "_up", "_connect", "_connecting", "_early",
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
@@ -66,8 +66,9 @@ class TcpDownstream(asyncio.Protocol):
         self.listener_name = listener_name
         self.state = state
         self.loop = state.loop or asyncio.get_running_loop()
-        # set before anything reads them: `transport` and `_started` in connection_made; `_interval` and
-        # `_connect_left` (of the connect timeout, after the timer's current period) in _start_connect
+        # set before anything reads them: `transport`, `_peer` and `_started` in connection_made;
+        # `_interval` and `_connect_left` (of the connect timeout, after the timer's current period) in
+        # _start_connect
         # chosen once at connect time and kept for the connection's life
         self.version = 0
         self.route: TcpRoute | None = None
@@ -118,12 +119,15 @@ class TcpDownstream(asyncio.Protocol):
         state.connections.add(self)
         state.metrics.downstream_active += 1
         self._started = self.loop.time()
+        # the downstream's (address, port), kept for the access log: a TLS transport forgets it at close
+        self._peer = transport.get_extra_info("peername") if state.access_log.enabled else None
         self.route_connection(state.snapshot)
 
     @property
     def peer(self) -> tuple[str, int] | None:
-        """The downstream's (address, port), when known. Read when needed (source-IP hashing, the access
-        log): the transport keeps it, after its close too."""
+        """The downstream's (address, port), when known."""
+        if self._peer is not None:
+            return self._peer
         transport = self.transport
         return transport.get_extra_info("peername") if transport is not None else None
 
@@ -483,7 +487,7 @@ class TcpDownstream(asyncio.Protocol):
         if log.enabled:
             endpoint, cluster = self.endpoint, self.cluster
             log.tcp(self.flags, received, sent, (self.loop.time() - self._started) * 1000.0,
-                    self.transport.get_extra_info("peername"),  # type: ignore[union-attr]
+                    self._peer,
                     endpoint.host_bytes if endpoint is not None else b"",
                     cluster.name_bytes if cluster is not None else self.cluster_name.encode(),
                     self.requested_server_name)
