@@ -327,6 +327,7 @@ class TcpDownstream(asyncio.Protocol):
             self._idle_timeout = idle
             self._interval = min(ticks.REPORTING_INTERVAL, idle / ticks.IDLE_CHECKS)
         else:
+            self._idle_timeout = None  # (connecting again, to another destination's cluster)
             self._interval = ticks.REPORTING_INTERVAL
         timeout = cluster.connect_timeout
         first = timeout if timeout <= self._interval else self._interval
