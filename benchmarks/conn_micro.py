@@ -27,6 +27,7 @@ import gc
 import os
 import time
 import tracemalloc
+from functools import partial
 
 import uvloop
 
@@ -209,7 +210,7 @@ async def _relay_servers(loop: asyncio.AbstractEventLoop,
     log = AccessLog("text", open(os.devnull, "wb"))  # noqa: SIM115  # lives as long as the process
     state = ServerState(_tcp_snapshot((echo_port, echo_port)), Metrics(), ClusterManager(), log)
     state.loop = loop
-    relay = await loop.create_server(lambda: TcpDownstream(TCP_LISTENER, state), "127.0.0.1", 0, backlog=1024)
+    relay = await loop.create_server(partial(TcpDownstream, TCP_LISTENER, state), "127.0.0.1", 0, backlog=1024)
     state_ports.append(relay.sockets[0].getsockname()[1])
     return state, [echo, relay]
 

@@ -16,7 +16,8 @@ from typing import IO, Any
 
 _BATCH = 256  # lines kept before a write
 _TEXT_HTTP = b'[%s] "%s %s %s" %d %s %d %d %.0f "%s" "%s" "%s" %s %s\n'
-_TEXT_TCP = b'[%s] "- - TCP" 0 %s %d %d %.0f "%s" "%s" %s\n'
+_TEXT_TCP = b'[%s] "- - TCP" 0 %s %d %d %.0f "%s:%d" "%s" %s\n'
+_TEXT_TCP_NO_PEER = b'[%s] "- - TCP" 0 %s %d %d %.0f "" "%s" %s\n'
 
 
 _time = time.time
@@ -69,15 +70,18 @@ class AccessLog:
         if len(lines) >= _BATCH:
             self.flush()
 
-    def tcp(self, flags: str, received: int, sent: int, duration_ms: float, downstream: bytes,
+    def tcp(self, flags: str, received: int, sent: int, duration_ms: float, downstream: tuple[str, int] | None,
             upstream_host: bytes, upstream_cluster: bytes, requested_server_name: str = "") -> None:
+        """One connection. `downstream`: the client's (address, port), formatted here, in the line's one
+        format, when known."""
         if not self.enabled:
             return
         if self._json:
             entry = {
                 "start_time": _text(self._now()), "protocol": "tcp", "response_flags": flags,
                 "bytes_received": received, "bytes_sent": sent, "duration": round(duration_ms, 3),
-                "downstream_remote_address": _text(downstream), "upstream_host": _text(upstream_host) or None,
+                "downstream_remote_address": f"{downstream[0]}:{downstream[1]}" if downstream else "",
+                "upstream_host": _text(upstream_host) or None,
                 "upstream_cluster": _text(upstream_cluster) or None,
             }
             if requested_server_name:  # TLS passed through, routed by this SNI
@@ -86,8 +90,12 @@ class AccessLog:
             return
         # once per connection: the clock read and the batching inlined, as in `http`
         stamp = self._stamp if int(_time()) == self._second else self._now()
-        line = _TEXT_TCP % (stamp, flags.encode(), received, sent, duration_ms, downstream,
-                            upstream_host or b"-", upstream_cluster or b"-")
+        if downstream is not None:
+            line = _TEXT_TCP % (stamp, flags.encode(), received, sent, duration_ms, downstream[0].encode(),
+                                downstream[1], upstream_host or b"-", upstream_cluster or b"-")
+        else:
+            line = _TEXT_TCP_NO_PEER % (stamp, flags.encode(), received, sent, duration_ms, upstream_host or b"-",
+                                        upstream_cluster or b"-")
         if requested_server_name:
             line = line[:-1] + b' "%s"\n' % requested_server_name.encode()
         lines = self._lines

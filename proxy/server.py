@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from proxy import workers
@@ -293,9 +294,8 @@ class Server:
                 contexts[key] = front_context(lambda n=li.name: _listener_tls(state, "http", n))
         for li in snapshot.tcp_listeners.values():
             key = (listener_kind("tcp", li.tls, bool(li.sni_routes)), li.address, li.port)
-            wanted[key] = (lambda n=li.name: relay.TcpDownstream(n, state))
-            if li.sni_routes:
-                wanted[key] = (lambda n=li.name: SniDownstream(n, state))
+            # a partial, not a lambda: no Python frame per accepted connection
+            wanted[key] = partial(SniDownstream if li.sni_routes else relay.TcpDownstream, li.name, state)
             if li.tls is not None:
                 contexts[key] = front_context(lambda n=li.name: _listener_tls(state, "tcp", n))
         if snapshot.capture is not None:

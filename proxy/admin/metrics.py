@@ -137,8 +137,11 @@ class Metrics:
 
     def tcp_stats(self, cluster: Cluster | None, endpoint: Endpoint | None, flags: str = "-") -> _TcpStats:
         """The counters for one TCP destination; a connection keeps it and bumps fields directly."""
-        key = (cluster.name if cluster else "", endpoint.address if endpoint else "", endpoint.port if endpoint
-               else 0, endpoint.version if endpoint else "", 0, flags)
+        if cluster is not None and endpoint is not None:  # a connected one: no conditional per field
+            key = (cluster.name, endpoint.address, endpoint.port, endpoint.version, 0, flags)
+        else:
+            key = (cluster.name if cluster else "", endpoint.address if endpoint else "", endpoint.port if endpoint
+                   else 0, endpoint.version if endpoint else "", 0, flags)
         stats = self.tcp.get(key)
         if stats is None:
             stats = self.tcp[key] = _TcpStats(cluster, endpoint)

@@ -17,10 +17,9 @@ Invariants:
   in `connection_made`) are held only while reading stays paused;
 - half-close is relayed: EOF from one side becomes `write_eof()` on the other; the connection closes
   once both directions are done or when either side closes (the other is closed after its buffer drains);
-- the hot path only adds to plain ints. Counts reach `Metrics` at close and every REPORTING_INTERVAL
-  (Istio's `tcp_reporting_duration`) from the connection's one timer (proxy.l4.timers), which also
-  enforces the connect timeout and the idle timeout (by comparing byte counts between ticks), so
-  traffic never reschedules a timer;
+- the hot path only adds to plain ints. Counts reach `Metrics` at close and from the connection's one
+  timer (proxy.l4.timers; what it does: proxy.l4.ticks), which also enforces the connect timeout and
+  the idle timeout, so traffic never reschedules a timer;
 - a feature costs a connection nothing when not configured: no listener address look-up without a
   destination-subnet match, no balancer for a one-endpoint cluster, no source-address formatting
   without hashing or an access log. The upstream connect is proxy.l4.connect.
@@ -29,11 +28,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from typing import TYPE_CHECKING
 
-from proxy.l4 import shifting
-from proxy.l4.connect import TcpUpstream, UpstreamConnect, open_connection
+from proxy.l4 import shifting, ticks
+from proxy.l4.connect import TcpUpstream
 from proxy.routing.snapshot import Cluster, Endpoint, Snapshot, TcpRoute
 from proxy.upstream import keepalive, outlier
 from proxy.upstream.hashing import hash64
@@ -43,17 +41,14 @@ if TYPE_CHECKING:
     from proxy.state import ServerState
     from proxy.upstream.circuit_breaker import CircuitBreaker
 
-REPORTING_INTERVAL = 5.0  # seconds between byte-count reports of a long connection (Istio's default)
-# The idle check runs this many times per idle period, so an idle connection is closed between
-# idle_timeout and idle_timeout * (1 + 1/IDLE_CHECKS) after its last byte.
-IDLE_CHECKS = 4
-# A closing connection whose peer stops reading is aborted after this long without progress, when the
-# cluster's idle timeout (which applies otherwise) is disabled.
-CLOSE_LINGER = 60.0
-
 
 class TcpDownstream(asyncio.Protocol):
     """One downstream connection and the relay to the upstream endpoint it was given."""
+
+    transport: asyncio.Transport | None
+    _started: float
+    _interval: float
+    _connect_left: float
 
     __slots__ = (
         "listener_name", "state", "loop", "transport",
@@ -62,7 +57,8 @@ class TcpDownstream(asyncio.Protocol):
         "_up", "_connect", "_connecting", "_early",
         "_down_eof", "_up_eof", "_down_lost", "_up_paused", "_closing", "_finished", "_closed_waiter",
         "received", "sent", "_received_reported", "_sent_reported", "_stats", "_started",
-        "_timer", "_interval", "_idle_timeout", "_mark", "_last_active", "_next_report", "_drain_timer",
+        "_timer", "_interval", "_idle_timeout", "_connect_left", "_mark", "_last_active", "_next_report",
+        "_drain_timer",
         "_breaker", "_queued", "_life_timer",
     )
 
@@ -70,7 +66,9 @@ class TcpDownstream(asyncio.Protocol):
         self.listener_name = listener_name
         self.state = state
         self.loop = state.loop or asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        # set before anything reads them: `transport`, `_peer` and `_started` in connection_made;
+        # `_interval` and `_connect_left` (of the connect timeout, after the timer's current period) in
+        # _start_connect
         # chosen once at connect time and kept for the connection's life
         self.version = 0
         self.route: TcpRoute | None = None
@@ -79,14 +77,13 @@ class TcpDownstream(asyncio.Protocol):
         self.counted = False  # in the cluster's active counts (LEAST_REQUEST among several endpoints)
         self.endpoint: Endpoint | None = None
         self._destination_ip: str | None = None  # read when a route needs it (`destination_ip`)
-        self._peer: tuple[str, int] | None = None  # the downstream's (address, port)
         self.flags = "-"
         self.on_old_config = False  # counted in metrics.connections_on_old_config
         # upstream side
         self._up: asyncio.Transport | None = None
-        self._connect: UpstreamConnect | None = None
+        self._connect: TcpUpstream | None = None  # while connecting
         self._connecting = False
-        self._early: list[bytes] | None = None  # read before the upstream is connected
+        self._early: bytes | None = None  # read before the upstream is connected
         # half-close, flow control and lifecycle
         self._down_eof = False
         self._up_eof = False
@@ -101,10 +98,8 @@ class TcpDownstream(asyncio.Protocol):
         self._received_reported = 0
         self._sent_reported = 0
         self._stats: _TcpStats | None = None
-        self._started = 0.0
         # the reporting / idle timer
         self._timer: list[object] | None = None  # an entry of state.tcp_timers
-        self._interval = REPORTING_INTERVAL
         self._idle_timeout: float | None = None
         self._mark: tuple[int, int, int] = (0, 0, 0)
         self._last_active = 0.0
@@ -124,13 +119,22 @@ class TcpDownstream(asyncio.Protocol):
         state.connections.add(self)
         state.metrics.downstream_active += 1
         self._started = self.loop.time()
-        self._peer = transport.get_extra_info("peername")
+        # the downstream's (address, port), kept for the access log: a TLS transport forgets it at close
+        self._peer = transport.get_extra_info("peername") if state.access_log.enabled else None
         self.route_connection(state.snapshot)
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The downstream's (address, port), when known."""
+        if self._peer is not None:
+            return self._peer
+        transport = self.transport
+        return transport.get_extra_info("peername") if transport is not None else None
 
     @property
     def source_ip(self) -> str:
         """The downstream's address (for source-IP hashing), or "" when unknown."""
-        peer = self._peer
+        peer = self.peer
         return peer[0] if peer else ""
 
     @property
@@ -151,11 +155,13 @@ class TcpDownstream(asyncio.Protocol):
         assert transport is not None
         self.version = snapshot.version
         route = self.find_route(snapshot)
-        if route is None or not route.destinations.destinations:
+        destinations = route.destinations.destinations if route is not None else None
+        if not destinations:
             self._fail("NR", None, None)
             return
         self.route = route
-        destination = shifting.pick(self, route)  # sticky, never an empty destination
+        # sticky, never an empty destination (shifting); nothing to pick among one
+        destination = destinations[0] if len(destinations) == 1 else shifting.pick(self, route)  # type: ignore[arg-type]
         self.cluster_name = destination.cluster_name
         cluster = destination.cluster
         if cluster is None:
@@ -179,7 +185,8 @@ class TcpDownstream(asyncio.Protocol):
                 self._breaker = breaker
             else:
                 self._queued = breaker
-        self.counted = state.cluster_manager.request_started(cluster, endpoint)
+        if len(cluster.endpoints) > 1:  # LEAST_REQUEST counts (nothing to count with one endpoint)
+            self.counted = state.cluster_manager.request_started(cluster, endpoint)
         self._connecting = True
         if self._queued is None:
             transport.pause_reading()
@@ -198,10 +205,8 @@ class TcpDownstream(asyncio.Protocol):
         if up is not None:
             up.write(data)
         elif self._connecting:
-            if self._early is None:
-                self._early = [data]
-            else:
-                self._early.append(data)
+            early = self._early
+            self._early = data if early is None else early + data  # rarely twice: reading is paused now
             self.transport.pause_reading()  # type: ignore[union-attr]
         # else: the connection is failing or closing; the bytes have nowhere to go
 
@@ -235,7 +240,8 @@ class TcpDownstream(asyncio.Protocol):
             self._queued.cancel(self._slot_granted)
             self._queued = None
             self._connecting = False
-        self._maybe_finish()
+        if self._up is None and not self._connecting and not self._finished:  # _maybe_finish, inlined
+            self._finish()
 
     # connection management ------------------------------------------------------------------------
 
@@ -246,12 +252,17 @@ class TcpDownstream(asyncio.Protocol):
     def close(self, abort: bool = False) -> None:
         """Close both sides: flushing what is buffered, or at once (`abort`)."""
         self._closing = True
-        for transport in (self.transport, self._up):
-            if transport is not None:
-                if abort:
-                    transport.abort()
-                else:
-                    transport.close()
+        down, up = self.transport, self._up
+        if abort:
+            if down is not None:
+                down.abort()
+            if up is not None:
+                up.abort()
+        else:
+            if down is not None:
+                down.close()
+            if up is not None:
+                up.close()
         if self._connect is not None:
             self._connect.cancel()
 
@@ -271,10 +282,9 @@ class TcpDownstream(asyncio.Protocol):
                 self._closed_waiter.set_result(None)
         return self._closed_waiter
 
-    @property
-    def requested_server_name(self) -> str:
-        """The SNI the connection was routed by (SNI passthrough), for the access log."""
-        return ""
+    # The SNI the connection was routed by (SNI passthrough, a property there), for the access log: a
+    # plain class attribute here, read without a call.
+    requested_server_name = ""
 
     def find_route(self, snapshot: Snapshot) -> TcpRoute | None:
         """The route of this connection in `snapshot` (a captured connection finds it by original destination)."""
@@ -309,15 +319,25 @@ class TcpDownstream(asyncio.Protocol):
     # upstream side ------------------------------------------------------------------------------
 
     def _start_connect(self, cluster: Cluster, endpoint: Endpoint) -> None:
-        """Connect to `endpoint`; the connection's timer, until connected, is the connect timeout."""
-        loop = self.loop
+        """Connect to `endpoint`, and start the connection's one timer: its first period is the connect
+        timeout or the report/idle period, the shorter, so that a connection made in time keeps it
+        (`tick` waits the rest of a longer connect timeout)."""
+        idle = cluster.tcp_idle_timeout
+        if idle is not None and idle > 0:
+            self._idle_timeout = idle
+            self._interval = min(ticks.REPORTING_INTERVAL, idle / ticks.IDLE_CHECKS)
+        else:
+            self._idle_timeout = None  # (connecting again, to another destination's cluster)
+            self._interval = ticks.REPORTING_INTERVAL
+        timeout = cluster.connect_timeout
+        first = timeout if timeout <= self._interval else self._interval
+        self._connect_left = timeout - first
         timers = self.state.tcp_timers
         if self._timer is not None:
-            timers.cancel(self._timer)
-        self._timer = timers.start(loop, cluster.connect_timeout, self)
-        connect = self._connect = UpstreamConnect(
-            loop, open_connection(loop, partial(TcpUpstream, self), cluster, endpoint), self._connect_done)
-        connect.start()
+            timers.cancel(self._timer)  # connecting again, to another destination
+        self._timer = timers.start(self.loop, first, self)
+        connect = self._connect = TcpUpstream(self)
+        connect.connect(cluster, endpoint)
 
     def _connect_done(self, exc: BaseException | None) -> None:
         self._connect = None
@@ -336,22 +356,40 @@ class TcpDownstream(asyncio.Protocol):
         self._maybe_finish()
 
     def upstream_made(self, transport: asyncio.Transport) -> bool:
-        """The upstream connected; False when nobody is waiting for it any more."""
+        """The upstream connected (counted as active until `TcpUpstream.connection_lost`); False when
+        nobody is waiting for it any more."""
+        metrics = self.state.metrics
+        metrics.upstream_active += 1
         if not self._connecting or self._closing:
             return False
         self._up = transport
-        stats = self._stats = self.state.metrics.tcp_stats(self.cluster, self.endpoint)
+        # connected: for plain TCP the connect's end (`_connect_done`) brings nothing more; a failure
+        # after this (TLS origination's name check) still goes there
+        self._connect = None
+        self._connecting = False
+        cluster = self.cluster
+        stats = self._stats = metrics.tcp_stats(cluster, self.endpoint)
         stats.opened += 1
         early = self._early
         if early is not None:
             self._early = None
-            transport.write(b"".join(early) if len(early) > 1 else early[0])  # may call pause_writing at once
+            transport.write(early)  # may call pause_writing at once
         if self._down_eof:
             transport.write_eof()
         elif not self._up_paused:
             self.transport.resume_reading()  # type: ignore[union-attr]
-        self._start_timer(self.cluster)  # type: ignore[arg-type]
-        cluster = self.cluster
+        # the timer now reports byte counts and enforces the idle timeout, from now on
+        loop = self.loop
+        now = loop.time()
+        self._last_active = now
+        self._next_report = now + ticks.REPORTING_INTERVAL
+        timer = self._timer
+        if timer is None or timer[0] > now + self._interval:  # type: ignore[operator]  # [0]: its deadline
+            # connected after the timer's first period: a period starts now
+            timers = self.state.tcp_timers
+            if timer is not None:
+                timers.cancel(timer)
+            self._timer = timers.start(loop, self._interval, self)
         if cluster is not None and (cluster.outlier is not None or cluster.tcp_keepalive is not None or
                                     cluster.max_connection_duration is not None):
             self._upstream_policies(cluster, transport)
@@ -390,7 +428,8 @@ class TcpDownstream(asyncio.Protocol):
         self._closing = True
         if not self._down_lost:
             self.transport.close()  # type: ignore[union-attr]  # after its buffer drains
-        self._maybe_finish()
+        elif not self._connecting and not self._finished:  # _maybe_finish, inlined
+            self._finish()
 
     # accounting ---------------------------------------------------------------------------------
 
@@ -400,61 +439,9 @@ class TcpDownstream(asyncio.Protocol):
         stats.opened += 1
         self.close()
 
-    def _start_timer(self, cluster: Cluster) -> None:
-        """Connected: the timer now reports byte counts and enforces the idle timeout."""
-        idle = cluster.tcp_idle_timeout
-        if idle is not None and idle > 0:
-            self._idle_timeout = idle
-            self._interval = min(REPORTING_INTERVAL, idle / IDLE_CHECKS)
-        loop = self.loop
-        now = loop.time()
-        self._last_active = now
-        self._next_report = now + REPORTING_INTERVAL
-        timers = self.state.tcp_timers
-        if self._timer is not None:
-            timers.cancel(self._timer)  # the connect timeout
-        self._timer = timers.start(loop, self._interval, self)
-
     def tick(self) -> None:
-        """The connection's timer (proxy.l4.timers): the connect timeout while connecting; then byte-count
-        reports now and then, and the close when nothing has moved for the idle timeout."""
-        self._timer = None
-        if self._connect is not None:
-            self._connect.cancel()  # _connect_done: UF, or another destination
-            return
-        now = self.loop.time()
-        moved = self._received_reported + self.received + self._sent_reported + self.sent
-        limit = self._idle_timeout
-        mark = (moved, 0, 0)
-        if self._closing:
-            # flushing after a close: progress is a peer draining what we buffered for it
-            down, up = self.transport, self._up
-            mark = (moved, down.get_write_buffer_size() if down is not None else 0,
-                    up.get_write_buffer_size() if up is not None else 0)
-            limit = limit or CLOSE_LINGER
-        if mark != self._mark:
-            self._mark = mark
-            self._last_active = now
-        elif limit is not None and now - self._last_active >= limit:
-            self.close(abort=True)  # as Envoy: an idle session is closed without flushing
-            return
-        if now >= self._next_report:
-            self._report()
-            self._next_report = now + REPORTING_INTERVAL
-        self._timer = self.state.tcp_timers.start(self.loop, self._interval, self)
-
-    def _report(self) -> None:
-        stats = self._stats
-        if stats is None:
-            return
-        if self.received:
-            stats.received += self.received
-            self._received_reported += self.received
-            self.received = 0
-        if self.sent:
-            stats.sent += self.sent
-            self._sent_reported += self.sent
-            self.sent = 0
+        """The connection's timer fired (proxy.l4.ticks)."""
+        ticks.tick(self)
 
     def _maybe_finish(self) -> None:
         if self._down_lost and self._up is None and not self._connecting and not self._finished:
@@ -462,8 +449,9 @@ class TcpDownstream(asyncio.Protocol):
 
     def _finish(self) -> None:
         self._finished = True
-        if self._timer is not None:
-            self.state.tcp_timers.cancel(self._timer)
+        timer = self._timer
+        if timer is not None:
+            timer[1] = None  # Timers.cancel, inlined (once per connection)
             self._timer = None
         if self._drain_timer is not None:
             self._drain_timer.cancel()
@@ -476,12 +464,19 @@ class TcpDownstream(asyncio.Protocol):
             self._breaker = None
         self._early = None
         state = self.state
-        if self._stats is None:  # the downstream left while the upstream was connecting
+        stats = self._stats
+        if stats is None:  # the downstream left while the upstream was connecting
             self.flags = "DC"
-            self._stats = state.metrics.tcp_stats(self.cluster, self.endpoint, "DC")
-            self._stats.opened += 1
-        self._report()
-        self._stats.closed += 1
+            stats = self._stats = state.metrics.tcp_stats(self.cluster, self.endpoint, "DC")
+            stats.opened += 1
+        # the last report (_report, inlined)
+        received, sent = self.received, self.sent
+        stats.received += received
+        stats.sent += sent
+        stats.closed += 1
+        received = self._received_reported = self._received_reported + received
+        sent = self._sent_reported = self._sent_reported + sent
+        self.received = self.sent = 0
         if self.counted:
             self.counted = False
             state.cluster_manager.request_finished(self.cluster, self.endpoint)  # type: ignore[arg-type]
@@ -491,12 +486,11 @@ class TcpDownstream(asyncio.Protocol):
             state.metrics.connections_on_old_config -= 1
         log = state.access_log
         if log.enabled:
-            endpoint, peer = self.endpoint, self._peer
-            log.tcp(self.flags, self._received_reported, self._sent_reported,
-                    (self.loop.time() - self._started) * 1000.0,
-                    b"%s:%d" % (peer[0].encode(), peer[1]) if peer else b"",
+            endpoint, cluster = self.endpoint, self.cluster
+            log.tcp(self.flags, received, sent, (self.loop.time() - self._started) * 1000.0,
+                    self._peer,
                     endpoint.host_bytes if endpoint is not None else b"",
-                    self.cluster.name_bytes if self.cluster is not None else self.cluster_name.encode(),
+                    cluster.name_bytes if cluster is not None else self.cluster_name.encode(),
                     self.requested_server_name)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)

@@ -49,10 +49,7 @@ class SniDownstream(TcpDownstream):
         super().route_connection(self.state.snapshot)
         if self._connecting:
             # written once the upstream is connected
-            if self._early is None:
-                self._early = [early]
-            else:
-                self._early.append(early)
+            self._early = early if self._early is None else self._early + early
 
     @property
     def requested_server_name(self) -> str:

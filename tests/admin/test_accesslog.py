@@ -33,7 +33,8 @@ def test_json_line_and_off() -> None:
 def test_tcp_line() -> None:
     out = io.StringIO()
     log = AccessLog("text", out)
-    log.tcp("UF", 6, 0, 2.0, b"127.0.0.1:5000", b"127.0.0.1:9", b"outbound|9000|v1|t")
+    log.tcp("UF", 6, 0, 2.0, ("127.0.0.1", 5000), b"127.0.0.1:9", b"outbound|9000|v1|t")
+    log.tcp("DC", 0, 0, 1.0, None, b"", b"outbound|9000|v1|t")
     log.flush()
     assert '"- - TCP" 0 UF 6 0 2 "127.0.0.1:5000" "127.0.0.1:9" outbound|9000|v1|t' in out.getvalue()
 

@@ -5,6 +5,7 @@ Certificates come from trustme; everything listens on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import ssl
 import urllib.request
@@ -564,19 +565,30 @@ spec:
     - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}, weight: 80}}
     - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}, weight: 20}}
 """)
-    proxy = start(config_dir, creds)
+    proxy = start(config_dir, creds, "--access-log", "json")
     try:
         context = client_context(ca)
         n = 1000
         seen: Counter[str] = Counter()
+        clients = set()
         for _ in range(n):
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
                                                            server_hostname="echo.example")
+            clients.add("{}:{}".format(*writer.get_extra_info("sockname")[:2]))
             seen[(await reader.readline()).decode().strip()] += 1
             writer.close()
         lo, hi = binomial_interval(n, 0.2)
         assert seen["v1"] + seen["v2"] == n, seen
         assert lo <= seen["v2"] <= hi, (seen, (lo, hi))
+        # each connection's line names its client, which the TLS transport no longer knows at the close
+        logged: set[str] = set()
+        for _ in range(100):  # the access log is written in batches, at least every 0.5 s
+            logged = {json.loads(line)["downstream_remote_address"] for line in proxy.log().splitlines()
+                      if line.startswith("{") and '"protocol": "tcp"' in line}
+            if logged >= clients:
+                break
+            await asyncio.sleep(0.1)
+        assert clients <= logged, sorted(clients - logged)[:5]
     finally:
         proxy.stop()
         for backend in backends:

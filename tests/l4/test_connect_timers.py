@@ -12,11 +12,23 @@ from proxy.l4.timers import Timers, granularity
 from tests.l4.conftest import closed_port
 
 
+class Recorded(UpstreamConnect):
+    """A connect driver that records what `connect_done` gets."""
+
+    __slots__ = ("results",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.results: list[BaseException | None] = []
+
+    def connect_done(self, error: BaseException | None) -> None:
+        self.results.append(error)
+
+
 def drive(coro: Any) -> tuple[UpstreamConnect, list[BaseException | None]]:
-    results: list[BaseException | None] = []
-    connect = UpstreamConnect(asyncio.get_running_loop(), coro, results.append)
-    connect.start()
-    return connect, results
+    connect = Recorded(asyncio.get_running_loop())
+    connect.start(coro)
+    return connect, connect.results
 
 
 async def settle() -> None:

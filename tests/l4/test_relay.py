@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from proxy.accesslog import AccessLog
-from proxy.l4 import relay
+from proxy.l4 import ticks
 from tests.l4.conftest import (
     Echo,
     ProxyFactory,
@@ -185,6 +185,35 @@ async def test_connect_timeout_is_UF(start_proxy: ProxyFactory) -> None:
             s.close()
 
 
+async def test_a_connect_timeout_longer_than_the_idle_check_period_is_waited_in_full(
+        start_proxy: ProxyFactory) -> None:
+    # the connection's one timer first ticks after the idle check period (0.2 s / 4 here), then waits
+    # the rest of the connect timeout; a timer never fires before its deadline
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # a full accept queue: connecting to it hangs
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    try:
+        slow = cluster("v1", endpoint(port, "v1"), connect_timeout=0.3, idle_timeout=0.2)
+        proxy = await start_proxy(lambda p: snapshot(1, p, route(p, (slow, 1))))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        reader, _ = await proxy.connect()
+        assert await read_to_close(reader) == b""
+        assert loop.time() - started >= 0.3 - 0.002  # the loop clock's millisecond rounding
+        await proxy.settled()
+        assert series(proxy.state.metrics) == {(slow.name, "v1", "UF"): (1, 1, 0, 0)}
+    finally:
+        for s in (listener, *fillers):
+            s.close()
+
+
 @pytest.mark.parametrize("flag", ["UH", "NC", "NR"])
 async def test_unroutable_connections_are_closed_with_their_flag(
         echo: Echo, start_proxy: ProxyFactory, flag: str) -> None:
@@ -239,7 +268,7 @@ async def test_metrics_gauges_and_access_log(echo: Echo, start_proxy: ProxyFacto
 
 async def test_long_connections_report_bytes_before_closing(
         echo: Echo, start_proxy: ProxyFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(relay, "REPORTING_INTERVAL", 0.05)
+    monkeypatch.setattr(ticks, "REPORTING_INTERVAL", 0.05)
     v1 = cluster("v1", endpoint(echo.v1, "v1"))
     proxy = await start_proxy(lambda port: snapshot(1, port, route(port, (v1, 1))))
     reader, writer = await proxy.connect()
@@ -285,7 +314,7 @@ async def test_traffic_resets_the_idle_timeout(echo: Echo, start_proxy: ProxyFac
 
 async def test_idle_timeout_disabled(echo: Echo, start_proxy: ProxyFactory,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(relay, "REPORTING_INTERVAL", 0.02)  # many timer ticks in a short test
+    monkeypatch.setattr(ticks, "REPORTING_INTERVAL", 0.02)  # many timer ticks in a short test
     v1 = cluster("v1", endpoint(echo.v1, "v1"), idle_timeout=None)
     proxy = await start_proxy(lambda port: snapshot(1, port, route(port, (v1, 1))))
     reader, writer = await proxy.connect()
