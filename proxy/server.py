@@ -289,7 +289,7 @@ class Server:
         contexts: dict[tuple[str, str, int], ssl.SSLContext] = {}
         for li in snapshot.http_listeners.values():
             key = (listener_kind("http", li.tls), li.address, li.port)
-            wanted[key] = (lambda n=li.name: HttpDownstream(n, state))
+            wanted[key] = partial(HttpDownstream, li.name, state)  # (see the TCP listeners below)
             if li.tls is not None:
                 contexts[key] = front_context(lambda n=li.name: _listener_tls(state, "http", n))
         for li in snapshot.tcp_listeners.values():
