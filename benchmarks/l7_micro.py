@@ -8,7 +8,8 @@ event loop has a core of its own and its CPU time (`time.process_time`) is the p
 proxied request with no system calls (best of five runs); `--headers N` adds N header fields to its
 request and its response, to see what each field costs (in instructions, see the README).
 
-    python benchmarks/l7_micro.py [--seconds 5] [--connections 1] [--pipeline 1] [--direct | --no-io [--headers N]]
+    python benchmarks/l7_micro.py [--seconds 5] [--connections 1] [--pipeline 1] [--direct | --no-io [--headers N]
+                                  [--nginx-response]]
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from proxy.upstream.cluster import ClusterManager
 LISTENER = "bench"
 RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n\r\nhello world\n")
 REQUEST = b"GET /reviews/0 HTTP/1.1\r\nHost: reviews\r\nUser-Agent: l7-micro\r\nAccept: */*\r\n\r\n"
+# what `make bench`'s nginx backend answers: five fields, one of them hop-by-hop
+NGINX_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 15:04:18 GMT\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nv1\n")
 
 
 class Upstream(asyncio.Protocol):
@@ -153,11 +157,11 @@ def with_headers(message: bytes, count: int) -> bytes:
     return message[:end] + extra + message[end:]
 
 
-def no_io(requests: int, headers: int = 0) -> float:
+def no_io(requests: int, headers: int = 0, response: bytes = RESPONSE) -> float:
     """Microseconds of Python per proxied request, best of five runs of `requests` requests; `headers`
-    more header fields in each request and in each response."""
+    more header fields in each request and in each `response`."""
     request = with_headers(REQUEST, headers)
-    response = with_headers(RESPONSE, headers)
+    response = with_headers(response, headers)
 
     async def run() -> float:
         ports = [1001, 1002]
@@ -190,9 +194,12 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help="no proxy: clients talk to the upstream")
     parser.add_argument("--no-io", action="store_true", help="stub transports: the Python cost alone")
     parser.add_argument("--headers", type=int, default=0, help="with --no-io: more header fields each way")
+    parser.add_argument("--nginx-response", action="store_true",
+                        help="with --no-io: the response head of make bench's nginx backend")
     args = parser.parse_args()
     if args.no_io:
-        print(f"no I/O: {no_io(20000, args.headers):.1f} µs of Python per proxied request")
+        response = NGINX_RESPONSE if args.nginx_response else RESPONSE
+        print(f"no I/O: {no_io(20000, args.headers, response):.1f} µs of Python per proxied request")
         return
 
     pipe, child_pipe = multiprocessing.Pipe()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httptools
 
-from benchmarks.l7_micro import REQUEST, RESPONSE, no_io, with_headers
+from benchmarks.l7_micro import NGINX_RESPONSE, REQUEST, RESPONSE, no_io, with_headers
 
 
 class _Fields:
@@ -31,3 +31,10 @@ def test_with_headers_adds_that_many_fields() -> None:
 
 def test_no_io_runs_with_extra_fields() -> None:
     assert no_io(20, headers=3) > 0  # no_io itself checks that every request was proxied
+
+
+def test_no_io_runs_with_the_nginx_response() -> None:
+    fields = _Fields()
+    httptools.HttpResponseParser(fields).feed_data(NGINX_RESPONSE)
+    assert fields.complete and len(fields.names) == 5
+    assert no_io(20, response=NGINX_RESPONSE) > 0
