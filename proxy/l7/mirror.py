@@ -19,7 +19,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from proxy.l7.codec import CRLF, LAST_CHUNK, CodecError, ResponseDecoder, ResponseHead, chunk_size_line
+from proxy.l7.codec import CRLF, LAST_CHUNK, CodecError, ResponseHead, chunk_size_line
+from proxy.l7.response_decoder import ResponseDecoder
 from proxy.routing.snapshot import Cluster, Mirror
 from proxy.tls.upstream import connect as tls_connect
 

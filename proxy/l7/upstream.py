@@ -16,8 +16,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from proxy.l7.codec import CodecError, ResponseDecoder, ResponseHead
+from proxy.l7.codec import CodecError, ResponseHead
 from proxy.l7.errors import UPSTREAM_PROTOCOL_ERROR, UPSTREAM_RESET, LocalReply
+from proxy.l7.response_decoder import ResponseDecoder
 
 if TYPE_CHECKING:
     from proxy.admin.metrics import Metrics

@@ -10,13 +10,13 @@ from proxy.l7.codec import (
     CodecError,
     RequestDecoder,
     RequestHead,
-    ResponseDecoder,
     ResponseHead,
     chunk_size_line,
     request_head,
     response_head,
 )
 from proxy.l7.errors import render
+from proxy.l7.response_decoder import ResponseDecoder
 
 
 @dataclass

@@ -10,10 +10,10 @@ from proxy.l7.codec import (
     CodecError,
     RequestDecoder,
     RequestHead,
-    ResponseDecoder,
     ResponseHead,
     check_target,
 )
+from proxy.l7.response_decoder import ResponseDecoder
 from tests.l7.test_codec import Recorder
 
 

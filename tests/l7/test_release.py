@@ -6,8 +6,9 @@ from __future__ import annotations
 import gc
 from collections.abc import Awaitable, Callable
 
-from proxy.l7.codec import RequestDecoder, ResponseDecoder
+from proxy.l7.codec import RequestDecoder
 from proxy.l7.downstream import HttpDownstream
+from proxy.l7.response_decoder import ResponseDecoder
 from proxy.l7.upstream import HttpUpstream
 from tests.l7.conftest import Proxy, UpstreamServer, cluster, eventually, simple_snapshot
 

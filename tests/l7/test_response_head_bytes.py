@@ -1,4 +1,4 @@
-"""Response heads with enough fields to be forwarded as bytes (codec.RAW_MIN): the upstream's header lines reach
+"""Response heads with enough fields to be forwarded as bytes (response_decoder.RAW_MIN): the upstream's header lines reach
 the client as written, without the hop-by-hop ones, with the same framing as a head parsed field by field;
 and a route's response header operations still apply (those heads take the parsed path)."""
 
@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from proxy.l7.codec import RAW_MIN, ResponseDecoder, ResponseHead
+from proxy.l7.codec import ResponseHead
+from proxy.l7.response_decoder import RAW_MIN, ResponseDecoder
 from proxy.routing.snapshot import HeaderOps
 from tests.l7.conftest import Client, Proxy, build_request, cluster, parse_head, simple_snapshot
 
