@@ -1,6 +1,7 @@
-"""Response heads with enough fields to be forwarded as bytes (response_decoder.RAW_MIN): the upstream's header lines reach
-the client as written, without the hop-by-hop ones, with the same framing as a head parsed field by field;
-and a route's response header operations still apply (those heads take the parsed path)."""
+"""Response heads with enough fields to be forwarded as bytes (response_decoder.RAW_MIN): the upstream's
+header lines reach the client as written, without the hop-by-hop ones, with the same framing as a head
+parsed field by field; and a route's response header operations still apply (those heads take the parsed
+path)."""
 
 from __future__ import annotations
 
