@@ -20,6 +20,7 @@ import ssl
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import uvloop
 
@@ -237,11 +238,12 @@ class _OneShot(asyncio.Protocol):
             self.done.set_result(self.pending <= 0)
 
 
-async def connect(port: int, conns: int, size: int, seconds: float) -> dict[str, float]:
-    """`conns` workers, each opening a connection, echoing `size` bytes once and closing, until the time is up:
-    new connections per second through a TCP listener (the relay's per-connection cost)."""
+async def _connection_loop(conns: int, seconds: float, open_one: Callable[[asyncio.Future[bool]], Awaitable[object]],
+                           failures: tuple[type[BaseException], ...]) -> tuple[int, int, float, float]:
+    """`conns` workers, each opening connections one after another until the time is up: `open_one(done)`
+    opens one, whose protocol sets `done` to whether its exchange went well. (completed, errors,
+    seconds, this client's CPU seconds)."""
     loop = asyncio.get_running_loop()
-    message = b"c" * size  # never starts with the echo backend's version probe
     deadline = time.perf_counter() + seconds
     done_count = errors = 0
 
@@ -250,19 +252,28 @@ async def connect(port: int, conns: int, size: int, seconds: float) -> dict[str,
         while time.perf_counter() < deadline:
             finished: asyncio.Future[bool] = loop.create_future()
             try:
-                await asyncio.wait_for(loop.create_connection(lambda f=finished: _OneShot(message, f), HOST, port),
-                                       IO_TIMEOUT)
+                await asyncio.wait_for(open_one(finished), IO_TIMEOUT)
                 ok = await asyncio.wait_for(finished, IO_TIMEOUT)
-            except (OSError, TimeoutError):
+            except failures:
                 ok = False
             if ok:
                 done_count += 1
             else:
                 errors += 1
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(conns)))
-    elapsed = time.perf_counter() - t0
+    return done_count, errors, time.perf_counter() - t0, time.process_time() - cpu0
+
+
+async def connect(port: int, conns: int, size: int, seconds: float) -> dict[str, float]:
+    """`conns` workers, each opening a connection, echoing `size` bytes once and closing, until the time is up:
+    new connections per second through a TCP listener (the relay's per-connection cost)."""
+    loop = asyncio.get_running_loop()
+    message = b"c" * size  # never starts with the echo backend's version probe
+    done_count, errors, elapsed, _ = await _connection_loop(
+        conns, seconds, lambda f: loop.create_connection(lambda: _OneShot(message, f), HOST, port),
+        (OSError, TimeoutError))
     return {"connections": done_count, "seconds": elapsed, "rate": done_count / elapsed, "errors": errors}
 
 
@@ -304,30 +315,12 @@ async def tls_handshake(port: int, conns: int, seconds: float, server_name: str)
     with `Connection: close` and reading the response until the close, until the time is up."""
     loop = asyncio.get_running_loop()
     context = client_tls_context()
-    deadline = time.perf_counter() + seconds
     versions: Counter[str] = Counter()
     resumed = [0]
-    done_count = errors = 0
-
-    async def worker() -> None:
-        nonlocal done_count, errors
-        while time.perf_counter() < deadline:
-            finished: asyncio.Future[bool] = loop.create_future()
-            try:
-                await asyncio.wait_for(loop.create_connection(
-                    lambda f=finished: _TlsOneShot(f, versions, resumed), HOST, port, ssl=context,
-                    server_hostname=server_name), IO_TIMEOUT)
-                ok = await asyncio.wait_for(finished, IO_TIMEOUT)
-            except (OSError, TimeoutError, ssl.SSLError):
-                ok = False
-            if ok:
-                done_count += 1
-            else:
-                errors += 1
-
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker() for _ in range(conns)))
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    done_count, errors, elapsed, cpu = await _connection_loop(
+        conns, seconds, lambda f: loop.create_connection(lambda: _TlsOneShot(f, versions, resumed), HOST, port,
+                                                         ssl=context, server_hostname=server_name),
+        (OSError, TimeoutError, ssl.SSLError))
     # the client's own CPU per connection: near 1 s ÷ rate, the client (not the proxy) is the limit
     return {"connections": done_count, "seconds": elapsed, "rate": done_count / elapsed, "errors": errors,
             "versions": dict(versions), "resumed": resumed[0], "client_cpu": cpu / max(done_count, 1)}
