@@ -469,14 +469,8 @@ class TcpDownstream(asyncio.Protocol):
             self.flags = "DC"
             stats = self._stats = state.metrics.tcp_stats(self.cluster, self.endpoint, "DC")
             stats.opened += 1
-        # the last report (_report, inlined)
-        received, sent = self.received, self.sent
-        stats.received += received
-        stats.sent += sent
+        ticks.report(self)  # the last one
         stats.closed += 1
-        received = self._received_reported = self._received_reported + received
-        sent = self._sent_reported = self._sent_reported + sent
-        self.received = self.sent = 0
         if self.counted:
             self.counted = False
             state.cluster_manager.request_finished(self.cluster, self.endpoint)  # type: ignore[arg-type]
@@ -487,7 +481,8 @@ class TcpDownstream(asyncio.Protocol):
         log = state.access_log
         if log.enabled:
             endpoint, cluster = self.endpoint, self.cluster
-            log.tcp(self.flags, received, sent, (self.loop.time() - self._started) * 1000.0,
+            log.tcp(self.flags, self._received_reported, self._sent_reported,
+                    (self.loop.time() - self._started) * 1000.0,
                     self._peer,
                     endpoint.host_bytes if endpoint is not None else b"",
                     cluster.name_bytes if cluster is not None else self.cluster_name.encode(),
