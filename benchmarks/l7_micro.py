@@ -6,10 +6,12 @@ event loop has a core of its own and its CPU time (`time.process_time`) is the p
 `--direct` the clients talk to the upstream with no proxy in between (the ceiling of the client side).
 `--no-io` drives the same protocol objects through stub transports instead: the Python cost of one
 proxied request with no system calls (best of five runs); `--headers N` adds N header fields to its
-request and its response, to see what each field costs (in instructions, see the README).
+request and its response, to see what each field costs (in instructions, see the README). `--floor` with
+`--no-io` drives `benchmarks/floor.py`'s relay (httptools with empty callbacks, bytes forwarded as received)
+through the same stubs: the least Python any proxy on httptools runs per request, in the same units.
 
     python benchmarks/l7_micro.py [--seconds 5] [--connections 1] [--pipeline 1] [--direct | --no-io [--headers N]
-                                  [--nginx-response]]
+                                  [--nginx-response] [--floor]]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import resource
 import time
 from multiprocessing.connection import Connection
@@ -24,6 +27,7 @@ from multiprocessing.connection import Connection
 import httptools
 import uvloop
 
+from benchmarks import floor
 from proxy.accesslog import AccessLog
 from proxy.admin.metrics import Metrics
 from proxy.l7.downstream import HttpDownstream
@@ -157,15 +161,17 @@ def with_headers(message: bytes, count: int) -> bytes:
     return message[:end] + extra + message[end:]
 
 
-def no_io(requests: int, headers: int = 0, response: bytes = RESPONSE) -> float:
+def no_io(requests: int, headers: int = 0, response: bytes = RESPONSE, access_log: str = "off") -> float:
     """Microseconds of Python per proxied request, best of five runs of `requests` requests; `headers`
-    more header fields in each request and in each `response`."""
+    more header fields in each request and in each `response`. `access_log`: "text" or "json" writes
+    the access log, as `make bench` runs shiftproxy, to /dev/null."""
     request = with_headers(REQUEST, headers)
     response = with_headers(response, headers)
 
     async def run() -> float:
         ports = [1001, 1002]
-        state = ServerState(snapshot(ports), Metrics(), ClusterManager(), AccessLog("off"))
+        sink = open(os.devnull, "wb")  # noqa: SIM115 - closed below
+        state = ServerState(snapshot(ports), Metrics(), ClusterManager(), AccessLog(access_log, sink))
         downstream = HttpDownstream(LISTENER, state)
         downstream.connection_made(StubTransport())
         for port in ports:  # one idle keep-alive connection per endpoint, as in steady state
@@ -181,6 +187,47 @@ def no_io(requests: int, headers: int = 0, response: bytes = RESPONSE) -> float:
                 downstream.exchange.upstream.data_received(response)  # type: ignore[union-attr]
             best = min(best, (time.perf_counter() - start) / requests * 1e6)
         assert sum(s.count for s in state.metrics.http.values()) == 5 * requests
+        state.access_log.flush()
+        sink.close()
+        return best
+
+    return uvloop.run(run())
+
+
+class CountingTransport(StubTransport):
+    """A stub that counts the writes it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes += 1
+
+
+def floor_no_io(requests: int, headers: int = 0, response: bytes = RESPONSE) -> float:
+    """`no_io` for the floor relay (`benchmarks/floor.py`): the same messages through the same kind of stub
+    transports, one pooled upstream connection."""
+    request = with_headers(REQUEST, headers)
+    response = with_headers(response, headers)
+
+    async def run() -> float:
+        relay = floor.Relay("127.0.0.1", 1001)
+        upstream = floor.Upstream()
+        upstream_transport = CountingTransport()
+        upstream.connection_made(upstream_transport)
+        relay.give_back(upstream)
+        downstream = floor.Downstream(relay)
+        downstream_transport = CountingTransport()
+        downstream.connection_made(downstream_transport)
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(requests):
+                downstream.data_received(request)
+                upstream.data_received(response)
+            best = min(best, (time.perf_counter() - start) / requests * 1e6)
+        assert upstream_transport.writes == downstream_transport.writes == 5 * requests
         return best
 
     return uvloop.run(run())
@@ -196,10 +243,17 @@ def main() -> None:
     parser.add_argument("--headers", type=int, default=0, help="with --no-io: more header fields each way")
     parser.add_argument("--nginx-response", action="store_true",
                         help="with --no-io: the response head of make bench's nginx backend")
+    parser.add_argument("--floor", action="store_true", help="with --no-io: benchmarks/floor.py's relay instead")
+    parser.add_argument("--access-log", choices=("off", "text", "json"), default="off",
+                        help="with --no-io: shiftproxy's access log, written to /dev/null")
     args = parser.parse_args()
     if args.no_io:
         response = NGINX_RESPONSE if args.nginx_response else RESPONSE
-        print(f"no I/O: {no_io(20000, args.headers, response):.1f} µs of Python per proxied request")
+        if args.floor:
+            print(f"no I/O, floor relay: {floor_no_io(20000, args.headers, response):.1f} µs of Python per request")
+        else:
+            cost = no_io(20000, args.headers, response, args.access_log)
+            print(f"no I/O: {cost:.1f} µs of Python per proxied request")
         return
 
     pipe, child_pipe = multiprocessing.Pipe()

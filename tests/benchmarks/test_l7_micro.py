@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httptools
 
-from benchmarks.l7_micro import NGINX_RESPONSE, REQUEST, RESPONSE, no_io, with_headers
+from benchmarks.l7_micro import NGINX_RESPONSE, REQUEST, RESPONSE, floor_no_io, no_io, with_headers
 
 
 class _Fields:
@@ -38,3 +38,12 @@ def test_no_io_runs_with_the_nginx_response() -> None:
     httptools.HttpResponseParser(fields).feed_data(NGINX_RESPONSE)
     assert fields.complete and len(fields.names) == 5
     assert no_io(20, response=NGINX_RESPONSE) > 0
+
+
+def test_no_io_runs_with_the_access_log() -> None:
+    assert no_io(20, access_log="text") > 0
+
+
+def test_floor_no_io_relays_every_request_and_response() -> None:
+    # floor_no_io checks that each request reached the upstream stub and each response the downstream one
+    assert floor_no_io(20, headers=3, response=NGINX_RESPONSE) > 0
