@@ -10,7 +10,6 @@ after 30 s with `SHIFTPROXY_HEAP_RELEASE=off`.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import pytest
 import trustme
 
 from proxy.heap import Heap
-from tests.e2e.harness import Client, ProxyProcess, Upstream, free_port, service_entry
-from tests.e2e.test_tls import HOST, gateway, https_server, reviews_vs
+from tests.e2e.harness import Client, Upstream, free_port
+from tests.e2e.test_tls import HOST, gateway, https_server, reviews_config, reviews_vs, start
 from tests.e2e.tls_fixtures import client_context, tls_client, write_credential
-from tests.paths import BOOKINFO_NET
 
 pytestmark = pytest.mark.skipif(not Heap({}).enabled, reason="heap release needs Linux with glibc")
 
@@ -45,11 +43,7 @@ async def rss_after_closing_most(tmp_path: Path, reviews: dict[str, Upstream], m
     """(RSS before, with CONNECTIONS open, after all but every KEEP_EVERY-th closed): the last once it is
     back under halfway, or after `wait` seconds (a bound on the wait, not a timing check)."""
     ca = trustme.CA()
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    (config_dir / "reviews-service-entry.yaml").write_text(
-        service_entry("reviews", 9080, [(u.port, v) for v, u in reviews.items()]))
-    shutil.copy(BOOKINFO_NET / "destination-rule-all.yaml", config_dir)
+    config_dir = reviews_config(tmp_path, reviews)
     creds = tmp_path / "credentials"
     write_credential(creds, "bookinfo-cert", ca, HOST)
     port = free_port()
@@ -57,8 +51,7 @@ async def rss_after_closing_most(tmp_path: Path, reviews: dict[str, Upstream], m
         port, HOST, "{mode: SIMPLE, credentialName: bookinfo-cert}")))
     (config_dir / "vs.yaml").write_text(reviews_vs())
     monkeypatch.setenv("SHIFTPROXY_HEAP_RELEASE", setting)
-    proxy = ProxyProcess(config_dir, ["--access-log", "off", "--role", "gateway",
-                                      "--credentials-dir", str(creds)]).start()
+    proxy = start(config_dir, creds)
     clients: list[Client] = []
     try:
         for client in await open_clients(port, ca, 4):  # first-use allocations out of the way

@@ -69,14 +69,19 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-@pytest.fixture
-def config_dir(tmp_path: Path, reviews: dict[str, Upstream]) -> Path:
+def reviews_config(tmp_path: Path, reviews: dict[str, Upstream]) -> Path:
+    """A config directory with the reviews service on `reviews` and its subsets, no Gateway yet."""
     d = tmp_path / "config"
     d.mkdir()
     (d / "reviews-service-entry.yaml").write_text(
         service_entry("reviews", 9080, [(u.port, v) for v, u in reviews.items()]))
     shutil.copy(BOOKINFO_NET / "destination-rule-all.yaml", d)
     return d
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, reviews: dict[str, Upstream]) -> Path:
+    return reviews_config(tmp_path, reviews)
 
 
 def start(config_dir: Path, credentials: Path | None = None, *extra: str) -> ProxyProcess:
